@@ -1,0 +1,5 @@
+import sys
+
+from cbtcompare.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""`python -m cbtcompare ...`: one subcommand per headless job.
+
+Each command lives in its own module under cbtcompare/commands/ exposing `register(subparsers)`;
+adding a command is one new module plus one line in COMMAND_MODULES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cbtcompare.models.base import ModelError
+
+COMMAND_MODULES = [
+    "cbtcompare.commands.models_cmd",
+    "cbtcompare.commands.pair_cmd",
+    "cbtcompare.commands.chat_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cbtcompare",
+        description="CBTCompare: compare base and CBT-tuned language models. A research tool, not therapy.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (ModelError, ValueError, FileNotFoundError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,279 @@
+"""GGUF models through llama-cpp-python: one weights file loaded once, a pool of contexts over it.
+
+Every spec that names the same GGUF shares one llama_model (memory-mapped, so the weights sit in memory
+once). Requests take a context from that file's pool, set the spec's LoRA adapter on it (or clear it),
+reset its KV cache and generate, so one context never serves two requests at once and base and tuned
+never hold two copies of the weights. (llama-cpp-python's own `lora_path` would turn mmap off and load a
+private copy; adapters are applied per context here instead.)
+
+The prompt is rendered with the chat template from the GGUF's own metadata (or a Jinja file named by
+the spec), and the same rendering is used to count tokens for the context guard. JSON output is
+constrained by a llama.cpp grammar built from the JSON schema.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from cbtcompare.models.base import (
+    AdapterMismatch,
+    BackendUnavailable,
+    ChatModel,
+    ContextOverflow,
+    InvalidWeights,
+    Message,
+    ModelError,
+    ModelInfo,
+    ModelNotFound,
+    ModelSpec,
+    Sampling,
+    Usage,
+)
+from cbtcompare.models.weights import check_gguf, resolve_weights, sha256_of
+
+MAX_CONTEXTS_PER_WEIGHTS = 4
+
+
+def _llama_cpp():
+    try:
+        import llama_cpp
+        import llama_cpp.llama
+    except ImportError as exc:
+        raise BackendUnavailable("llama-cpp-python is not installed; run `make run` or pip install llama-cpp-python") from exc
+    return llama_cpp
+
+
+class _BorrowedModel:
+    """Stands in for a LlamaModel inside one Llama object; closing it leaves the shared model alone."""
+
+    def __init__(self, real: object):
+        self._real = real
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def close(self) -> None:
+        pass
+
+
+class SharedWeights:
+    """One GGUF file: its llama_model, its LoRA adapters, and a pool of contexts over it."""
+
+    _lock = threading.Lock()  # guards construction, which briefly patches llama-cpp-python's loader
+    _instances: dict[tuple[str, int], SharedWeights] = {}
+
+    def __init__(self, path: Path, n_ctx: int):
+        self.path = path
+        self.n_ctx = n_ctx
+        self._llama_cpp = _llama_cpp()
+        self._pool_lock = threading.Condition()
+        self._idle: list[object] = []
+        self._created = 0
+        self._adapters: dict[str, object] = {}
+        self._first = self._new_context()  # loads the model
+        self.model = self._first._model  # type: ignore[attr-defined]
+        self._idle.append(self._first)
+
+    @classmethod
+    def get(cls, path: Path, n_ctx: int) -> SharedWeights:
+        key = (str(path.resolve()), n_ctx)
+        with cls._lock:
+            if key not in cls._instances:
+                cls._instances[key] = cls(path, n_ctx)
+            return cls._instances[key]
+
+    def _new_context(self) -> object:
+        llama_module = self._llama_cpp.llama
+        kwargs = dict(model_path=str(self.path), n_ctx=self.n_ctx, verbose=False, seed=0)
+        if self._created == 0:
+            try:
+                llama = llama_module.Llama(**kwargs)
+            except ValueError as exc:
+                raise InvalidWeights(
+                    f"llama.cpp could not load {self.path} ({exc}); the file may be truncated or not a model: "
+                    "download it again"
+                ) from exc
+        else:
+            original = llama_module.internals.LlamaModel
+            shared = self.model
+            llama_module.internals.LlamaModel = lambda **_: _BorrowedModel(shared)  # type: ignore[assignment]
+            try:
+                llama = llama_module.Llama(**kwargs)
+            finally:
+                llama_module.internals.LlamaModel = original
+        self._created += 1
+        return llama
+
+    def adapter(self, path: Path) -> object:
+        key = str(path.resolve())
+        with self._pool_lock:
+            if key not in self._adapters:
+                check_gguf(path)
+                handle = self._llama_cpp.llama_adapter_lora_init(self.model.model, key.encode("utf-8"))
+                if not handle:
+                    raise AdapterMismatch(
+                        f"the LoRA adapter {path} does not fit {self.path.name}: it was built for another base "
+                        "model or its tensor shapes differ; export an adapter trained on this base"
+                    )
+                self._adapters[key] = handle
+            return self._adapters[key]
+
+    @contextmanager
+    def context(self, adapter: object | None, scale: float) -> Iterator[object]:
+        """Borrow a context with the given adapter set (or none), for one request."""
+        with self._pool_lock:
+            while not self._idle and self._created >= MAX_CONTEXTS_PER_WEIGHTS:
+                self._pool_lock.wait()
+            if self._idle:
+                llama = self._idle.pop()
+            else:
+                with SharedWeights._lock:
+                    llama = self._new_context()
+        try:
+            self._set_adapter(llama, adapter, scale)
+            llama.reset()  # type: ignore[attr-defined]
+            yield llama
+        finally:
+            with self._pool_lock:
+                self._idle.append(llama)
+                self._pool_lock.notify()
+
+    def _set_adapter(self, llama: object, adapter: object | None, scale: float) -> None:
+        lib = self._llama_cpp
+        ctx = llama._ctx.ctx  # type: ignore[attr-defined]
+        if adapter is None:
+            lib.llama_set_adapters_lora(ctx, None, 0, None)
+            return
+        adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
+        scales = (ctypes.c_float * 1)(scale)
+        if lib.llama_set_adapters_lora(ctx, adapters, 1, scales):
+            raise AdapterMismatch(f"llama.cpp refused to apply the adapter to {self.path.name}")
+
+
+class LlamaCppModel(ChatModel):
+    supports_seed = True
+    supports_json_schema = True
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__(spec)
+        self.weights_path = resolve_weights(spec.weights)
+        check_gguf(self.weights_path)
+        self.adapter_path = self._adapter_path(spec)
+        self.shared = SharedWeights.get(self.weights_path, spec.n_ctx)
+        self._adapter = self.shared.adapter(self.adapter_path) if self.adapter_path else None
+        self._formatter = self._chat_formatter()
+
+    @staticmethod
+    def unavailable_reason(spec: ModelSpec) -> str | None:
+        try:
+            _llama_cpp()
+            path = resolve_weights(spec.weights)
+            check_gguf(path)
+            if spec.adapter:
+                LlamaCppModel._adapter_path(spec)
+        except ModelError as exc:
+            return str(exc)
+        return None
+
+    @staticmethod
+    def _adapter_path(spec: ModelSpec) -> Path | None:
+        if not spec.adapter:
+            return None
+        path = resolve_weights(spec.adapter) if spec.adapter.startswith("hf:") else Path(spec.adapter)
+        if not path.exists():
+            raise ModelNotFound(
+                f"adapter not built yet: {path} does not exist; train it (see training/) or fix the path",
+                model=spec.name,
+            )
+        return path
+
+    def _chat_formatter(self):  # type: ignore[no-untyped-def]
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llama = self.shared._first
+        metadata = llama.metadata  # type: ignore[attr-defined]
+        if self.spec.chat_template != "auto":
+            template = Path(self.spec.chat_template).read_text(encoding="utf-8")
+        elif "tokenizer.chat_template" in metadata:
+            template = metadata["tokenizer.chat_template"]
+        else:
+            raise InvalidWeights(
+                f"{self.weights_path.name} carries no chat template; set chat_template to a Jinja file in the spec",
+                model=self.name,
+            )
+        model = self.shared.model
+        eos = model.token_get_text(model.token_eos())
+        bos = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
+        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[model.token_eos()])
+
+    @property
+    def context_length(self) -> int:
+        return self.spec.n_ctx
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.spec.name,
+            backend="llamacpp",
+            weights=str(self.weights_path),
+            weights_sha256=sha256_of(self.weights_path),
+            adapter=str(self.adapter_path) if self.adapter_path else None,
+            adapter_sha256=sha256_of(self.adapter_path) if self.adapter_path else None,
+            adapter_scale=self.spec.adapter_scale,
+            n_ctx=self.spec.n_ctx,
+        )
+
+    def _render(self, messages: Sequence[Message]) -> tuple[list[int], list[str]]:
+        rendered = self._formatter(messages=[m.to_dict() for m in messages])
+        tokens = self.shared.model.tokenize(
+            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        )
+        stops = [rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop or [])
+        return tokens, stops
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self._render(messages)[0])
+
+    def _generate(
+        self, messages: list[Message], sampling: Sampling, usage: Usage, grammar: object | None = None
+    ) -> Iterator[str]:
+        tokens, template_stops = self._render(messages)
+        usage.prompt_tokens = len(tokens)
+        usage.seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
+        with self.shared.context(self._adapter, self.spec.adapter_scale) as llama:
+            try:
+                chunks = llama.create_completion(  # type: ignore[attr-defined]
+                    prompt=tokens,
+                    max_tokens=sampling.max_tokens,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    seed=usage.seed,
+                    stop=template_stops + list(sampling.stop),
+                    grammar=grammar,
+                    stream=True,
+                )
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    if choice["text"]:
+                        usage.completion_tokens += 1
+                        yield choice["text"]
+                    if choice.get("finish_reason"):
+                        usage.finish_reason = choice["finish_reason"]
+            except ValueError as exc:
+                if "context window" in str(exc):
+                    raise ContextOverflow(f"{exc}; shorten the conversation or lower max_tokens", model=self.name) from exc
+                raise
+
+    def _stream(self, messages: list[Message], sampling: Sampling, usage: Usage) -> Iterator[str]:
+        return self._generate(messages, sampling, usage)
+
+    def _complete_json(self, messages: list[Message], schema: dict, sampling: Sampling) -> str:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        return "".join(self._generate(messages, sampling, Usage(), grammar=grammar))

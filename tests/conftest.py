@@ -1,0 +1,12 @@
+"""Shared fixtures. Fixture modules live beside this file as fixtures_*.py and are plugged in here."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+pytest_plugins = [
+    "fixtures_models",
+]
