@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from cbtcompare.models.base import ChatModel, ModelError, Sampling, Usage
 from cbtcompare.models.registry import Registry
 from cbtcompare.prompts import DEFAULT_SESSION_PROMPT, SystemPrompt, load_prompt, resolve_system_prompt
+from cbtcompare.safety import CrisisResult
 from cbtcompare.seeds import derive_seed
 from cbtcompare.transcript import Transcript, Turn, new_id, therapist_messages
 
@@ -63,11 +64,6 @@ class Pane:
 
 
 @dataclass
-class CrisisNotice:
-    categories: tuple[str, ...]
-
-
-@dataclass
 class CompareSession:
     registry: Registry
     model_names: list[str]
@@ -76,7 +72,7 @@ class CompareSession:
     seed: int = 0
     group_id: str = field(default_factory=new_id)
     panes: list[Pane] = field(default_factory=list)
-    crisis: CrisisNotice | None = None
+    crisis: CrisisResult | None = None  # the newest person turn's crisis finding, if it hit
     _attempt: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -103,7 +99,7 @@ class CompareSession:
             system_prompt=prompt.text,
             sampling=self.sampling.model_dump(mode="json"),
             seed=self.seed,
-            prompt_versions={"system": prompt.version or "none", "system_source": prompt.source},
+            prompt_versions=annotation_versions(system=prompt.version or "none", system_source=prompt.source),
             context_policy=spec.context_policy,
         )
         return Pane(name=name, model=model, system_prompt=prompt, transcript=transcript, error=error)
@@ -115,7 +111,7 @@ class CompareSession:
         message = validate_message(text)
         turn = _checked_turn(Turn(role="patient", text=message))
         crisis = turn.flags.get("crisis")
-        self.crisis = CrisisNotice(tuple(crisis)) if crisis else None
+        self.crisis = CrisisResult(True, tuple(crisis), tuple(turn.flags.get("crisis_evidence", ()))) if crisis else None
         for pane in self.panes:
             pane.transcript.turns.append(turn.model_copy(deep=True))
         self._attempt = 0
@@ -164,6 +160,7 @@ class CompareSession:
             worker.start()
         running = len(workers)
         try:
+            yield self.panes
             while running:
                 index, chunk = events.get()
                 if chunk is None:
@@ -210,6 +207,14 @@ class CompareSession:
                 stream.close()
             pane.streaming = False
             events.put((index, None))
+
+
+def annotation_versions(**versions: str) -> dict[str, str]:
+    """Prompt versions plus the versions of the rule files that annotate turns (safety, techniques)."""
+    from cbtcompare.safety import rules_version
+    from cbtcompare.techniques import RULES_VERSION
+
+    return {**versions, "safety_rules": rules_version(), "technique_rules": RULES_VERSION}
 
 
 def _checked_turn(turn: Turn) -> Turn:

@@ -9,4 +9,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 pytest_plugins = [
     "fixtures_models",
+    "fixtures_servers",
+    "fixtures_app",
 ]

@@ -35,6 +35,9 @@ class Sampling(BaseModel):
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="0 is greedy decoding")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_tokens: int = Field(256, ge=1, le=32768, description="most tokens to generate")
+    repeat_penalty: float = Field(
+        1.0, ge=0.5, le=2.0, description="penalise repeated tokens (llama.cpp and transformers; endpoints ignore it)"
+    )
     seed: int | None = Field(None, description="same seed + same settings = same text, where the backend allows")
     stop: tuple[str, ...] = Field((), description="strings that end the reply")
 

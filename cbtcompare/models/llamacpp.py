@@ -252,6 +252,7 @@ class LlamaCppModel(ChatModel):
                     max_tokens=sampling.max_tokens,
                     temperature=sampling.temperature,
                     top_p=sampling.top_p,
+                    repeat_penalty=sampling.repeat_penalty,
                     seed=usage.seed,
                     stop=template_stops + list(sampling.stop),
                     grammar=grammar,

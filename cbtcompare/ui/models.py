@@ -1,0 +1,29 @@
+"""Models tab: what the registry holds and whether each model can run here."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from cbtcompare.ui import AppContext, ui_copy
+
+TITLE = "Models"
+
+
+def availability_rows(context: AppContext) -> list[list[str]]:
+    rows = []
+    for name in context.registry.names():
+        row = context.registry.availability(name)
+        rows.append([row.name, row.backend, "yes" if row.available else "no", row.reason or row.description])
+    return rows
+
+
+def render(context: AppContext) -> None:
+    gr.Markdown(ui_copy("models_intro"))
+    table = gr.Dataframe(
+        value=availability_rows(context),
+        headers=["model", "backend", "available", "notes"],
+        interactive=False,
+        wrap=True,
+    )
+    refresh = gr.Button("Refresh")
+    refresh.click(lambda: availability_rows(context), None, table, api_name="models")

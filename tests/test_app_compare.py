@@ -1,0 +1,134 @@
+"""The Compare tab end to end through the official gradio_client, against the real running app."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = {"system_prompt": None, "temperature": 0.7, "top_p": 0.95, "max_tokens": 24, "seed": 3}
+
+
+def send(client: Client, message: str, models: tuple[str, str, str], **overrides) -> tuple:
+    settings = {**SETTINGS, **overrides}
+    return client.predict(
+        message, *models, settings["system_prompt"] or PROMPT, settings["temperature"], settings["top_p"],
+        settings["max_tokens"], settings["seed"], api_name="/send",
+    )
+
+
+PROMPT = "You are a supportive therapist. Keep replies short."
+PAIR = ("smollm2-instruct", "smollm2-cbt-prompted", "(none)")
+
+
+def unpack(result: tuple) -> dict:
+    _message, crisis, *panes = result
+    headers, chats, stats = panes[0:3], panes[3:6], panes[6:9]
+    return {"crisis": crisis, "headers": headers, "chats": chats, "stats": stats}
+
+
+def text_of(message: dict) -> str:
+    """A chat message's text: Gradio 6 returns content as a list of typed parts."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def crisis_text(update: object) -> str:
+    return update.get("value") or "" if isinstance(update, dict) else str(update or "")
+
+
+def test_two_panes_answer_with_techniques_and_stats(app_url):
+    client = Client(app_url, verbose=False)
+    view = unpack(send(client, "I failed my exam and I feel useless.", PAIR))
+    for chat in view["chats"][:2]:
+        assert [m["role"] for m in chat] == ["user", "assistant"]
+        assert text_of(chat[0]) == "I failed my exam and I feel useless."
+        assert "techniques:" in text_of(chat[1])
+    assert "tokens/s" in view["stats"][0] and "context:" in view["stats"][0]
+    assert "own system prompt" in view["headers"][1] and "parity-card" in view["headers"][0]
+    assert view["chats"][2] == []
+    second = unpack(send(client, "Why do I always mess up?", PAIR))
+    assert [m["role"] for m in second["chats"][0]] == ["user", "assistant", "user", "assistant"]
+
+
+def test_same_seed_gives_the_same_replies_in_a_new_session(app_url):
+    first = unpack(send(Client(app_url, verbose=False), "Work is stressing me out.", PAIR, seed=11))
+    second = unpack(send(Client(app_url, verbose=False), "Work is stressing me out.", PAIR, seed=11))
+    assert first["chats"][:2] == second["chats"][:2]
+
+
+def test_two_clients_at_once_never_see_each_others_sessions(app_url):
+    results: dict[str, dict] = {}
+
+    def talk(label: str) -> None:
+        client = Client(app_url, verbose=False)
+        send(client, f"My name is {label} and I feel tired.", PAIR)
+        results[label] = unpack(send(client, f"{label} again: still tired.", PAIR))
+
+    threads = [threading.Thread(target=talk, args=(label,)) for label in ("Alice", "Bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for me, other in (("Alice", "Bob"), ("Bob", "Alice")):
+        user_turns = [text_of(m) for m in results[me]["chats"][0] if m["role"] == "user"]
+        assert len(user_turns) == 2 and all(me in t for t in user_turns)
+        assert not any(other in text_of(m) for chat in results[me]["chats"] for m in chat)
+
+
+def test_crisis_message_shows_the_resources_panel_and_flags_the_turn(app_url, app_data_dir):
+    client = Client(app_url, verbose=False)
+    view = unpack(send(client, "I don't want to be alive anymore, I've been thinking of ending it.", PAIR))
+    assert "988" in crisis_text(view["crisis"]) and "findahelpline.com" in crisis_text(view["crisis"])
+    group_id = client.predict(api_name="/save")
+    from cbtcompare.store import Store
+
+    store = Store(f"sqlite:///{app_data_dir / 'cbtcompare.sqlite'}")
+    saved = [store.get_transcript(s.id) for s in store.list_transcripts(group_id=group_id)]
+    assert len(saved) == 2
+    assert all(t.turns[0].flags.get("crisis") for t in saved)
+    assert all(t.therapist.get("weights_sha256") for t in saved)
+    calm = unpack(send(client, "Thanks, I feel a bit calmer now.", PAIR))
+    assert crisis_text(calm["crisis"]) == ""
+
+
+def test_download_gives_the_transcripts_as_json(app_url):
+    client = Client(app_url, verbose=False)
+    send(client, "Hello.", PAIR)
+    path = Path(client.predict(api_name="/download"))
+    transcripts = json.loads(path.read_text())
+    assert [t["therapist"]["name"] for t in transcripts] == list(PAIR[:2])
+    assert all(t["sampling"]["max_tokens"] == SETTINGS["max_tokens"] and t["seed"] == 3 for t in transcripts)
+    assert all(t["prompt_versions"]["system"] != "none" for t in transcripts)
+
+
+def test_empty_and_oversized_messages_are_refused_with_a_reason(app_url):
+    client = Client(app_url, verbose=False)
+    with pytest.raises(Exception, match="empty"):
+        send(client, "   ", PAIR)
+    with pytest.raises(Exception, match="limit is 4,000"):
+        send(client, "x" * 20_000, PAIR)
+
+
+def test_a_pane_that_fails_mid_stream_says_why_and_the_others_finish(app_url):
+    client = Client(app_url, verbose=False)
+    view = unpack(send(client, "I feel anxious.", ("smollm2-instruct", "flaky-endpoint", "dead-endpoint")))
+    ok, flaky, dead = view["chats"]
+    assert ok[-1]["role"] == "assistant" and "This model failed" not in text_of(ok[-1])
+    assert "This model failed" in text_of(flaky[-1])
+    assert "This model failed" in text_of(dead[-1]) and "127.0.0.1:9" in text_of(dead[-1])
+
+
+def test_an_unavailable_model_is_shown_as_such(app_url):
+    client = Client(app_url, verbose=False)
+    view = unpack(send(client, "Hi.", ("smollm2-instruct", "missing-adapter", "(none)")))
+    assert "adapter not built yet" in text_of(view["chats"][1][-1])
+    assert view["stats"][1] == "unavailable"
+    assert view["chats"][0][-1]["role"] == "assistant"
