@@ -10,7 +10,8 @@ process-wide cache. A spec with a PEFT adapter adds that adapter to the shared b
 wrapping it in place); a spec without one generates inside `disable_adapter()`. One lock per base
 serialises adapter selection and generation, so base and tuned never hold two copies of the weights
 and never see each other's adapter. Seeds reseed torch's global generator per call: two bases
-sampling at the same moment in one process can disturb each other's draws.
+sampling at the same moment in one process can disturb each other's draws. Loads are serialised
+process-wide (one base loads at a time); an adapter is keyed by its folder and scale.
 
 This module never downloads anything itself except through transformers/huggingface_hub, and never
 constrains output: `complete_json` generates plain text that callers must validate.
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MODEL_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
 INSTALL_HINT = "run `make run` or `pip install -r requirements.txt`"
@@ -63,12 +66,11 @@ class WeightsSource:
     """Where a spec's weights come from, decided without loading them."""
 
     kind: Literal["gguf", "folder", "hub"]
-    location: str  # a folder path, a GGUF file path, or a Hub id
-    hub_file: tuple[str, str] | None = None  # (repo, filename) of a GGUF still to download
+    location: str  # a folder path, a GGUF file path, a Hub id, or an hf: GGUF reference not downloaded yet
 
     @property
     def path(self) -> Path | None:
-        return Path(self.location) if self.kind != "hub" else None
+        return Path(self.location) if self.kind != "hub" and not self.location.startswith("hf:") else None
 
 
 def _require_libraries(spec: ModelSpec) -> None:
@@ -120,7 +122,7 @@ def locate_weights(spec: ModelSpec, *, download: bool) -> WeightsSource:
                 "(HF_HUB_OFFLINE); connect once to download it, or put the file on disk and use its path",
                 model=spec.name,
             )
-        return WeightsSource("gguf", reference, hub_file=(repo, filename))
+        return WeightsSource("gguf", reference)
     path = _local_path(reference)
     if path.is_file():
         check_gguf(path)
@@ -132,9 +134,13 @@ def locate_weights(spec: ModelSpec, *, download: bool) -> WeightsSource:
                 "`save_pretrained` wrote, or at a .gguf file",
                 model=spec.name,
             )
+        _check_model_folder(path, spec)
         return WeightsSource("folder", str(path))
-    if path.is_absolute() or reference.startswith((".", "~")) or reference.endswith(".gguf") or not HUB_ID.match(
-        reference
+    if (
+        path.is_absolute()
+        or reference.startswith((".", "~"))
+        or reference.endswith(".gguf")
+        or not HUB_ID.match(reference)
     ):
         raise ModelNotFound(
             f"the weights path {path} does not exist; point weights at a transformers folder, a .gguf file or a "
@@ -142,6 +148,22 @@ def locate_weights(spec: ModelSpec, *, download: bool) -> WeightsSource:
             model=spec.name,
         )
     return _hub_source(reference, spec)
+
+
+def _check_model_folder(path: Path, spec: ModelSpec) -> None:
+    """A folder `save_pretrained` wrote: weights and tokenizer files beside config.json."""
+    if not any(next(path.glob(pattern), None) for pattern in MODEL_WEIGHT_PATTERNS):
+        raise InvalidWeights(
+            f"{path} has a config.json but no weights (*.safetensors or pytorch_model*.bin); the download or save "
+            "is incomplete: save or download the model again",
+            model=spec.name,
+        )
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise InvalidWeights(
+            f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer into the same folder "
+            "(`tokenizer.save_pretrained(folder)`)",
+            model=spec.name,
+        )
 
 
 def _hub_source(repo: str, spec: ModelSpec) -> WeightsSource:
@@ -221,7 +243,7 @@ def template_file(spec: ModelSpec) -> Path | None:
     return path
 
 
-def _placement(spec: ModelSpec) -> tuple[str, str]:
+def _placement() -> tuple[str, str]:
     """(device, dtype name): CUDA in bf16 (fp16 on GPUs without bf16) when present, else CPU in fp32."""
     import torch
 
@@ -259,7 +281,7 @@ def loaded_bases() -> list[LoadedBase]:
 
 
 def _acquire_base(spec: ModelSpec, source: WeightsSource) -> LoadedBase:
-    device, dtype = _placement(spec)
+    device, dtype = _placement()
     key: BaseKey = (source.location, dtype, device, spec.quantization)
     with _BASES_LOCK:
         base = _BASES.get(key)
@@ -421,7 +443,9 @@ def _attach_adapter(base: LoadedBase, folder: Path, spec: ModelSpec) -> str:
         try:
             if fresh:
                 wrapper = MODEL_TYPE_TO_PEFT_MODEL_MAPPING.get(config.task_type, PeftModel)
-                base.peft = wrapper(base.model, config, adapter_name=name)
+                with warnings.catch_warnings():  # PEFT reads a deprecated transformers attribute here
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+                    base.peft = wrapper(base.model, config, adapter_name=name)
             base.peft.load_adapter(str(folder), adapter_name=name)
         except Exception as exc:
             _undo_adapter(base, name, fresh)
@@ -622,7 +646,7 @@ class HFModel(ChatModel):
             if sampling.temperature > 0:
                 kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
             else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                kwargs["do_sample"] = False
             with base.lock, self._adapter_scope():
                 if cancel.is_set():
                     return
@@ -683,9 +707,7 @@ def _generation_error(exc: BaseException, model: str) -> BaseException:
     return exc
 
 
-def _until_stop(
-    chunks: Iterator[str], stops: Sequence[str], cancel: threading.Event, usage: Usage
-) -> Iterator[str]:
+def _until_stop(chunks: Iterator[str], stops: Sequence[str], cancel: threading.Event, usage: Usage) -> Iterator[str]:
     """Pass chunks through, cutting the text before the first stop string (held back until it cannot start one)."""
     if not stops:
         for chunk in chunks:
