@@ -1,0 +1,91 @@
+"""`report`: write the results report (index.html + one CSV per table) from imported or stored scores.
+
+Without --scores the scores come from the store through the judge's `scores_frame` (cbtcompare.ctrs);
+when there are none the command exits 2 and says how to get some. --filter applies before validation, so
+`--filter rubric_id=ctrs-paper-1-10` picks one rubric out of a store holding several. This module only
+parses arguments and prints; the analyses live in cbtcompare.stats and the report in cbtcompare.report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from cbtcompare import report, stats
+
+NO_SCORES = (
+    "no scores to report: pass --scores FILE.csv (columns: {columns}), or score stored transcripts with "
+    "`python -m cbtcompare judge` first"
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write the results report (HTML with figures + CSV tables) from CTRS scores"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="folder to write index.html and the CSVs into")
+    parser.add_argument("--scores", type=Path, help="long-format scores CSV; default: the store's scores")
+    parser.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep rows where column KEY equals VALUE (repeatable; a repeated key means any of its values)",
+    )
+    parser.add_argument("--ratings", type=Path, help="human ratings CSV (transcript_id, item, score) to compare")
+    parser.add_argument("--loss", type=Path, help="training log: JSON list of {step, loss} or a trainer_state.json")
+    parser.add_argument("--title", default="CBTCompare results", help="the report's title")
+    parser.set_defaults(handler=run)
+
+
+def scores_from_store() -> pd.DataFrame | None:
+    """The store's scores as the long table (cbtcompare.ctrs.scores_frame), or None when it holds none."""
+    from cbtcompare.ctrs import scores_frame
+    from cbtcompare.store import Store
+
+    frame = scores_frame(Store())
+    return None if frame is None or len(frame) == 0 else frame
+
+
+def _load_loss(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"loss file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    if isinstance(data, dict) and "log_history" in data:
+        data = data["log_history"]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of {{step, loss}} records or a trainer_state.json")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    filters = report.parse_filter_args(args.filter)
+    source, line_offset = None, None
+    if args.scores is not None:
+        scores = stats.read_scores_csv(args.scores)
+        source, line_offset = str(args.scores), 2
+    else:
+        scores = scores_from_store()
+        if scores is None:
+            print("error: " + NO_SCORES.format(columns=", ".join(stats.REQUIRED_COLUMNS)), file=sys.stderr)
+            return 2
+    ratings = None
+    if args.ratings is not None:
+        if not args.ratings.is_file():
+            raise FileNotFoundError(f"ratings file not found: {args.ratings}")
+        ratings = pd.read_csv(args.ratings)
+    loss_history = _load_loss(args.loss) if args.loss is not None else None
+    filtered = report.apply_filters(scores, filters, source=source, line_offset=line_offset)
+    bundle = report.build_results(filtered, ratings=ratings, loss_history=loss_history)
+    index = report.write_results(bundle, filtered, args.out, filters, title=args.title)
+    for note in bundle.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {index} and {len(bundle.tables)} CSV tables")
+    return 0

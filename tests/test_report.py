@@ -1,0 +1,326 @@
+"""The figures (cbtcompare.plots), the HTML + CSV report (cbtcompare.report) and `python -m cbtcompare report`.
+All data here is synthetic (see test_stats.make_planted_scores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from plotly.offline import get_plotlyjs
+from test_stats import JUDGES, SEED, direct_totals, make_planted_scores
+
+from cbtcompare import cli, plots, report, stats
+from cbtcompare.paths import REPO_ROOT
+from cbtcompare.stats import CTRS_ITEMS
+
+EXPECTED_CSVS = {
+    "paper_table.csv",
+    "descriptive.csv",
+    "paired.csv",
+    "paired_by_family.csv",
+    "mixed_model.csv",
+    "mixed_model_fit.csv",
+    "friedman.csv",
+    "friedman_ranks.csv",
+    "judge_alpha.csv",
+    "length_bias.csv",
+    "self_preference.csv",
+    "transcript_totals.csv",
+}
+
+
+@pytest.fixture(scope="module")
+def planted() -> pd.DataFrame:
+    return make_planted_scores()
+
+
+@pytest.fixture(scope="module")
+def small() -> pd.DataFrame:
+    """Fewer patients and one judge: enough for every analysis, quick to report."""
+    return make_planted_scores(seed=SEED, n_patients=8, n_sessions=2, judges=(JUDGES[0],))
+
+
+# --- figures --------------------------------------------------------------------------------------------
+
+
+def test_item_bars_show_each_models_means_and_cis(planted):
+    figure = plots.item_bars(planted)
+    means = stats.item_means(planted)
+    assert [trace.name for trace in figure.data] == sorted(planted["therapist"].unique())
+    trace = next(t for t in figure.data if t.name == "mistral-7b-tuned")
+    rows = means[(means["therapist"] == "mistral-7b-tuned")].set_index("measure").loc[list(CTRS_ITEMS)]
+    assert np.allclose(trace.y, rows["mean"])
+    assert np.allclose(trace.error_y.array, rows["ci_high"] - rows["mean"])
+    assert np.allclose(trace.error_y.arrayminus, rows["mean"] - rows["ci_low"])
+    assert list(trace.x) == [plots.ITEM_LABELS[item] for item in CTRS_ITEMS]
+
+
+def test_radar_is_a_closed_profile_per_model(planted):
+    figure = plots.radar(planted)
+    assert len(figure.data) == 6
+    trace = figure.data[0]
+    oracle = direct_totals(planted)
+    expected = oracle[oracle["therapist"] == trace.name][list(CTRS_ITEMS)].mean()
+    assert len(trace.r) == 12 and trace.r[0] == trace.r[-1] and trace.theta[0] == trace.theta[-1]
+    assert np.allclose(trace.r[:11], expected)
+
+
+def test_paired_slopes_draw_a_line_per_patient_in_each_family(planted):
+    figure = plots.paired_slopes(planted)
+    oracle = direct_totals(planted)
+    per_patient = oracle.pivot_table(index=["family", "patient_id"], columns="variant", values="total")
+    assert len(figure.data) == 3 * (20 + 1)  # 20 patients and a mean line per family
+    first_family = sorted(per_patient.index.get_level_values("family").unique())[0]
+    first = figure.data[0]
+    expected = per_patient.loc[(first_family, first.name)]
+    assert list(first.x) == ["base", "tuned"] and np.allclose(first.y, [expected["base"], expected["tuned"]])
+    with pytest.raises(ValueError, match="need both 'base' and 'tuned'"):
+        plots.paired_slopes(planted[planted["variant"] == "tuned"])
+
+
+def test_totals_distribution_marks_partial_totals(small):
+    figure = plots.totals_distribution(small)
+    assert [t.name for t in figure.data] == sorted(small["therapist"].unique())  # no partial trace
+    frame = small.copy()
+    knock_out = frame["transcript_id"].eq("qwen2.5-7b-base-p01-s1") & frame["item"].eq("agenda")
+    frame.loc[knock_out, ["status", "score"]] = ["unscored", np.nan]
+    partial = plots.totals_distribution(frame).data[-1]
+    assert partial.name == "partial total" and list(partial.text) == ["qwen2.5-7b-base-p01-s1"]
+    expected = direct_totals(frame).loc["qwen2.5-7b-base-p01-s1", "total"]
+    assert list(partial.y) == [expected]
+
+
+def test_loss_curve_sorts_steps_and_refuses_bad_records():
+    history = [{"step": 20, "loss": 1.2}, {"step": 10, "loss": 1.9}, {"step": 20, "eval_loss": 1.4}]
+    figure = plots.loss_curve(history)
+    train, evaluation = figure.data
+    assert list(train.x) == [10, 20] and list(train.y) == [1.9, 1.2]
+    assert evaluation.name == "evaluation loss" and list(evaluation.y) == [1.4]
+    with pytest.raises(ValueError, match="record 1 has no 'step'"):
+        plots.loss_curve([{"step": 1, "loss": 1.0}, {"loss": 2.0}])
+    with pytest.raises(ValueError, match="record 0 has neither 'loss' nor 'eval_loss'"):
+        plots.loss_curve([{"step": 1, "lr": 0.1}])
+    with pytest.raises(ValueError, match="empty"):
+        plots.loss_curve([])
+
+
+# --- the report -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_report_writes_a_self_contained_page_and_a_csv_per_table(tmp_path, planted):
+    history = [{"step": s, "loss": 2.0 / s} for s in range(1, 6)]
+    index = report.write_report(planted, tmp_path / "out", loss_history=history)
+    assert index == tmp_path / "out" / "index.html"
+    written = {path.name for path in index.parent.glob("*.csv")}
+    assert written == EXPECTED_CSVS
+    page = index.read_text(encoding="utf-8")
+    assert page.count(get_plotlyjs()) == 1  # plotly.js embedded exactly once
+    assert "<script src" not in page and 'src="http' not in page  # nothing fetched: works offline
+    assert page.count("Plotly.newPlot(") == 5  # bars, radar, distribution, slopes, loss
+    for title in ("Mean ± SD per model", "Paired comparison", "Linear mixed model", "Krippendorff"):
+        assert title in page
+    paired = pd.read_csv(index.parent / "paired.csv")
+    direct = stats.paired_comparison(planted)
+    assert np.allclose(paired["mean_diff"], direct["mean_diff"]) and np.allclose(paired["p_t"], direct["p_t"])
+    effects = pd.read_csv(index.parent / "mixed_model.csv").set_index("term")
+    assert effects.loc["C(variant)[T.tuned]", "ci_low"] < 11 < effects.loc["C(variant)[T.tuned]", "ci_high"]
+    paper = pd.read_csv(index.parent / "paper_table.csv").set_index("measure")
+    tuned = direct_totals(planted).query("therapist == 'llama3.1-8b-tuned'")["total"]
+    assert paper.loc["Total", "llama3.1-8b-tuned (tuned)"] == f"{tuned.mean():.2f} ± {tuned.std():.2f}"
+
+
+def test_filters_restrict_every_table(tmp_path, planted):
+    index = report.write_report(planted, tmp_path, {"family": ["llama3.1-8b", "qwen2.5-7b"], "judge": JUDGES[0]})
+    descriptive = pd.read_csv(tmp_path / "descriptive.csv")
+    assert set(descriptive["family"]) == {"llama3.1-8b", "qwen2.5-7b"}
+    alone = planted[planted["family"].isin(["llama3.1-8b", "qwen2.5-7b"]) & (planted["judge"] == JUDGES[0])]
+    expected = direct_totals(alone).groupby("therapist")["total"].mean()
+    assert np.allclose(descriptive.set_index("therapist")["total_mean"], expected)
+    page = index.read_text(encoding="utf-8")
+    assert "family=llama3.1-8b|qwen2.5-7b, judge=gemini-1.5-pro" in page
+    assert "one judge" in page and not (tmp_path / "judge_alpha.csv").exists()
+
+
+def test_bad_filters_are_refused(planted):
+    with pytest.raises(ValueError, match="unknown filter 'model'"):
+        report.apply_filters(planted, {"model": "x"})
+    with pytest.raises(ValueError, match="no scores match the filters \\(family=gpt\\)"):
+        report.apply_filters(planted, {"family": "gpt"})
+    with pytest.raises(ValueError, match="not key=value"):
+        report.parse_filter_args(["family"])
+    assert report.parse_filter_args(["judge=a", "judge=b", "session=2"]) == {"judge": ["a", "b"], "session": ["2"]}
+
+
+def test_a_filter_picks_one_rubric_out_of_a_mixed_table(small):
+    classic = small.copy()
+    classic["score"] = np.clip(classic["score"], 0, 6)
+    mixed = pd.concat([small.assign(rubric_id="ctrs-paper-1-10"), classic.assign(rubric_id="ctrs-classic-0-6")])
+    with pytest.raises(stats.ScoresSchemaError, match="the scores mix rubrics \\(ctrs-classic-0-6, ctrs-paper-1-10\\)"):
+        stats.validate_scores(mixed)
+    picked = report.apply_filters(mixed, {"rubric_id": "ctrs-classic-0-6"})
+    assert len(picked) == len(small) and picked["score"].max() == 6
+
+
+def test_filtered_csv_errors_still_name_the_file_line(tmp_path, small):
+    frame = small.astype({"variant": object}).copy()
+    frame.loc[30, "variant"] = "finetuned"
+    path = tmp_path / "scores.csv"
+    frame.to_csv(path, index=False)
+    raw = stats.read_scores_csv(path)
+    with pytest.raises(stats.ScoresSchemaError, match="column 'variant' has 'finetuned' at line 32"):
+        report.apply_filters(raw, {"family": small.loc[30, "family"]}, source=str(path), line_offset=2)
+
+
+def test_report_escapes_names_and_shows_notes(tmp_path, small):
+    frame = small.copy()
+    hostile = "<script>alert('x')</script>"
+    frame.loc[frame["therapist"] == "mistral-7b-base", "therapist"] = hostile
+    knock_out = frame["item"].eq("homework") & frame["transcript_id"].eq("qwen2.5-7b-tuned-p02-s2")
+    frame.loc[knock_out, ["status", "score"]] = ["n/a", np.nan]
+    page = report.write_report(frame, tmp_path).read_text(encoding="utf-8")
+    assert hostile not in page
+    assert "&lt;script&gt;alert('x')&lt;/script&gt;" in page  # shown as text in the tables
+    assert "1 of 96 transcripts have a partial total" in page
+    assert "Length bias" in page
+
+
+def test_report_shows_mixed_model_warnings(tmp_path):
+    scores = make_planted_scores(seed=0, n_patients=5, n_sessions=2, judges=("j",), patient_sd=0.0)
+    page = report.write_report(scores, tmp_path).read_text(encoding="utf-8")
+    assert "Mixed model warning: ConvergenceWarning" in page
+    fit = pd.read_csv(tmp_path / "mixed_model_fit.csv")
+    assert "ConvergenceWarning" in fit.loc[0, "warnings"] and not fit.loc[0, "converged"]
+
+
+def test_report_skips_what_the_data_cannot_support(tmp_path, small):
+    only_tuned = small[small["variant"] == "tuned"]
+    bundle = report.build_results(only_tuned)
+    assert "paired" not in bundle.tables and "paired_slopes" not in bundle.figures
+    assert any("no transcripts with variant 'base'" in note for note in bundle.notes)
+    assert "descriptive" in bundle.tables and "mixed_model" in bundle.tables
+    assert bundle.mixed_model.formula == "total ~ C(family) + session_centred"
+
+
+def test_human_agreement_table_joins_the_report(tmp_path, small):
+    ratings = small[["transcript_id", "item", "score"]].copy()
+    ratings["rater"] = "r1"
+    report.write_report(small, tmp_path, ratings=ratings)
+    agreement = pd.read_csv(tmp_path / "human_agreement.csv")
+    assert set(agreement["item"]) == set(CTRS_ITEMS)
+    assert np.allclose(agreement["alpha"], 1.0)  # ratings identical to the judge's scores
+
+
+# --- the CLI --------------------------------------------------------------------------------------------
+
+
+def test_cli_report_from_a_scores_csv(tmp_path, small, capsys):
+    scores = tmp_path / "scores.csv"
+    small.to_csv(scores, index=False)
+    loss = tmp_path / "trainer_state.json"
+    loss.write_text(json.dumps({"log_history": [{"step": 1, "loss": 2.1}, {"step": 2, "loss": 1.7}]}))
+    out = tmp_path / "report"
+    code = cli.main(["report", "--out", str(out), "--scores", str(scores), "--filter", "variant=tuned",
+                     "--loss", str(loss)])  # fmt: skip
+    assert code == 0
+    assert f"wrote {out / 'index.html'}" in capsys.readouterr().out
+    assert set(pd.read_csv(out / "descriptive.csv")["variant"]) == {"tuned"}
+    assert "Training loss" in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_cli_bad_csv_exits_2_naming_the_problem(tmp_path, small, capsys):
+    scores = tmp_path / "scores.csv"
+    small.drop(columns=["repeat"]).to_csv(scores, index=False)
+    assert cli.main(["report", "--out", str(tmp_path / "r"), "--scores", str(scores)]) == 2
+    assert "missing column(s) repeat" in capsys.readouterr().err
+    assert cli.main(["report", "--out", str(tmp_path / "r"), "--scores", str(tmp_path / "nope.csv")]) == 2
+    assert "scores file not found" in capsys.readouterr().err
+    small.to_csv(scores, index=False)
+    assert cli.main(["report", "--out", str(tmp_path / "r"), "--scores", str(scores), "--filter", "bogus=1"]) == 2
+    assert "unknown filter 'bogus'" in capsys.readouterr().err
+
+
+def test_cli_without_scores_and_an_empty_store_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CBTCOMPARE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("CBTCOMPARE_DB_URL", raising=False)
+    assert cli.main(["report", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "no scores to report: pass --scores FILE.csv" in err and "python -m cbtcompare judge" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_report_reads_the_stores_scores(tmp_path, monkeypatch, small):
+    """The judge's stored results -> ctrs.scores_frame -> `report` without --scores."""
+    from cbtcompare.ctrs import ItemScore, JudgeResult, save_results
+    from cbtcompare.store import Store
+    from cbtcompare.transcript import Transcript, Turn
+
+    monkeypatch.setenv("CBTCOMPARE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("CBTCOMPARE_DB_URL", raising=False)
+    store = Store()
+    chosen = small[small["patient_id"].isin(["p00", "p01", "p02"])]
+    results = []
+    for transcript_id, rows in chosen.groupby("transcript_id"):
+        first = rows.iloc[0]
+        transcript = Transcript(
+            id=transcript_id,
+            kind="simulation",
+            therapist={"name": first["therapist"]},
+            meta={
+                "family": first["family"],
+                "variant": first["variant"],
+                "patient_id": first["patient_id"],
+                "session": int(first["session"]),
+            },
+            turns=[
+                Turn(role="patient", text="I feel low.", tokens=5),
+                Turn(role="therapist", text="Tell me.", tokens=3),
+            ],
+        )
+        store.save_transcript(transcript)
+        items = {
+            row["item"]: ItemScore(item=row["item"], status="scored", score=int(row["score"]))
+            for _, row in rows.iterrows()
+        }
+        items["homework"] = ItemScore(item="homework", status="unscored", reason="no valid answer")
+        results.append(
+            JudgeResult(
+                transcript_id=transcript_id,
+                judge=first["judge"],
+                rubric_id="ctrs-paper-1-10",
+                rubric_version="test",
+                mode="all",
+                items=items,
+            )
+        )
+    save_results(store, results)
+    out = tmp_path / "r"
+    assert cli.main(["report", "--out", str(out), "--filter", "rubric_id=ctrs-paper-1-10"]) == 0
+    totals = pd.read_csv(out / "transcript_totals.csv").set_index("transcript_id")
+    expected = direct_totals(chosen[chosen["item"] != "homework"])
+    assert set(totals.index) == set(expected.index) and len(totals) == 3 * 3 * 2 * 2
+    assert np.allclose(totals.loc[expected.index, "total"], expected["total"])
+    assert totals["partial"].all() and (totals["scored_items"] == 10).all()
+    assert (totals["transcript_tokens"] == 8).all()
+
+
+@pytest.mark.slow
+def test_python_dash_m_report_form(tmp_path, small):
+    scores = tmp_path / "scores.csv"
+    small.to_csv(scores, index=False)
+    env = {**os.environ, "CBTCOMPARE_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [sys.executable, "-m", "cbtcompare", "report", "--out", str(tmp_path / "r"), "--scores", str(scores),
+         "--filter", "family=mistral-7b"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r" / "index.html").is_file()
+    assert set(pd.read_csv(tmp_path / "r" / "descriptive.csv")["family"]) == {"mistral-7b"}
+    assert Path(tmp_path / "r" / "transcript_totals.csv").is_file()

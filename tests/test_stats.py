@@ -1,0 +1,546 @@
+"""cbtcompare.stats on synthetic scores with planted effects, each statistic checked against a direct
+scipy / statsmodels / krippendorff call on the same numbers. All data here is synthetic."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+from cbtcompare import stats
+from cbtcompare.stats import CTRS_ITEMS, AnalysisError, ScoresSchemaError
+
+# Planted truth: family offsets on the total (llama ahead, as in the paper), tuned = base + 11 points.
+FAMILY_EFFECTS = {"llama3.1-8b": 3.7, "qwen2.5-7b": 0.0, "mistral-7b": -0.1}
+PLANTED_EFFECT = 11.0
+ITEM_OFFSETS = np.linspace(-1.0, 1.0, len(CTRS_ITEMS))
+JUDGES = ("gemini-1.5-pro", "llama3.1-70b-judge")
+SEED = 2412
+META = ["therapist", "family", "variant", "patient_id", "session"]
+
+
+def make_planted_scores(
+    seed: int = SEED,
+    n_patients: int = 20,
+    n_sessions: int = 4,
+    judges: tuple[str, ...] = JUDGES,
+    repeats: int = 1,
+    self_bias: float = 0.0,
+    noise_sd: float = 6.0,
+    patient_sd: float = 4.0,
+) -> pd.DataFrame:
+    """Three families x base/tuned x patients x sessions; total ~ 50 + family + patient + 0.5*session
+    + 11*tuned + N(0, noise_sd), spread over the 11 items (1-10, rounded), seen by each judge with its own
+    noise; a judge of the same family adds `self_bias` per item. Tokens grow with the latent total."""
+    rng = np.random.default_rng(seed)
+    patient_effect = rng.normal(0, patient_sd, n_patients)
+    centre = (n_sessions + 1) / 2
+    rows = []
+    for family, family_effect in FAMILY_EFFECTS.items():
+        for patient in range(n_patients):
+            for session in range(1, n_sessions + 1):
+                for variant in ("base", "tuned"):
+                    latent = (
+                        50
+                        + family_effect
+                        + patient_effect[patient]
+                        + 0.5 * (session - centre)
+                        + (PLANTED_EFFECT if variant == "tuned" else 0.0)
+                        + rng.normal(0, noise_sd)
+                    )
+                    item_latent = latent / len(CTRS_ITEMS) + ITEM_OFFSETS + rng.normal(0, 0.8, len(CTRS_ITEMS))
+                    tokens = round(2000 + 30 * latent + rng.normal(0, 300))
+                    for judge in judges:
+                        view = item_latent + rng.normal(0, 0.5, len(CTRS_ITEMS))
+                        if stats.same_family(judge, family):
+                            view = view + self_bias
+                        for repeat in range(repeats):
+                            values = np.clip(np.rint(view + rng.normal(0, 0.3, len(CTRS_ITEMS))), 1, 10)
+                            for item, value in zip(CTRS_ITEMS, values, strict=True):
+                                rows.append(
+                                    {
+                                        "transcript_id": f"{family}-{variant}-p{patient:02d}-s{session}",
+                                        "therapist": f"{family}-{variant}",
+                                        "family": family,
+                                        "variant": variant,
+                                        "patient_id": f"p{patient:02d}",
+                                        "session": session,
+                                        "judge": judge,
+                                        "repeat": repeat,
+                                        "item": item,
+                                        "score": float(value),
+                                        "status": "scored",
+                                        "transcript_tokens": tokens,
+                                    }
+                                )
+    return pd.DataFrame(rows)
+
+
+def direct_totals(scores: pd.DataFrame) -> pd.DataFrame:
+    """The oracle for aggregation: item medians over all scored rows, total = their sum."""
+    scored = scores[scores["status"] == "scored"]
+    items = scored.groupby(["transcript_id", "item"])["score"].median().unstack()
+    meta = scores.groupby("transcript_id")[META].first()
+    return meta.join(items).assign(total=items.sum(axis=1))
+
+
+def small_frame(rows: list[tuple[str, str, str, float | None, str]], **meta: object) -> pd.DataFrame:
+    """Rows of (transcript_id, judge, item, score, status) with fixed metadata, repeat 0."""
+    base = {"therapist": "m-base", "family": "m", "variant": "base", "patient_id": "p1", "session": 1, "repeat": 0}
+    base.update(meta)
+    return pd.DataFrame(
+        [
+            {**base, "transcript_id": t, "judge": j, "item": i, "score": np.nan if s is None else s, "status": st}
+            for t, j, i, s, st in rows
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def planted() -> pd.DataFrame:
+    return make_planted_scores()
+
+
+@pytest.fixture(scope="module")
+def oracle(planted: pd.DataFrame) -> pd.DataFrame:
+    return direct_totals(planted)
+
+
+# --- schema ---------------------------------------------------------------------------------------------
+
+
+def test_validate_keeps_every_row_and_normalises_types(planted):
+    shuffled = planted.sample(frac=1.0, random_state=1)
+    shuffled["variant"] = shuffled["variant"].str.upper()
+    shuffled["session"] = shuffled["session"].astype(str)
+    checked = stats.validate_scores(shuffled)
+    assert len(checked) == len(planted)
+    assert checked["session"].dtype == np.int64
+    assert checked["score"].dtype == float
+    assert set(checked["variant"]) == {"base", "tuned"}
+    assert "transcript_tokens" in checked.columns
+
+
+def test_missing_column_is_named(planted):
+    with pytest.raises(ScoresSchemaError, match="missing column\\(s\\) judge, status"):
+        stats.validate_scores(planted.drop(columns=["judge", "status"]))
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "fragment"),
+    [
+        ("variant", "finetuned", "column 'variant' has 'finetuned' at row 3; allowed: base, tuned, prompted"),
+        ("item", "empathy", "column 'item' has 'empathy' at row 3"),
+        ("status", "failed", "column 'status' has 'failed' at row 3"),
+        ("session", "two", "column 'session' has 'two' at row 3: not a number"),
+        ("session", 1.5, "column 'session' needs a whole number, got 1.5 at row 3"),
+        ("score", "high", "column 'score' has 'high' at row 3"),
+        ("score", 11.0, "row 3 .*outside 0-10"),
+        ("score", np.nan, "row 3 .*status is 'scored' but the score is empty"),
+        ("family", "  ", "column 'family' is empty at row 3"),
+    ],
+)
+def test_bad_value_names_column_row_and_value(planted, column, value, fragment):
+    bad = planted.head(12).astype({column: object}).copy()
+    bad.loc[3, column] = value
+    with pytest.raises(ScoresSchemaError, match=fragment):
+        stats.validate_scores(bad)
+
+
+def test_unscored_item_must_not_carry_a_number(planted):
+    bad = planted.head(12).copy()
+    bad.loc[5, "status"] = "unscored"
+    with pytest.raises(ScoresSchemaError, match="row 5 .*must not carry a score"):
+        stats.validate_scores(bad)
+
+
+def test_duplicate_and_inconsistent_rows_are_refused(planted):
+    with pytest.raises(ScoresSchemaError, match="duplicate score at row 12"):
+        stats.validate_scores(pd.concat([planted.head(12), planted.head(1)]))
+    mixed = planted.head(12).copy()
+    mixed.loc[4, "variant"] = "tuned"
+    with pytest.raises(ScoresSchemaError, match="several values of 'variant' \\(base, tuned\\)"):
+        stats.validate_scores(mixed)
+
+
+def test_empty_table_is_refused(planted):
+    with pytest.raises(ScoresSchemaError, match="no rows"):
+        stats.validate_scores(planted.head(0))
+
+
+def test_csv_round_trip_keeps_n_a_status(tmp_path, planted):
+    frame = planted.head(22).copy()
+    frame.loc[3, ["status", "score"]] = ["n/a", np.nan]
+    frame.loc[4, ["status", "score"]] = ["unscored", np.nan]
+    path = tmp_path / "scores.csv"
+    frame.to_csv(path, index=False)
+    loaded = stats.load_scores_csv(path)
+    assert loaded["status"].tolist() == frame["status"].tolist()
+    assert np.allclose(loaded["score"].to_numpy(), frame["score"].to_numpy(), equal_nan=True)
+    assert loaded["session"].tolist() == frame["session"].tolist()
+    assert loaded["patient_id"].tolist() == frame["patient_id"].tolist()
+
+
+def test_csv_errors_name_file_and_line(tmp_path, planted):
+    path = tmp_path / "scores.csv"
+    frame = planted.head(22).astype({"variant": object}).copy()
+    frame.loc[3, "variant"] = "finetuned"  # data row 3 is file line 5 (header is line 1)
+    frame.to_csv(path, index=False)
+    with pytest.raises(ScoresSchemaError, match=f"{path}: column 'variant' has 'finetuned' at line 5"):
+        stats.load_scores_csv(path)
+    planted.head(5).drop(columns=["item"]).to_csv(path, index=False)
+    with pytest.raises(ScoresSchemaError, match="missing column\\(s\\) item"):
+        stats.load_scores_csv(path)
+    path.write_text("")
+    with pytest.raises(ScoresSchemaError, match="the file is empty"):
+        stats.load_scores_csv(path)
+    with pytest.raises(FileNotFoundError, match="scores file not found"):
+        stats.load_scores_csv(tmp_path / "absent.csv")
+
+
+# --- aggregation and partial totals ---------------------------------------------------------------------
+
+
+def test_item_is_the_median_over_judges_and_repeats():
+    rows = [("t1", "j1", item, 5.0, "scored") for item in CTRS_ITEMS]
+    frame = small_frame(rows)
+    extra = small_frame([("t1", "j1", "agenda", 9.0, "scored"), ("t1", "j2", "agenda", 4.0, "scored")])
+    extra["repeat"] = [1, 0]
+    frame = pd.concat([frame, extra], ignore_index=True)
+    totals = stats.transcript_totals(frame).set_index("transcript_id")
+    assert totals.loc["t1", "agenda"] == np.median([5.0, 9.0, 4.0]) == 5.0
+    assert totals.loc["t1", "total"] == 55.0
+    assert not totals.loc["t1", "partial"]
+
+
+def test_partial_totals_are_kept_flagged_and_never_filled():
+    complete = [("a", "j1", item, 6.0, "scored") for item in CTRS_ITEMS]
+    partial = [("b", "j1", item, 7.0, "scored") for item in CTRS_ITEMS if item not in ("agenda", "homework")]
+    partial += [
+        ("b", "j1", "agenda", None, "unscored"),
+        ("b", "j2", "agenda", 3.0, "scored"),  # another judge scored it: the item counts
+        ("b", "j1", "homework", None, "unscored"),
+        ("b", "j2", "homework", None, "n/a"),
+    ]
+    frame = small_frame(complete + partial)
+    totals = stats.transcript_totals(frame).set_index("transcript_id")
+    assert totals.loc["a", "total"] == 66.0 and not totals.loc["a", "partial"]
+    assert math.isnan(totals.loc["b", "homework"])
+    assert totals.loc["b", "agenda"] == 3.0
+    assert totals.loc["b", "total"] == 9 * 7.0 + 3.0
+    assert totals.loc["b", "scored_items"] == 10 and totals.loc["b", "partial"]
+    table = stats.descriptive_table(frame).iloc[0]
+    assert (table["n"], table["partial"], table["unscored_items"]) == (2, 1, 1)
+    assert table["total_mean"] == pytest.approx((66.0 + 66.0) / 2)
+    assert table["homework_mean"] == 6.0  # the mean over transcripts that scored it, not a filled value
+
+
+def test_a_transcript_with_no_scored_item_has_no_total():
+    frame = small_frame([("z", "j1", item, None, "unscored") for item in CTRS_ITEMS])
+    totals = stats.transcript_totals(frame)
+    assert math.isnan(totals.loc[0, "total"]) and totals.loc[0, "scored_items"] == 0
+
+
+# --- the paper's table ----------------------------------------------------------------------------------
+
+
+def test_descriptive_table_matches_pandas_and_recovers_the_planted_effect(planted, oracle):
+    table = stats.descriptive_table(planted).set_index("therapist")
+    assert list(table.index) == sorted(oracle["therapist"].unique())
+    for therapist, group in oracle.groupby("therapist"):
+        row = table.loc[therapist]
+        assert row["n"] == len(group) == 80
+        assert row["partial"] == 0 and row["unscored_items"] == 0
+        assert row["total_mean"] == pytest.approx(group["total"].mean())
+        assert row["total_sd"] == pytest.approx(group["total"].std(ddof=1))
+        for item in CTRS_ITEMS:
+            assert row[f"{item}_mean"] == pytest.approx(group[item].mean())
+            assert row[f"{item}_sd"] == pytest.approx(group[item].std(ddof=1))
+    for family in FAMILY_EFFECTS:
+        tuned, base = table.loc[f"{family}-tuned"], table.loc[f"{family}-base"]
+        se = math.sqrt(tuned["total_sd"] ** 2 / tuned["n"] + base["total_sd"] ** 2 / base["n"])
+        assert abs(tuned["total_mean"] - base["total_mean"] - PLANTED_EFFECT) < 3 * se
+    assert 6 < table["total_sd"].mean() < 10  # the planted spread is about 8 points
+
+
+def test_item_means_ci_matches_scipy(planted, oracle):
+    means = stats.item_means(planted)
+    row = means[(means["therapist"] == "qwen2.5-7b-tuned") & (means["measure"] == "pacing")].iloc[0]
+    values = oracle.loc[oracle["therapist"] == "qwen2.5-7b-tuned", "pacing"]
+    low, high = sps.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=sps.sem(values))
+    assert (row["n"], row["mean"]) == (80, pytest.approx(values.mean()))
+    assert (row["ci_low"], row["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+
+
+# --- paired tuned vs base -------------------------------------------------------------------------------
+
+
+def _direct_pairs(oracle: pd.DataFrame, measure: str) -> pd.DataFrame:
+    wide = oracle.pivot_table(index=["family", "patient_id", "session"], columns="variant", values=measure)
+    return wide.dropna()
+
+
+def test_paired_statistics_match_scipy(planted, oracle):
+    result = stats.paired_comparison(planted).set_index("measure")
+    for measure in (*CTRS_ITEMS, "total"):
+        pairs = _direct_pairs(oracle, measure)
+        diff = pairs["tuned"] - pairs["base"]
+        t = sps.ttest_rel(pairs["tuned"], pairs["base"])
+        w = sps.wilcoxon(pairs["tuned"], pairs["base"])
+        row = result.loc[measure]
+        assert row["n_pairs"] == len(pairs) == 240
+        assert row["mean_diff"] == pytest.approx(diff.mean())
+        assert (row["t"], row["p_t"]) == (pytest.approx(t.statistic), pytest.approx(t.pvalue, rel=1e-9, abs=1e-300))
+        interval = t.confidence_interval(0.95)
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(interval.low), pytest.approx(interval.high))
+        assert row["wilcoxon_w"] == pytest.approx(w.statistic)
+        assert row["p_wilcoxon"] == pytest.approx(w.pvalue, rel=1e-9, abs=1e-300)
+        assert row["cohens_dz"] == pytest.approx(diff.mean() / diff.std(ddof=1))
+    items = result.loc[list(CTRS_ITEMS)]
+    assert np.allclose(items["p_t_holm"], multipletests(items["p_t"], method="holm")[1], rtol=1e-9, atol=0)
+    assert np.allclose(items["p_wilcoxon_holm"], multipletests(items["p_wilcoxon"], method="holm")[1])
+    assert math.isnan(result.loc["total", "p_t_holm"]) and result.loc["total", "partial_pairs"] == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_small_sample_wilcoxon_matches_scipy(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 14))
+    diff = rng.integers(-3, 6, n).astype(float)  # integer scores: ties and zeros, scipy's slow exact branch
+    statistic, p_value = stats.wilcoxon_signed_rank(diff)
+    direct = sps.wilcoxon(diff)
+    assert statistic == pytest.approx(direct.statistic) and p_value == pytest.approx(direct.pvalue, rel=1e-12)
+
+
+def test_holm_and_bonferroni_match_statsmodels():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 0.2, 11)
+    p[4] = p[2]  # a tie
+    assert np.allclose(stats.holm_adjust(p), multipletests(p, method="holm")[1])
+    assert np.allclose(stats.bonferroni_adjust(p), multipletests(p, method="bonferroni")[1])
+    adjusted = stats.holm_adjust(np.r_[p[:5], np.nan])
+    assert np.isnan(adjusted[-1]) and np.allclose(adjusted[:5], multipletests(p[:5], method="holm")[1])
+
+
+def test_paired_comparison_recovers_the_planted_effect(planted):
+    result = stats.paired_comparison(planted).set_index("measure")
+    total = result.loc["total"]
+    assert total["ci_low"] < PLANTED_EFFECT < total["ci_high"]
+    assert total["p_t"] < 1e-6 and total["p_wilcoxon"] < 1e-6 and total["cohens_dz"] > 0.8
+    items = result.loc[list(CTRS_ITEMS)]
+    planted_per_item = PLANTED_EFFECT / len(CTRS_ITEMS)
+    assert (items["mean_diff"] - planted_per_item).abs().max() < 0.4  # about 4 standard errors
+    assert (items["p_t_holm"] < 1e-3).all()
+
+
+def test_paired_by_family_equals_the_analysis_of_each_family_alone(planted):
+    by_family = stats.paired_comparison(planted, by="family")
+    for family in FAMILY_EFFECTS:
+        alone = stats.paired_comparison(planted[planted["family"] == family]).set_index("measure")
+        mine = by_family[by_family["family"] == family].set_index("measure")
+        assert np.allclose(mine["mean_diff"], alone["mean_diff"])
+        assert np.allclose(mine["p_t_holm"].iloc[:11], alone["p_t_holm"].iloc[:11])
+        assert abs(mine.loc["total", "mean_diff"] - PLANTED_EFFECT) < 4.0  # SE per family is about 1
+
+
+def test_pairs_with_a_partial_side_are_counted_and_missing_items_dropped(planted):
+    frame = planted.copy()
+    knock_out = (frame["transcript_id"] == "qwen2.5-7b-tuned-p03-s2") & (frame["item"] == "homework")
+    frame.loc[knock_out, ["status", "score"]] = ["unscored", np.nan]
+    result = stats.paired_comparison(frame).set_index("measure")
+    assert result.loc["homework", "n_pairs"] == 239 and result.loc["homework", "dropped_pairs"] == 1
+    assert result.loc["agenda", "n_pairs"] == 240
+    assert result.loc["total", "partial_pairs"] == 1 and result.loc["total", "n_pairs"] == 240
+
+
+def test_pairing_needs_both_variants(planted):
+    with pytest.raises(AnalysisError, match="no transcripts with variant 'tuned'"):
+        stats.paired_comparison(planted[planted["variant"] == "base"])
+
+
+# --- the paper's mixed model ----------------------------------------------------------------------------
+
+
+def test_mixed_model_matches_statsmodels_and_recovers_the_planted_effects(planted, oracle):
+    result = stats.mixed_model(planted)
+    assert result.formula == "total ~ C(family) + C(variant) + session_centred"
+    data = oracle.reset_index()
+    data["session_centred"] = data["session"] - data["session"].mean()
+    direct = smf.mixedlm(result.formula, data, groups=data["patient_id"]).fit(reml=True)
+    effects = result.fixed_effects.set_index("term")
+    assert list(effects.index) == list(direct.fe_params.index)
+    assert np.allclose(effects["estimate"], direct.fe_params, rtol=1e-6)
+    assert np.allclose(effects["std_error"], direct.bse_fe, rtol=1e-6)
+    assert np.allclose(effects["p_value"], direct.pvalues[effects.index], rtol=1e-6, atol=1e-300)
+    assert np.allclose(effects[["ci_low", "ci_high"]], direct.conf_int().loc[effects.index], rtol=1e-6)
+    tested = effects.drop(index="Intercept")
+    assert np.allclose(tested["p_bonferroni"], np.minimum(1.0, tested["p_value"] * len(tested)))
+    assert math.isnan(effects.loc["Intercept", "p_bonferroni"])
+    assert result.group_variance == pytest.approx(float(direct.cov_re.iloc[0, 0]), rel=1e-6)
+    assert (result.n_observations, result.n_patients, result.converged) == (480, 20, True)
+    assert result.reference_levels == {"family": "llama3.1-8b", "variant": "base"}
+
+    variant = effects.loc["C(variant)[T.tuned]"]
+    assert variant["ci_low"] < PLANTED_EFFECT < variant["ci_high"] and variant["p_bonferroni"] < 1e-6
+    for family, term in (("mistral-7b", "C(family)[T.mistral-7b]"), ("qwen2.5-7b", "C(family)[T.qwen2.5-7b]")):
+        planted_difference = FAMILY_EFFECTS[family] - FAMILY_EFFECTS["llama3.1-8b"]
+        assert effects.loc[term, "ci_low"] < planted_difference < effects.loc[term, "ci_high"]
+    assert effects.loc["C(variant)[T.tuned]", "label"] == "variant: tuned vs base"
+    assert result.group_variance > 0
+
+
+def test_mixed_model_returns_the_fit_warnings_statsmodels_raises():
+    scores = make_planted_scores(seed=0, n_patients=5, n_sessions=2, judges=("j",), patient_sd=0.0)
+    result = stats.mixed_model(scores)
+    data = direct_totals(scores).reset_index()
+    data["session_centred"] = data["session"] - data["session"].mean()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        direct = smf.mixedlm(result.formula, data, groups=data["patient_id"]).fit(reml=True)
+    expected = {f"{w.category.__name__}: {w.message}" for w in caught}
+    assert expected and not direct.converged
+    assert expected <= set(result.warnings)
+    assert any(w.startswith("ConvergenceWarning") for w in result.warnings)
+    assert not result.converged and "the optimiser reports that the fit did not converge" in result.warnings
+
+
+def test_mixed_model_leaves_out_a_single_level_factor_and_says_so(planted):
+    result = stats.mixed_model(planted[planted["family"] == "qwen2.5-7b"])
+    assert result.formula == "total ~ C(variant) + session_centred"
+    assert "C(family) left out of the model: only one level (qwen2.5-7b)" in result.warnings
+
+
+# --- between models and judges --------------------------------------------------------------------------
+
+
+def test_friedman_matches_scipy(planted, oracle):
+    result = stats.friedman_test(planted, variant="tuned")
+    tuned = oracle[oracle["variant"] == "tuned"]
+    table = tuned.pivot_table(index=["patient_id", "session"], columns="therapist", values="total")
+    direct = sps.friedmanchisquare(*(table[column] for column in table.columns))
+    assert result.therapists == tuple(table.columns)
+    assert (result.statistic, result.p_value) == (pytest.approx(direct.statistic), pytest.approx(direct.pvalue))
+    assert result.n_blocks == 80 and result.dropped_blocks == 0
+    assert result.kendalls_w == pytest.approx(direct.statistic / (80 * 2))
+    ranks = result.mean_ranks.set_index("therapist")["mean_rank"]
+    assert np.allclose(ranks, table.rank(axis=1).mean())
+    item = stats.friedman_test(planted, measure="agenda", variant="base")
+    base = oracle[oracle["variant"] == "base"]
+    base = base.pivot_table(index=["patient_id", "session"], columns="therapist", values="agenda")
+    assert item.statistic == pytest.approx(sps.friedmanchisquare(*(base[c] for c in base.columns)).statistic)
+
+
+def test_friedman_drops_incomplete_blocks_and_needs_three_models(planted):
+    missing = planted[~planted["transcript_id"].isin(["mistral-7b-tuned-p05-s1", "qwen2.5-7b-tuned-p06-s3"])]
+    result = stats.friedman_test(missing, variant="tuned")
+    assert (result.n_blocks, result.dropped_blocks) == (78, 2)
+    two = stats.friedman_test(planted[planted["family"] == "qwen2.5-7b"])
+    assert math.isnan(two.statistic) and "at least 3 therapists" in two.note
+
+
+def test_inter_judge_alpha_matches_krippendorff(planted):
+    table = stats.inter_judge_alpha(planted).set_index("item")
+    for item in ("agenda", "homework"):
+        rows = planted[planted["item"] == item]
+        matrix = rows.pivot_table(index="judge", columns="transcript_id", values="score").to_numpy()
+        direct = krippendorff.alpha(reliability_data=matrix, level_of_measurement="ordinal")
+        assert table.loc[item, "alpha"] == pytest.approx(direct)
+    assert (table["n_judges"] == 2).all() and (table["n_units"] == 480).all()
+    assert (table["alpha"] > 0.5).all()  # the two planted judges see the same latent scores
+
+
+def test_alpha_uses_each_judges_median_over_repeats_and_ignores_single_judge_units():
+    rows = []
+    for unit, (a, b) in enumerate([(1, 2), (5, 5), (8, 9), (3, 1), (6, 7)]):
+        rows += [(f"t{unit}", "j1", "agenda", float(a), "scored"), (f"t{unit}", "j2", "agenda", float(b), "scored")]
+    rows += [("t9", "j1", "agenda", 4.0, "scored")]  # only one judge: not pairable
+    frame = small_frame(rows)
+    repeat = small_frame([("t0", "j1", "agenda", 3.0, "scored"), ("t0", "j1", "agenda", 5.0, "scored")])
+    repeat["repeat"] = [1, 2]  # j1 on t0: median of 1, 3, 5 = 3
+    frame = pd.concat([frame, repeat], ignore_index=True)
+    row = stats.inter_judge_alpha(frame).set_index("item").loc["agenda"]
+    direct = krippendorff.alpha(
+        reliability_data=[[3, 5, 8, 3, 6, 4], [2, 5, 9, 1, 7, np.nan]], level_of_measurement="ordinal"
+    )
+    assert row["alpha"] == pytest.approx(direct) and row["n_units"] == 5
+    single = stats.inter_judge_alpha(frame[frame["judge"] == "j1"])
+    assert single["alpha"].isna().all()
+
+
+def test_length_bias_matches_spearman(planted, oracle):
+    table = stats.length_bias(planted).set_index("judge")
+    tokens = planted.groupby("transcript_id")["transcript_tokens"].first()
+    direct = sps.spearmanr(oracle["total"], tokens.reindex(oracle.index))
+    assert table.loc[stats.ALL_JUDGES, "spearman_rho"] == pytest.approx(direct.statistic)
+    assert table.loc[stats.ALL_JUDGES, "p_value"] == pytest.approx(direct.pvalue, abs=1e-300)
+    one = planted[planted["judge"] == JUDGES[0]]
+    judge_direct = sps.spearmanr(direct_totals(one)["total"], tokens.reindex(direct_totals(one).index))
+    assert table.loc[JUDGES[0], "spearman_rho"] == pytest.approx(judge_direct.statistic)
+    assert table.loc[stats.ALL_JUDGES, "spearman_rho"] > 0.3  # tokens were planted to grow with quality
+    assert stats.length_bias(planted.drop(columns=["transcript_tokens"])).empty
+
+
+@pytest.mark.parametrize(
+    ("judge", "family", "expected"),
+    [
+        ("llama3.1-70b-judge", "llama3.1-8b", True),
+        ("Meta-Llama-3.1-405B-Instruct", "llama3.1-8b", True),
+        ("mistral-large", "mistral-7b", True),
+        ("gemini-1.5-pro", "gemma-2-9b", False),
+        ("deepseek-v2.5", "qwen2.5-7b", False),
+    ],
+)
+def test_same_family(judge, family, expected):
+    assert stats.same_family(judge, family) is expected
+
+
+def test_self_preference_finds_the_planted_bias():
+    scores = make_planted_scores(self_bias=1.0)
+    table = stats.self_preference(scores).set_index(["judge", "family"])
+    own = table.loc[("llama3.1-70b-judge", "llama3.1-8b")]
+    assert own["same_family"] and own["n_shared"] == 160
+    assert abs(own["difference"] - 11.0) < 1.0  # +1 on each of 11 items
+    others = table.drop(index=("llama3.1-70b-judge", "llama3.1-8b")).drop(index=("gemini-1.5-pro", "llama3.1-8b"))
+    assert (others["difference"].abs() < 1.0).all() and not others["same_family"].any()
+    direct = direct_totals(scores[scores["judge"] == "llama3.1-70b-judge"])
+    assert own["judge_mean_total"] == pytest.approx(direct.loc[direct["family"] == "llama3.1-8b", "total"].mean())
+
+
+def test_human_judge_agreement_matches_spearman_and_alpha(planted):
+    rng = np.random.default_rng(5)
+    judged = planted[(planted["judge"] == JUDGES[0]) & (planted["family"] == "mistral-7b")]
+    ratings = judged[["transcript_id", "item", "score"]].copy()
+    ratings["score"] = np.clip(ratings["score"] + rng.integers(-1, 2, len(ratings)), 1, 10)
+    ratings.loc[ratings.index[:3], "score"] = np.nan  # unrated cells are missing, not zero
+    table = stats.human_judge_agreement(planted, ratings)
+    row = table[(table["judge"] == JUDGES[0]) & (table["item"] == "collaboration")].iloc[0]
+    pair = judged[judged["item"] == "collaboration"].merge(ratings, on=["transcript_id", "item"]).dropna()
+    direct = sps.spearmanr(pair["score_x"], pair["score_y"])
+    alpha = krippendorff.alpha(reliability_data=[pair["score_y"], pair["score_x"]], level_of_measurement="ordinal")
+    assert row["n"] == len(pair) == 160
+    assert row["spearman_rho"] == pytest.approx(direct.statistic) and row["alpha"] == pytest.approx(alpha)
+    assert row["spearman_rho"] > 0.5
+    assert set(table["judge"]) == {stats.ALL_JUDGES, *JUDGES}
+    with pytest.raises(ScoresSchemaError, match="ratings: missing column\\(s\\) score"):
+        stats.human_judge_agreement(planted, ratings.drop(columns=["score"]))
+
+
+@pytest.mark.slow
+def test_confidence_intervals_cover_the_planted_effect_across_seeds():
+    estimates, paired_cover, model_cover = [], 0, 0
+    for seed in range(20):
+        scores = make_planted_scores(seed=seed, judges=("gemini-1.5-pro",))
+        total = stats.paired_comparison(scores).set_index("measure").loc["total"]
+        effect = stats.mixed_model(scores).fixed_effects.set_index("term").loc["C(variant)[T.tuned]"]
+        estimates.append(total["mean_diff"])
+        paired_cover += total["ci_low"] < PLANTED_EFFECT < total["ci_high"]
+        model_cover += effect["ci_low"] < PLANTED_EFFECT < effect["ci_high"]
+    assert abs(np.mean(estimates) - PLANTED_EFFECT) < 0.4  # unbiased: SE of the mean of 20 is about 0.14
+    assert paired_cover >= 16 and model_cover >= 16  # nominal 95%: 19 of 20 expected
