@@ -7,11 +7,13 @@ flag; every therapist turn is checked for replies that encourage self-harm or gi
 
 Why rules and no classifier: the rules in `safety_data/crisis_rules.yaml` (normalisation of slang and
 typos, regex patterns per category, clause-scoped negation, per-rule exceptions) meet the quality bar on
-both the development set and the held-out set in tests/data/ (figures in tests/test_safety.py), so the
-optional MiniLM-embedding classifier was not needed. Rules are deterministic, need no model or torch at
-import, run in microseconds, and every flag names the rule and words that fired, which a researcher can
-read and audit. Rules are tuned for recall: a false alarm costs a panel of phone numbers, a miss costs
-far more.
+the development set and the held-out sets in tests/data/ (figures in tests/test_safety.py). Rules are
+deterministic, need no model or torch at import, take about a millisecond a statement, and every flag
+names the rule and words that fired, which a researcher can read and audit. Rules are tuned for recall:
+a false alarm costs a panel of phone numbers, a miss costs far more. Known limit: they catch the
+phrasings they were written for. On passive ideation worded in ways not seen before, fresh test sets
+gave recall of only about 0.25, so a miss proves nothing. A semantic classifier (the optional
+MiniLM-embedding one) is the next step wherever its model can be had.
 
 What it must never do: call a model or the network, block or rewrite what a person wrote, or give advice
 of its own beyond pointing to people who can help (988, findahelpline.com, local emergency services).
