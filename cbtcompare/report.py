@@ -333,3 +333,15 @@ def write_results(
     index = out / "index.html"
     index.write_text(render_html(bundle, title=title, summary=summary, csv_names=csv_names), encoding="utf-8")
     return index
+
+
+def write_report_archive(
+    bundle: ResultsBundle, scores: pd.DataFrame, filters: Filters | None = None, *, title: str = "CBTCompare results"
+) -> Path:
+    """The report (index.html + CSVs) as one zip file in a fresh temporary folder, for downloads."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="cbtcompare-report-"))
+    write_results(bundle, scores, folder / "report", filters, title=title)
+    return Path(shutil.make_archive(str(folder / "cbtcompare-report"), "zip", folder / "report"))

@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     delete,
     event,
@@ -87,10 +88,179 @@ def _migration_1_transcripts(conn: Connection) -> None:
     turns.create(conn)
 
 
+# One row per transcript x judge x repeat x rubric item (cbtcompare.ctrs); result_id groups one judge run.
+scores = Table(
+    "scores",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("result_id", String(64), nullable=False, index=True),
+    Column("transcript_id", String(64), ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("judge_name", String(200), nullable=False, index=True),
+    Column("judge_info", JSON, nullable=False),
+    Column("repeat", Integer, nullable=False),
+    Column("rubric_id", String(100), nullable=False),
+    Column("rubric_version", String(100), nullable=False),
+    Column("prompt_version", String(400), nullable=False),
+    Column("mode", String(20), nullable=False),
+    Column("sampling", JSON, nullable=False),
+    Column("item", String(64), nullable=False),
+    Column("score", Integer),
+    Column("status", String(16), nullable=False),
+    Column("justification", Text, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Column("raw_output", Text, nullable=False),
+    Column("reason", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+# Pairwise judging of two transcripts: one row per judge x repeat x item x order ("AB" or "BA").
+pairwise_scores = Table(
+    "pairwise_scores",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("result_id", String(64), nullable=False, index=True),
+    Column("transcript_a", String(64), ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("transcript_b", String(64), ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("judge_name", String(200), nullable=False),
+    Column("judge_info", JSON, nullable=False),
+    Column("repeat", Integer, nullable=False),
+    Column("rubric_id", String(100), nullable=False),
+    Column("rubric_version", String(100), nullable=False),
+    Column("prompt_version", String(400), nullable=False),
+    Column("mode", String(20), nullable=False),
+    Column("sampling", JSON, nullable=False),
+    Column("item", String(64), nullable=False),
+    Column("order", String(2), nullable=False),
+    Column("side", String(8)),
+    Column("outcome", String(16), nullable=False),
+    Column("justification", Text, nullable=False),
+    Column("raw_output", Text, nullable=False),
+    Column("reason", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+
+def _migration_2_scores(conn: Connection) -> None:
+    scores.create(conn)
+    pairwise_scores.create(conn)
+
+
+batch_runs = Table(
+    "batch_runs",
+    metadata,
+    Column("run_key", String(400), primary_key=True),
+    Column("batch_id", String(200), nullable=False, index=True),
+    Column("transcript_id", String(64), ForeignKey("transcripts.id", ondelete="SET NULL")),
+    Column("status", String(20), nullable=False),
+    Column("error", Text),
+    Column("created_at", String(40), nullable=False),
+)
+
+
+def _migration_3_batch_runs(conn: Connection) -> None:
+    """Simulation batches: which run keys are finished, so a rerun resumes (cbtcompare.simulate.run_batch)."""
+    batch_runs.create(conn)
+
+
+# Blind human rating (cbtcompare.rating): studies, their pairs, raters (invite codes), per-rater assignments
+# with the side mapping, and ratings. No IP address or other network data is stored.
+rating_studies = Table(
+    "rating_studies",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("raters_per_pair", Integer, nullable=False),
+    Column("choices", JSON, nullable=False),
+    Column("rubric", JSON),
+    Column("scrub", JSON, nullable=False),
+    Column("source", Text, nullable=False),
+)
+
+rating_pairs = Table(
+    "rating_pairs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("study_id", String(64), ForeignKey("rating_studies.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("transcript_1", String(64), ForeignKey("transcripts.id"), nullable=False),
+    Column("transcript_2", String(64), ForeignKey("transcripts.id"), nullable=False),
+    Column("display", JSON, nullable=False),
+    UniqueConstraint("study_id", "transcript_1", "transcript_2"),
+)
+
+rating_raters = Table(
+    "rating_raters",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("study_id", String(64), ForeignKey("rating_studies.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("label", String(100), nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+rating_assignments = Table(
+    "rating_assignments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("study_id", String(64), ForeignKey("rating_studies.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("pair_id", String(64), ForeignKey("rating_pairs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("rater_id", String(64), ForeignKey("rating_raters.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("a_transcript_id", String(64), nullable=False),
+    Column("b_transcript_id", String(64), nullable=False),
+    UniqueConstraint("rater_id", "pair_id"),
+)
+
+ratings = Table(
+    "ratings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_id", String(64), ForeignKey("rating_studies.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("assignment_id", String(64), ForeignKey("rating_assignments.id", ondelete="CASCADE"), nullable=False),
+    Column("rater_id", String(64), ForeignKey("rating_raters.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("pair_id", String(64), ForeignKey("rating_pairs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("a_transcript_id", String(64), nullable=False),
+    Column("b_transcript_id", String(64), nullable=False),
+    Column("preference", String(8)),
+    Column("preferred_transcript_id", String(64)),
+    Column("confidence", Integer),
+    Column("scores", JSON, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("read_both", Integer, nullable=False),
+    Column("shown_at", String(40)),
+    Column("submitted_at", String(40), nullable=False),
+    UniqueConstraint("rater_id", "pair_id"),
+    UniqueConstraint("assignment_id"),
+)
+
+
+def _migration_4_rating(conn: Connection) -> None:
+    """Blind rating: studies, pairs, raters, assignments (side mapping) and ratings (one per rater and pair)."""
+    for table in (rating_studies, rating_pairs, rating_raters, rating_assignments, ratings):
+        table.create(conn)
+
+
 # Numbered migrations: index + 1 is the version. Append only; never edit one that has shipped.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _migration_1_transcripts,
+    _migration_2_scores,
+    _migration_3_batch_runs,
+    _migration_4_rating,
 ]
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    run_key: str
+    batch_id: str
+    transcript_id: str | None
+    status: str
+    error: str | None
+    created_at: str
 
 
 class ImportFailed(ValueError):
@@ -244,6 +414,33 @@ class Store:
             for r in rows
         ]
 
+    # Simulation batches ------------------------------------------------------------------------------
+
+    def save_batch_run(
+        self, run_key: str, batch_id: str, transcript: Transcript | None, status: str, *, error: str | None = None
+    ) -> None:
+        """Record one batch run (and store its transcript) in one transaction, so a kill never half-records it."""
+        with self.write() as conn:
+            if transcript is not None:
+                self._save_transcript(conn, transcript)
+            row = {
+                "batch_id": batch_id,
+                "transcript_id": transcript.id if transcript is not None else None,
+                "status": status,
+                "error": error,
+                "created_at": utc_now(),
+            }
+            if conn.execute(select(batch_runs.c.run_key).where(batch_runs.c.run_key == run_key)).first():
+                conn.execute(update(batch_runs).where(batch_runs.c.run_key == run_key).values(**row))
+            else:
+                conn.execute(insert(batch_runs).values(run_key=run_key, **row))
+
+    def batch_runs(self, batch_id: str) -> dict[str, BatchRun]:
+        """The recorded runs of one batch, by run key."""
+        with self.read() as conn:
+            rows = conn.execute(select(batch_runs).where(batch_runs.c.batch_id == batch_id)).mappings().all()
+        return {r["run_key"]: BatchRun(**r) for r in rows}
+
     def export_jsonl(self, out: IO[str], ids: Iterable[str] | None = None) -> int:
         """Write one transcript per line (oldest first); returns how many were written."""
         with self.read() as conn:
@@ -261,6 +458,41 @@ class Store:
             for transcript in parsed:
                 self._save_transcript(conn, transcript)
         return [t.id for t in parsed]
+
+    # Scores (rows built and read by cbtcompare.ctrs.results) -------------------------------------------
+
+    def save_scores(self, rows: list[dict], pairwise: bool = False) -> int:
+        """Insert judge score rows (or pairwise rows) in one transaction; returns how many."""
+        if rows:
+            with self.write() as conn:
+                conn.execute(insert(pairwise_scores if pairwise else scores), rows)
+        return len(rows)
+
+    def list_scores(
+        self, *, transcript_ids: Iterable[str] | None = None, judge: str | None = None, rubric_id: str | None = None
+    ) -> list[dict]:
+        """Score rows in insertion order, optionally only some transcripts, one judge, one rubric."""
+        query = select(scores).order_by(scores.c.id)
+        if transcript_ids is not None:
+            query = query.where(scores.c.transcript_id.in_(list(transcript_ids)))
+        if judge:
+            query = query.where(scores.c.judge_name == judge)
+        if rubric_id:
+            query = query.where(scores.c.rubric_id == rubric_id)
+        with self.read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def list_pairwise_scores(self, *, transcript_id: str | None = None, judge: str | None = None) -> list[dict]:
+        """Pairwise rows in insertion order; `transcript_id` matches either side of a pair."""
+        query = select(pairwise_scores).order_by(pairwise_scores.c.id)
+        if transcript_id:
+            query = query.where(
+                (pairwise_scores.c.transcript_a == transcript_id) | (pairwise_scores.c.transcript_b == transcript_id)
+            )
+        if judge:
+            query = query.where(pairwise_scores.c.judge_name == judge)
+        with self.read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def parse_transcripts_jsonl(source: IO[str]) -> list[Transcript]:

@@ -1,0 +1,102 @@
+"""`judge`: score a transcript on a CTRS rubric with one or more registry models as judges.
+
+`python -m cbtcompare judge --rubric paper|classic|FILE --judge NAME --transcript FILE [--repeats R] --json`
+prints one JSON object: {"items": {ITEM: {"score", "status", "justification", "evidence"}}, "total",
+"scored_items", "partial", ...}. With several judges or repeats, items carry the median over the runs
+and its spread. `--store` saves the transcript (when read from a file) and every score row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cbtcompare.ctrs import JudgeConfig, aggregate_results, load_rubric, save_results, score_many
+from cbtcompare.importers import import_file, save_imported
+from cbtcompare.models.registry import Registry
+from cbtcompare.store import Store
+from cbtcompare.transcript import Transcript
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("judge", help="score a transcript on the CTRS with model judges")
+    parser.add_argument("--rubric", required=True, help="paper, classic, or a rubric file (see cbtcompare/rubrics/)")
+    parser.add_argument("--judge", required=True, action="append", help="registry model name; repeat for K judges")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--transcript", help="a transcript file: plain text (Patient:/Therapist:), JSON or JSONL")
+    source.add_argument("--transcript-id", help="a transcript already in the store (re-scoring)")
+    parser.add_argument("--index", type=int, default=None, help="which transcript of a file holding several (0-based)")
+    parser.add_argument("--repeats", type=int, default=1, help="samples per judge (default 1)")
+    parser.add_argument("--mode", choices=["all", "per-item"], default="all", help="all items per call, or per item")
+    parser.add_argument("--retries", type=int, default=2, help="re-asks after an answer fails validation (default 2)")
+    parser.add_argument("--temperature", type=float, default=None, help="default 0.1 (the paper's judge)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=None, help="reply budget per call")
+    parser.add_argument("--max-evidence", type=int, default=None, help="most evidence quotes per item (default 3)")
+    parser.add_argument("--justification-chars", type=int, default=None, help="longest justification (default 300)")
+    parser.add_argument("--detail", choices=["auto", "anchors", "brief"], default="auto", help="rubric text shown")
+    parser.add_argument(
+        "--store", nargs="?", const="", default=None, help="save the scores (optionally to this database URL)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rubric = load_rubric(args.rubric)
+    if args.repeats < 1:
+        raise ValueError("--repeats must be at least 1")
+    registry = Registry.from_files()
+    for name in args.judge:
+        registry.spec(name)  # unknown names fail before anything loads
+    store = Store(args.store or None) if args.store is not None else None
+    transcript = _transcript(args, store)
+    overrides = {
+        "mode": args.mode,
+        "retries": args.retries,
+        "seed": args.seed,
+        "detail": args.detail,
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+        "max_evidence": args.max_evidence,
+        "justification_chars": args.justification_chars,
+    }
+    config = JudgeConfig(**{k: v for k, v in overrides.items() if v is not None})
+    judges = [registry.load(name) for name in args.judge]
+    results = score_many([transcript], judges, rubric, config, repeats=args.repeats)
+    if store is not None:
+        save_results(store, results)
+    summary = results[0].summary_dict() if len(results) == 1 else aggregate_results(results).summary_dict()
+    if store is not None:
+        summary["stored"] = {"url": store.url, "result_ids": [r.id for r in results]}
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+    else:
+        _print_table(summary)
+    return 0
+
+
+def _transcript(args: argparse.Namespace, store: Store | None) -> Transcript:
+    if args.transcript_id:
+        return (store or Store()).get_transcript(args.transcript_id)
+    transcripts = import_file(args.transcript)
+    if args.index is not None:
+        if not 0 <= args.index < len(transcripts):
+            raise ValueError(f"--index {args.index} is out of range: {args.transcript} holds {len(transcripts)}")
+        transcripts = [transcripts[args.index]]
+    elif len(transcripts) > 1:
+        raise ValueError(f"{args.transcript} holds {len(transcripts)} transcripts; choose one with --index N")
+    if store is not None:
+        save_imported(store, transcripts)
+    return transcripts[0]
+
+
+def _print_table(summary: dict) -> None:
+    items = summary["items"]
+    width = max(len(name) for name in items)
+    for name, item in items.items():
+        score = "-" if item["score"] is None else str(item["score"])
+        note = item.get("reason") or item.get("justification") or ""
+        print(f"{name:<{width}}  {item['status']:<8}  {score:>3}  {note[:90]}")
+    partial = " (partial: some items unscored)" if summary["partial"] else ""
+    print(f"total {summary['total']} over {summary['scored_items']} scored items{partial}")

@@ -1,0 +1,159 @@
+"""The judge's prompts: the transcript rendered as delimited data, and the messages for each judge call.
+
+The transcript is data, never instructions. It is enclosed in tags that carry a fresh random nonce per
+call, so text inside a turn cannot close or forge them, and each turn's text is neutralised first:
+tag-like text (`<transcript...>`, `</...>`), chat-template control markers (`<|im_end|>`, `[INST]`,
+`<start_of_turn>`...) and line starts that could pass for a new `[turn N]` are defused. This module never
+calls a model; the prompt wording lives in cbtcompare/prompts/judge_*.txt.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cbtcompare.ctrs.rubric import Rubric
+from cbtcompare.models.base import Message
+from cbtcompare.prompts import load_prompt
+from cbtcompare.transcript import Turn
+
+ROLE_LABELS = {"patient": "Patient", "therapist": "Therapist"}
+CONTINUATION_INDENT = "    "
+
+# `<` or `</` followed by a tag-like word: could open/close our delimiters or a template's tags.
+_TAG_LIKE = re.compile(r"<(\s*/?\s*[A-Za-z_][\w\-:.]*)")
+# Chat-template control markers of common families (ChatML, Llama 3, Gemma, Mistral, Phi).
+_CONTROL_MARKERS = re.compile(r"<\||\|>|\[/?INST\]|\[/?SYS\]|<<\s*/?\s*SYS\s*>>", re.IGNORECASE)
+_SAFE = {"<|": "‹|", "|>": "|›"}
+
+
+def neutralise(text: str) -> str:
+    """Defuse text that could pass for a delimiter, a chat-template marker or a new turn header.
+
+    `<tag` becomes `‹tag` (U+2039) and control markers lose their angle or square brackets, so the
+    words stay readable to a judge but can no longer be parsed as structure. Quotes are checked
+    against both this text and the original, so evidence stays verifiable.
+    """
+    text = _CONTROL_MARKERS.sub(_defuse_marker, text)
+    return _TAG_LIKE.sub(lambda m: "‹" + m.group(1), text)
+
+
+def _defuse_marker(match: re.Match[str]) -> str:
+    marker = match.group(0)
+    if marker in _SAFE:
+        return _SAFE[marker]
+    return marker.replace("[", "⟦").replace("]", "⟧").replace("<<", "‹‹").replace(">>", "››")
+
+
+def render_turn(index: int, turn: Turn) -> str:
+    """`[turn N] Role: text`, continuation lines indented so none can start with `[turn`."""
+    body = neutralise(turn.text.strip()).replace("\r\n", "\n").replace("\r", "\n")
+    body = ("\n" + CONTINUATION_INDENT).join(body.split("\n"))
+    return f"[turn {index}] {ROLE_LABELS.get(turn.role, turn.role.title())}: {body}"
+
+
+def render_turns(turns: Sequence[Turn]) -> str:
+    return "\n".join(render_turn(i, t) for i, t in enumerate(turns))
+
+
+def new_tag(prefix: str = "transcript") -> str:
+    """A delimiter name no transcript can guess: the prefix plus 16 random hex digits."""
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """The messages for one judge call, the delimiter used, and the prompt versions behind them."""
+
+    messages: list[Message]
+    tag: str
+    prompt_version: str
+
+
+NA_RULE = (
+    ' Only for an item that lists "n/a" you may give the score "n/a", and only when the session gave no'
+    " opportunity for it at all."
+)
+
+
+def build_score_prompt(
+    rubric: Rubric,
+    turns: Sequence[Turn],
+    item_ids: Sequence[str],
+    *,
+    per_item: bool,
+    anchors: bool,
+    max_evidence: int,
+    errors: Sequence[str] = (),
+    tag: str | None = None,
+) -> RenderedPrompt:
+    """System + user messages asking for `item_ids`; `errors` (from a rejected answer) are appended."""
+    tag = tag or new_tag()
+    system = load_prompt("judge_system")
+    task = load_prompt("judge_one_item" if per_item else "judge_all_items")
+    na = any(rubric.item(i).allow_na for i in item_ids)
+    user = task.render(
+        rubric_name=rubric.name,
+        min=rubric.scale.min,
+        max=rubric.scale.max,
+        scale=rubric.scale_text(),
+        items="\n".join(rubric.item_text(i, anchors=anchors) for i in item_ids),
+        tag=tag,
+        transcript=render_turns(turns),
+        item_ids=", ".join(item_ids),
+        max_evidence=max_evidence,
+        na_rule=NA_RULE if na else "",
+    )
+    versions = [system.version, task.version]
+    if errors:
+        retry = load_prompt("judge_retry")
+        user += "\n\n" + retry.render(errors="\n".join(f"- {e}" for e in errors), item_ids=", ".join(item_ids))
+    versions.append(load_prompt("judge_retry").version)
+    detail = "anchors" if anchors else "brief"
+    return RenderedPrompt(
+        messages=[Message("system", system.render(tag=tag)), Message("user", user)],
+        tag=tag,
+        prompt_version="+".join(versions) + f";detail={detail}",
+    )
+
+
+@dataclass(frozen=True)
+class RenderedPairPrompt:
+    messages: list[Message]
+    tags: tuple[str, str]
+    prompt_version: str
+
+
+def build_pairwise_prompt(
+    rubric: Rubric,
+    first: Sequence[Turn],
+    second: Sequence[Turn],
+    item_ids: Sequence[str],
+    *,
+    anchors: bool,
+    errors: Sequence[str] = (),
+) -> RenderedPairPrompt:
+    """Both transcripts, each in its own nonce-tagged block; asks which is better per item."""
+    first_tag, second_tag = new_tag("first"), new_tag("second")
+    system = load_prompt("judge_pairwise_system")
+    task = load_prompt("judge_pairwise")
+    user = task.render(
+        rubric_name=rubric.name,
+        items="\n".join(rubric.item_text(i, anchors=anchors) for i in item_ids),
+        first_tag=first_tag,
+        second_tag=second_tag,
+        first=render_turns(first),
+        second=render_turns(second),
+        item_ids=", ".join(item_ids),
+    )
+    retry = load_prompt("judge_retry")
+    if errors:
+        user += "\n\n" + retry.render(errors="\n".join(f"- {e}" for e in errors), item_ids=", ".join(item_ids))
+    return RenderedPairPrompt(
+        messages=[Message("system", system.render(first_tag=first_tag, second_tag=second_tag)), Message("user", user)],
+        tags=(first_tag, second_tag),
+        prompt_version="+".join([system.version, task.version, retry.version])
+        + f";detail={'anchors' if anchors else 'brief'}",
+    )

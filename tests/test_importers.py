@@ -1,0 +1,200 @@
+"""Transcript importers: every format a user can bring, errors with line numbers, nothing half-imported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cbtcompare.importers import detect_format, import_file, parse_transcripts
+from cbtcompare.store import ImportFailed
+
+DATA = Path(__file__).parent / "data"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# Plain text --------------------------------------------------------------------------------------
+
+
+def test_plain_text_in_the_papers_format_with_multi_line_turns():
+    (transcript,) = import_file(DATA / "ctrs_session_short.txt")
+    assert [t.role for t in transcript.turns] == ["therapist", "patient"] * 3
+    assert transcript.turns[1].text == (
+        "I've been feeling really down since I lost my job.\nI can't get out of bed in the morning."
+    )
+    assert transcript.kind == "import"
+    assert transcript.meta["source"] == "ctrs_session_short.txt"
+    assert transcript.meta["format"] == "text"
+
+
+def test_plain_text_labels_are_case_insensitive_and_may_be_bold(tmp_path):
+    path = write(tmp_path, "s.txt", "**Therapist:** Hi there.\nPATIENT: hello\n\nclient: more\nCounselor: ok")
+    (transcript,) = import_file(path)
+    assert [(t.role, t.text) for t in transcript.turns] == [
+        ("therapist", "Hi there."),
+        ("patient", "hello"),
+        ("patient", "more"),
+        ("therapist", "ok"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("Session 3 notes\nPatient: hi\nTherapist: hello", 1, "speaker label"),
+        ("\n\nsome words\nPatient: hi", 3, "speaker label"),
+        ("Patient: hi\nTherapist:   \n\nPatient: still here", 2, "therapist turn is empty"),
+        ("", 1, "no turns"),
+    ],
+)
+def test_plain_text_errors_name_the_line(text, line, fragment):
+    with pytest.raises(ImportFailed) as caught:
+        parse_transcripts(text, source="notes.txt", fmt="text")
+    message = str(caught.value)
+    assert message.startswith(f"notes.txt: line {line}: "), message
+    assert fragment in message
+
+
+# JSON ---------------------------------------------------------------------------------------------
+
+
+def test_json_messages_map_user_to_patient_and_keep_the_system_prompt():
+    (transcript,) = import_file(DATA / "ctrs_session_messages.json")
+    assert transcript.system_prompt == "You are a CBT therapist (synthetic test data)."
+    assert [t.role for t in transcript.turns] == ["therapist", "patient", "therapist", "patient"]
+    assert transcript.turns[3].text == "That she thinks I'm a failure."
+
+
+def test_json_messages_object_and_transcript_objects(tmp_path):
+    wrapped = write(tmp_path, "w.json", json.dumps({"messages": [{"role": "patient", "content": "hi"}]}))
+    assert import_file(wrapped)[0].turns[0].role == "patient"
+    ours = write(
+        tmp_path,
+        "t.json",
+        json.dumps({"id": "abc", "therapist": {"name": "x"}, "turns": [{"role": "therapist", "text": "Hello"}]}),
+    )
+    (transcript,) = import_file(ours)
+    assert transcript.id == "abc" and transcript.therapist_name == "x"
+    many = write(tmp_path, "m.json", json.dumps([{"turns": [{"role": "patient", "text": str(i)}]} for i in range(3)]))
+    assert [t.turns[0].text for t in import_file(many)] == ["0", "1", "2"]
+
+
+def test_json_errors_name_the_line_of_the_bad_message(tmp_path):
+    text = (
+        "[\n"
+        '  {"role": "user", "content": "hi"},\n'
+        '  {"role": "assistant", "content": "hello"},\n'
+        "  {\n"
+        '    "role": "bot",\n'
+        '    "content": "x"\n'
+        "  }\n"
+        "]\n"
+    )
+    with pytest.raises(ImportFailed, match=r"^bad\.json: line 4: message 3: role 'bot' is not one of"):
+        import_file(write(tmp_path, "bad.json", text))
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ('[\n  {"role": "user", "content": "hi"},\n  {"role": "user" "content": "x"}\n]', 3, "not valid JSON"),
+        ('[\n  {"role": "user", "content": "hi"},\n  {"role": "system", "content": "late"}\n]', 3, "only come first"),
+        ('[\n  {"role": "user", "content": ""}\n]', 2, "content is empty"),
+        ('[\n  {"role": "user", "content": 5}\n]', 2, "content must be a string"),
+        (
+            '{"turns": [\n  {"role": "patient", "text": "a"},\n  {"role": "doctor", "text": "b"}\n]}',
+            3,
+            "field 'turns.1.role'",
+        ),
+        ('{"turns": [], "kind": "import"}', 1, "no turns"),
+        ('{"turns": [{"role": "patient", "text": "a"}],\n "colour": "blue"}', 1, "field 'colour'"),
+        ("42", 1, "expected a list of messages"),
+    ],
+)
+def test_json_errors(text, line, fragment):
+    with pytest.raises(ImportFailed) as caught:
+        parse_transcripts(text, source="x.json", fmt="json")
+    message = str(caught.value)
+    assert message.startswith(f"x.json: line {line}: "), message
+    assert fragment in message
+
+
+# JSONL --------------------------------------------------------------------------------------------
+
+
+def test_jsonl_one_transcript_per_line():
+    transcripts = import_file(DATA / "ctrs_sessions.jsonl")
+    assert [t.id for t in transcripts] == ["synthetic-a", "synthetic-b"]
+    assert transcripts[0].meta["variant"] == "base"
+    assert [t.meta["source_index"] for t in transcripts] == [0, 1]
+
+
+def test_jsonl_one_message_per_line_is_one_transcript():
+    (transcript,) = import_file(DATA / "ctrs_messages.jsonl")
+    assert [t.role for t in transcript.turns] == ["therapist", "patient", "therapist"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "fragment"),
+    [
+        (['{"role": "patient", "content": "a"}', "", '{"role": "therapist", "content": "b"', ""], 3, "not valid JSON"),
+        (['{"role": "patient", "content": "a"}', '{"turns": [{"role": "patient", "text": "x"}]}'], 2, "a transcript"),
+        (['{"role": "patient", "content": "a"}', '{"role": "robot", "content": "b"}'], 2, "role 'robot'"),
+        (['{"turns": [{"role": "patient", "text": "x"}]}', '{"turns": [{"role": "nurse", "text": "y"}]}'], 2, "0.role"),
+        (['{"turns": [{"role": "patient", "text": "x"}]}', '{"messages": []}'], 2, "non-empty list"),
+        (['{"turns": [{"role": "patient", "text": "x"}]}', "[1, 2]"], 2, "expected a transcript"),
+    ],
+)
+def test_jsonl_errors_name_the_file_line(lines, line, fragment):
+    with pytest.raises(ImportFailed) as caught:
+        parse_transcripts("\n".join(lines), source="x.jsonl", fmt="jsonl")
+    message = str(caught.value)
+    assert message.startswith(f"x.jsonl: line {line}: "), message
+    assert fragment in message
+
+
+def test_format_is_sniffed_when_the_extension_says_nothing(tmp_path):
+    assert detect_format(Path("a.dat"), "Patient: hi") == "text"
+    assert detect_format(Path("a.dat"), '[{"role": "user", "content": "x"}]') == "json"
+    assert detect_format(Path("a.dat"), '{"role": "user", "content": "x"}\n{"role": "assistant", "content": "y"}') == (
+        "jsonl"
+    )
+    assert detect_format(Path("a.dat"), '{\n "turns": []\n}') == "json"
+    path = write(tmp_path, "session.log", '{"role": "user", "content": "x"}\n{"role": "assistant", "content": "y"}\n')
+    assert len(import_file(path)[0].turns) == 2
+
+
+# Store: all or nothing ------------------------------------------------------------------------------
+
+
+def test_nothing_is_half_imported(tmp_path, store):
+    good = DATA / "ctrs_sessions.jsonl"
+    bad = write(tmp_path, "bad.jsonl", good.read_text() + '{"turns": [{"role": "patient"}]}\n')
+    with pytest.raises(ImportFailed, match=r"^bad\.jsonl: line 3: field 'turns\.0\.text'"):
+        import_file(bad, store)
+    assert store.list_transcripts() == []
+    imported = import_file(good, store)
+    assert sorted(s.id for s in store.list_transcripts()) == sorted(t.id for t in imported)
+    assert store.get_transcript("synthetic-b").turns[0].text == "Let's set an agenda. What matters most today?"
+
+
+def test_import_can_name_the_therapist_and_add_meta(tmp_path, store):
+    (transcript,) = import_file(DATA / "ctrs_session_short.txt", store, therapist="paper-llama", meta={"session": 3})
+    stored = store.get_transcript(transcript.id)
+    assert stored.therapist_name == "paper-llama"
+    assert stored.meta["session"] == 3 and stored.meta["format"] == "text"
+
+
+def test_missing_and_non_utf8_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        import_file(tmp_path / "nope.txt")
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("Patient: caf\xe9".encode("latin-1"))
+    with pytest.raises(ImportFailed, match="not UTF-8"):
+        import_file(path)
