@@ -18,8 +18,14 @@ from cbtcompare.store import Store
 
 TAB_MODULES = [
     "cbtcompare.ui.compare",
+    "cbtcompare.ui.judge",
+    "cbtcompare.ui.rate",
+    "cbtcompare.ui.results",
+    "cbtcompare.ui.train",
     "cbtcompare.ui.models",
 ]
+# CBTCOMPARE_MODE=rating serves the Rate tab alone, so raters never see which models exist.
+MODE_TABS = {"full": TAB_MODULES, "rating": ["cbtcompare.ui.rate"]}
 
 CSS = """
 #crisis-panel { border: 2px solid #b91c1c; border-radius: 8px; padding: 12px; background: #fef2f2; }
@@ -53,11 +59,18 @@ def generation_concurrency() -> int:
     return int(os.environ.get("CBTCOMPARE_CONCURRENCY", "2"))
 
 
+def app_mode() -> str:
+    mode = os.environ.get("CBTCOMPARE_MODE", "full")
+    if mode not in MODE_TABS:
+        raise ValueError(f"CBTCOMPARE_MODE={mode!r} is not one of {', '.join(MODE_TABS)}")
+    return mode
+
+
 def build_app(context: AppContext | None = None) -> gr.Blocks:
     context = context or AppContext(registry=Registry.from_files(), store=Store())
     with gr.Blocks(title="CBTCompare") as app:
         gr.Markdown("# CBTCompare\nBase vs CBT-tuned language models, side by side.")
-        for module_name in TAB_MODULES:
+        for module_name in MODE_TABS[app_mode()]:
             module = importlib.import_module(module_name)
             with gr.Tab(module.TITLE):
                 banner()

@@ -93,7 +93,9 @@ def render(context: AppContext) -> None:
     gr.Markdown(ui_copy("judge_intro"))
     with gr.Row():
         with gr.Column():
-            stored = gr.Dropdown(transcript_choices(context), multiselect=True, label="Stored transcripts")
+            stored = gr.Dropdown(
+                transcript_choices(context), multiselect=True, allow_custom_value=True, label="Stored transcripts"
+            )
             refresh = gr.Button("Refresh the list", size="sm")
             upload = gr.File(label="...or upload transcripts (plain text, JSON or JSONL)", type="filepath")
         with gr.Column():
