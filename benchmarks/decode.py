@@ -38,7 +38,12 @@ def raw_tokens_per_second(llama: Llama, prompt_tokens: list[int], seed: int) -> 
     started = None
     tokens = 0
     for _ in llama.create_completion(
-        prompt=prompt_tokens, max_tokens=MAX_TOKENS, temperature=0.8, top_p=0.95, seed=seed, stream=True,
+        prompt=prompt_tokens,
+        max_tokens=MAX_TOKENS,
+        temperature=0.8,
+        top_p=0.95,
+        seed=seed,
+        stream=True,
         stop=["<|im_end|>"],
     ):
         if started is None:

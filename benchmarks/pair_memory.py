@@ -34,7 +34,8 @@ messages = [Message("user", "I keep worrying that I will fail my exams.")]
 sampling = Sampling(temperature=0.7, max_tokens=32, seed=1)
 models = [LlamaCppModel(ModelSpec(name="instruct", backend="llamacpp", weights="embedded:smollm2"))]
 if mode != "alone":
-    models.append(LlamaCppModel(ModelSpec(name="tuned", backend="llamacpp", weights="embedded:smollm2", adapter=adapter)))
+    tuned = ModelSpec(name="tuned", backend="llamacpp", weights="embedded:smollm2", adapter=adapter)
+    models.append(LlamaCppModel(tuned))
 if mode == "concurrent":
     threads = [threading.Thread(target=m.complete, args=(messages, sampling)) for m in models]
     [t.start() for t in threads]; [t.join() for t in threads]
@@ -48,7 +49,9 @@ print(json.dumps({"pss_kib": pss_kib()}))
 def measure(adapter: Path, mode: str) -> int:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(_common.REPO), str(adapter), mode],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])["pss_kib"]
 

@@ -37,10 +37,16 @@ def start_app(data_dir: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "CBTCOMPARE_DATA_DIR": str(data_dir)}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=_common.REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "CBTCOMPARE_DATA_DIR": str(data_dir),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=_common.REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}/"
     for _ in range(240):
         try:
@@ -73,7 +79,9 @@ def direct_first_token(registry: Registry, message: str, seed: int) -> float:
         spec = registry.spec(name)
         prompt = resolve_system_prompt(spec.system_prompt, PROMPT)
         messages = therapist_messages([Turn(role="patient", text=message)], prompt.text)
-        sampling = Sampling(temperature=0.7, top_p=0.95, max_tokens=MAX_TOKENS, seed=derive_seed(seed, "therapist", 1, 0))
+        sampling = Sampling(
+            temperature=0.7, top_p=0.95, max_tokens=MAX_TOKENS, seed=derive_seed(seed, "therapist", 1, 0)
+        )
         for _ in registry.load(name).stream(messages, sampling):
             if name == MODELS[0] and not first:
                 first.append(time.perf_counter() - started)

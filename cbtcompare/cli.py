@@ -16,6 +16,12 @@ COMMAND_MODULES = [
     "cbtcompare.commands.models_cmd",
     "cbtcompare.commands.pair_cmd",
     "cbtcompare.commands.chat_cmd",
+    "cbtcompare.commands.report_cmd",
+    "cbtcompare.commands.judge_cmd",
+    "cbtcompare.commands.crisis_cmd",
+    "cbtcompare.commands.simulate_cmd",
+    "cbtcompare.commands.train_cmd",
+    "cbtcompare.commands.rating_cmd",
 ]
 
 

@@ -111,7 +111,9 @@ class CompareSession:
         message = validate_message(text)
         turn = _checked_turn(Turn(role="patient", text=message))
         crisis = turn.flags.get("crisis")
-        self.crisis = CrisisResult(True, tuple(crisis), tuple(turn.flags.get("crisis_evidence", ()))) if crisis else None
+        self.crisis = (
+            CrisisResult(True, tuple(crisis), tuple(turn.flags.get("crisis_evidence", ()))) if crisis else None
+        )
         for pane in self.panes:
             pane.transcript.turns.append(turn.model_copy(deep=True))
         self._attempt = 0

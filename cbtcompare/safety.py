@@ -5,19 +5,30 @@ What it is for: every patient turn (typed by a person or written by a simulated 
 harm to others; abuse) so the UI can show `crisis_panel_markdown` and the stored transcript carries the
 flag; every therapist turn is checked for replies that encourage self-harm or give methods.
 
-Why rules and no classifier: the rules in `safety_data/crisis_rules.yaml` (normalisation of slang and
-typos, regex patterns per category, clause-scoped negation, per-rule exceptions) meet the quality bar on
-the development set and the held-out sets in tests/data/ (figures in tests/test_safety.py). Rules are
-deterministic, need no model or torch at import, take about a millisecond a statement, and every flag
-names the rule and words that fired, which a researcher can read and audit. Rules are tuned for recall:
-a false alarm costs a panel of phone numbers, a miss costs far more. Known limit: they catch the
-phrasings they were written for. On passive ideation worded in ways not seen before, fresh test sets
-gave recall of only about 0.25, so a miss proves nothing. A semantic classifier (the optional
-MiniLM-embedding one) is the next step wherever its model can be had.
+How a statement is screened (`detect_crisis`, `detect_crisis_batch`): crisis = the rules hit OR the
+semantic classifier's probability >= its threshold.
+- The rules in `safety_data/crisis_rules.yaml` (normalisation of slang and typos, regex patterns per
+  category, clause-scoped negation, per-rule exceptions) are deterministic, take about a millisecond a
+  statement, and every flag names the rule and words that fired. Their known limit: they catch the
+  phrasings they were written for; on passive ideation worded in ways not seen before, fresh test sets
+  gave recall of only about 0.25.
+- The classifier (cbtcompare/safety_classifier.py: all-MiniLM-L6-v2 embeddings of the normalised text, a
+  logistic-regression head trained on the development set only, threshold chosen by cross-validation)
+  catches paraphrases the rules miss. A classifier-only hit is labelled suicidal_ideation, with evidence
+  `classifier: p=...`; categories come from the rules whenever they hit.
+- Negation veto, the one way the rules overrule the classifier: when a crisis rule's words matched but
+  the rules' negation logic discarded them (an explicit denial: "I'd never hurt myself", "I'm not
+  suicidal", "I don't want to die"), the clause holding that denial is taken out of what the classifier
+  reads; the rest of the statement is still scored ("I'm not suicidal, just tired" -> "just tired"). A
+  statement that is all denial is not scored. Nothing else vetoes a classifier hit.
+- No model at import: the embedding model loads on first use, once per process. When it cannot be had
+  (package missing, CBTCOMPARE_CRISIS_CLASSIFIER=off) screening falls back to the rules and the result
+  says so (`screened_by == "rules"`, `fallback_reason`). Tuned for recall: a false alarm costs a panel of
+  phone numbers, a miss costs far more. Figures are in tests/test_safety.py and test_safety_classifier.py.
 
-What it must never do: call a model or the network, block or rewrite what a person wrote, or give advice
-of its own beyond pointing to people who can help (988, findahelpline.com, local emergency services).
-It is a screening aid for a research tool, not a clinical risk assessment.
+What it must never do: reach the network, call a generative model, block or rewrite what a person wrote,
+or give advice of its own beyond pointing to people who can help (988, findahelpline.com, local
+emergency services). It is a screening aid for a research tool, not a clinical risk assessment.
 """
 
 from __future__ import annotations
@@ -25,13 +36,15 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from string import Template
 
 import yaml
 
+from cbtcompare import safety_classifier
 from cbtcompare.transcript import Turn
 
 CATEGORIES: tuple[str, ...] = ("suicidal_ideation", "self_harm", "intent_or_plan", "harm_to_others", "abuse")
@@ -41,11 +54,20 @@ _EVIDENCE_CHARS = 60
 
 @dataclass(frozen=True)
 class CrisisResult:
-    """What `detect_crisis` found: the categories hit and, for each hit, `rule_id: "matched words"`."""
+    """What `detect_crisis` found: the categories hit and, for each hit, `rule_id: "matched words"` (or
+    `classifier...: p=...` for a hit the classifier alone made).
+
+    The last three fields say how the verdict was reached and take no part in comparing results:
+    `screened_by` is "rules+classifier" or "rules" (the classifier was off, missing or not asked for),
+    `fallback_reason` says why it was "rules", `probability` is the classifier's P(crisis) when it scored.
+    """
 
     crisis: bool
     categories: tuple[str, ...] = ()
     matched: tuple[str, ...] = ()
+    screened_by: str = field(default="rules", compare=False)
+    fallback_reason: str | None = field(default=None, compare=False)
+    probability: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -235,8 +257,38 @@ def _hits(text: str, rules: tuple[_Rule, ...], negation: _Negation) -> list[tupl
     return found
 
 
-def detect_crisis(text: str) -> CrisisResult:
-    """Screen one statement by a person (or simulated patient) for crisis language; pure and fast."""
+def _negated_clauses(text: str, rules: tuple[_Rule, ...], negation: _Negation) -> list[tuple[int, int]]:
+    """Spans of the clauses in which a negatable rule's words matched and the negation logic discarded them."""
+    spans = []
+    for rule in rules:
+        if not rule.negatable:
+            continue
+        for pattern in rule.patterns:
+            for match in pattern.finditer(text):
+                if _negated(text, match.start(), match.end(), negation):
+                    start = _clause_start(text, match.start(), negation.clause_breaks)
+                    brk = negation.clause_breaks.search(text, match.end())
+                    spans.append((start, brk.start() if brk else len(text)))
+    return spans
+
+
+def _classifier_reading(text: str) -> tuple[str, bool]:
+    rules = load_rules()
+    norm = normalise(text)
+    spans = _negated_clauses(norm, rules.crisis_rules, rules.negation)
+    for start, end in spans:
+        norm = norm[:start] + " " * (end - start) + norm[end:]
+    norm = re.sub(r"\s+", " ", norm).strip(" .,!?;:-")
+    return (norm if re.search(r"\w", norm) else ""), bool(spans)
+
+
+def classifier_input(text: str) -> str:
+    """What the classifier reads: the normalised text less the clauses of explicit denials (the negation veto);
+    empty when nothing is left to read."""
+    return _classifier_reading(text)[0]
+
+
+def _rules_verdict(text: str) -> CrisisResult:
     rules = load_rules()
     norm = normalise(text)
     if not norm:
@@ -253,6 +305,34 @@ def detect_crisis(text: str) -> CrisisResult:
                 matched.append(f'intent_marker: "{marker.group(0)}"')
                 break
     return CrisisResult(crisis=True, categories=tuple(c for c in CATEGORIES if c in found), matched=tuple(matched))
+
+
+def detect_crisis_batch(texts: Sequence[str], *, use_classifier: bool = True) -> list[CrisisResult]:
+    """Screen statements by people (or simulated patients) for crisis language: the rules, then the classifier
+    on all of them in one batch. Never raises for want of the classifier; it falls back to the rules."""
+    verdicts = [_rules_verdict(text) for text in texts]
+    if not use_classifier:
+        return [replace(v, fallback_reason="classifier not requested") for v in verdicts]
+    readings = [_classifier_reading(text) for text in texts]
+    try:
+        probabilities = safety_classifier.crisis_probabilities([read for read, _ in readings])
+        threshold = safety_classifier.load_head().threshold
+    except safety_classifier.ClassifierUnavailable as exc:
+        return [replace(v, fallback_reason=str(exc)) for v in verdicts]
+    results = []
+    for verdict, (read, denied), p in zip(verdicts, readings, probabilities.tolist(), strict=True):
+        if not verdict.crisis and read and p >= threshold:
+            how = "classifier (denied clauses set aside)" if denied else "classifier"
+            verdict = CrisisResult(
+                crisis=True, categories=("suicidal_ideation",), matched=(f"{how}: p={p:.2f} >= {threshold:.2f}",)
+            )
+        results.append(replace(verdict, screened_by="rules+classifier", probability=p))
+    return results
+
+
+def detect_crisis(text: str, *, use_classifier: bool = True) -> CrisisResult:
+    """Screen one statement for crisis language (see `detect_crisis_batch`); batch many for speed."""
+    return detect_crisis_batch([text], use_classifier=use_classifier)[0]
 
 
 def check_model_reply(text: str) -> HarmResult:
@@ -283,15 +363,18 @@ def flag_turn(turn: Turn) -> Turn:
     """Return a copy of the turn with its safety flags set from its text: the one place turns are checked.
 
     Patient turns get flags["crisis"] = [categories] and therapist turns flags["harmful_reply"] = True when
-    they hit, with the evidence and the rules version beside them; stale safety flags are dropped.
+    they hit, with the evidence and the rules version beside them (and the classifier version when it took
+    part in screening); stale safety flags are dropped.
     """
-    keys = ("crisis", "crisis_evidence", "harmful_reply", "harmful_evidence", "safety_rules")
+    keys = ("crisis", "crisis_evidence", "harmful_reply", "harmful_evidence", "safety_rules", "safety_classifier")
     flags = {k: v for k, v in turn.flags.items() if k not in keys}
     if turn.role == "patient":
         result = detect_crisis(turn.text)
         if result.crisis:
             flags.update(crisis=list(result.categories), crisis_evidence=list(result.matched))
             flags["safety_rules"] = rules_version()
+            if result.screened_by == "rules+classifier":
+                flags["safety_classifier"] = safety_classifier.classifier_version()
     else:
         harm = check_model_reply(turn.text)
         if harm.harmful:

@@ -390,10 +390,7 @@ class Store:
         self, *, kind: str | None = None, group_id: str | None = None, limit: int = 500
     ) -> list[TranscriptSummary]:
         count = (
-            select(func.count())
-            .select_from(turns)
-            .where(turns.c.transcript_id == transcripts.c.id)
-            .scalar_subquery()
+            select(func.count()).select_from(turns).where(turns.c.transcript_id == transcripts.c.id).scalar_subquery()
         )
         query = select(transcripts, count.label("turn_count")).order_by(transcripts.c.created_at.desc())
         if kind:

@@ -17,8 +17,14 @@ SETTINGS = {"system_prompt": None, "temperature": 0.7, "top_p": 0.95, "max_token
 def send(client: Client, message: str, models: tuple[str, str, str], **overrides) -> tuple:
     settings = {**SETTINGS, **overrides}
     return client.predict(
-        message, *models, settings["system_prompt"] or PROMPT, settings["temperature"], settings["top_p"],
-        settings["max_tokens"], settings["seed"], api_name="/send",
+        message,
+        *models,
+        settings["system_prompt"] or PROMPT,
+        settings["temperature"],
+        settings["top_p"],
+        settings["max_tokens"],
+        settings["seed"],
+        api_name="/send",
     )
 
 

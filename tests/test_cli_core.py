@@ -35,8 +35,18 @@ def test_models_json_lists_specs_with_availability():
 
 @pytest.mark.slow
 def test_pair_replies_from_both_models_reproducibly():
-    args = ("pair", "--models", "smollm2-instruct,smollm2-cbt-prompted", "--message",
-            "I failed my driving test and feel useless.", "--seed", "7", "--max-tokens", "24", "--json")
+    args = (
+        "pair",
+        "--models",
+        "smollm2-instruct,smollm2-cbt-prompted",
+        "--message",
+        "I failed my driving test and feel useless.",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "24",
+        "--json",
+    )
     first = cli(*args)
     assert first.returncode == 0, first.stderr
     payload = json.loads(first.stdout)
@@ -58,8 +68,17 @@ def test_pair_with_an_unavailable_model_reports_it_in_the_reply(tmp_path):
         "models:\n  - {name: dead-endpoint, backend: openai, weights: m, base_url: 'http://127.0.0.1:9/v1', "
         "timeout_s: 3, max_retries: 0}\n"
     )
-    result = cli("pair", "--models", "smollm2-instruct,dead-endpoint", "--message", "hello", "--max-tokens", "8",
-                 "--json", env={"CBTCOMPARE_MODELS": str(models)})
+    result = cli(
+        "pair",
+        "--models",
+        "smollm2-instruct,dead-endpoint",
+        "--message",
+        "hello",
+        "--max-tokens",
+        "8",
+        "--json",
+        env={"CBTCOMPARE_MODELS": str(models)},
+    )
     assert result.returncode == 1
     replies = json.loads(result.stdout)["replies"]
     assert replies[0]["text"] and replies[0]["error"] is None

@@ -25,7 +25,8 @@ def test_shipped_default_models_are_listed_and_the_base_ones_available():
 def test_missing_adapter_is_reported_not_raised(tmp_path):
     models = write_models(
         tmp_path / "models.yaml",
-        f"models:\n  - {{name: future-cbt, backend: llamacpp, weights: 'embedded:smollm2', adapter: {tmp_path}/none.gguf}}\n",
+        "models:\n  - {name: future-cbt, backend: llamacpp, weights: 'embedded:smollm2', "
+        f"adapter: {tmp_path}/none.gguf}}\n",
     )
     availability = Registry.from_files(models).availability("future-cbt")
     assert not availability.available

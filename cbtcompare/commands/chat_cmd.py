@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     registry = Registry.from_files()
     session = CompareSession(
-        registry, [args.model], session_prompt=args.system_prompt, sampling=registry.spec(args.model).sampling,
+        registry,
+        [args.model],
+        session_prompt=args.system_prompt,
+        sampling=registry.spec(args.model).sampling,
         seed=args.seed,
     )
     if session.panes[0].error:

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from cbtcompare.compare import CompareSession
-from cbtcompare.models.base import Sampling
 from cbtcompare.models.registry import Registry
 
 
@@ -17,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=None)
-    parser.add_argument("--system-prompt", default=None, help="session system prompt (default: prompts/therapist_basic)")
+    parser.add_argument(
+        "--system-prompt", default=None, help="session system prompt (default: prompts/therapist_basic)"
+    )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(handler=run)
 
@@ -52,5 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"replies": replies, "seed": args.seed, "sampling": sampling.model_dump(), "crisis": crisis}))
     else:
         for reply in replies:
-            print(f"== {reply['model']} ==\n{reply['text'] if reply['error'] is None else 'error: ' + reply['error']}\n")
+            print(
+                f"== {reply['model']} ==\n{reply['text'] if reply['error'] is None else 'error: ' + reply['error']}\n"
+            )
     return 1 if any(r["error"] for r in replies) else 0

@@ -248,9 +248,7 @@ class ChatModel(ABC):
             pass
         return stream.text
 
-    def complete_json(
-        self, messages: Sequence[Message], schema: dict, sampling: Sampling | None = None
-    ) -> str:
+    def complete_json(self, messages: Sequence[Message], schema: dict, sampling: Sampling | None = None) -> str:
         """Raw text of a reply constrained to `schema` where the backend can; callers validate it."""
         resolved = self.sampling_for(sampling)
         fitted, _ = self.prepare(messages, resolved)
@@ -259,6 +257,5 @@ class ChatModel(ABC):
     def _complete_json(self, messages: list[Message], schema: dict, sampling: Sampling) -> str:
         return self.complete(messages, sampling)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook, deliberately not abstract)
         """Release what the model holds; the default holds nothing."""
-

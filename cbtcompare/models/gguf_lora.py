@@ -49,8 +49,15 @@ def gguf_tensor_shapes(path: Path) -> tuple[str, dict[str, tuple[int, ...]]]:
     return architecture, shapes
 
 
-def random_lora_for(base: Path, out: Path, *, rank: int = 8, scale: float = 0.05, seed: int = 0,
-                    targets: tuple[str, ...] = ("attn_q", "attn_v")) -> Path:
+def random_lora_for(
+    base: Path,
+    out: Path,
+    *,
+    rank: int = 8,
+    scale: float = 0.05,
+    seed: int = 0,
+    targets: tuple[str, ...] = ("attn_q", "attn_v"),
+) -> Path:
     """A random LoRA over `base`'s attention projections: for tests and benchmarks, not for use."""
     architecture, shapes = gguf_tensor_shapes(base)
     rng = np.random.default_rng(seed)

@@ -45,7 +45,9 @@ def _llama_cpp():
         import llama_cpp
         import llama_cpp.llama
     except ImportError as exc:
-        raise BackendUnavailable("llama-cpp-python is not installed; run `make run` or pip install llama-cpp-python") from exc
+        raise BackendUnavailable(
+            "llama-cpp-python is not installed; run `make run` or pip install llama-cpp-python"
+        ) from exc
     return llama_cpp
 
 
@@ -267,7 +269,9 @@ class LlamaCppModel(ChatModel):
                         usage.finish_reason = choice["finish_reason"]
             except ValueError as exc:
                 if "context window" in str(exc):
-                    raise ContextOverflow(f"{exc}; shorten the conversation or lower max_tokens", model=self.name) from exc
+                    raise ContextOverflow(
+                        f"{exc}; shorten the conversation or lower max_tokens", model=self.name
+                    ) from exc
                 raise
 
     def _stream(self, messages: list[Message], sampling: Sampling, usage: Usage) -> Iterator[str]:

@@ -55,10 +55,20 @@ def result_table(run: JudgeRun) -> pd.DataFrame:
         for item_id, item in aggregate.items.items():
             spread = f"{item.min}-{item.max} (n={item.n_scored})" if item.n_scored else ""
             why = item.justification or "; ".join(dict.fromkeys(item.reasons))
-            rows.append([aggregate.transcript_id[:8], transcript.therapist_name, item_id, item.score, item.status,
-                         spread, why])
-        rows.append([aggregate.transcript_id[:8], transcript.therapist_name, "TOTAL", aggregate.total,
-                     "partial" if aggregate.partial else "complete", f"{aggregate.scored_items} items scored", ""])
+            rows.append(
+                [aggregate.transcript_id[:8], transcript.therapist_name, item_id, item.score, item.status, spread, why]
+            )
+        rows.append(
+            [
+                aggregate.transcript_id[:8],
+                transcript.therapist_name,
+                "TOTAL",
+                aggregate.total,
+                "partial" if aggregate.partial else "complete",
+                f"{aggregate.scored_items} items scored",
+                "",
+            ]
+        )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -68,8 +78,10 @@ def evidence_html(transcript: Transcript, aggregate: TranscriptAggregate, item_i
     cited: dict[int, list[str]] = {}
     for evidence in item.evidence if item else []:
         cited.setdefault(evidence.turn, []).append(evidence.quote)
-    parts = [f"<h4>Evidence for <code>{html.escape(item_id)}</code> in {html.escape(transcript.therapist_name)}'s "
-             "transcript</h4>"]
+    parts = [
+        f"<h4>Evidence for <code>{html.escape(item_id)}</code> in {html.escape(transcript.therapist_name)}'s "
+        "transcript</h4>"
+    ]
     if not cited:
         parts.append("<p><em>No evidence quoted for this item.</em></p>")
     for index, turn in enumerate(transcript.turns):
@@ -85,7 +97,7 @@ def _highlight(text: str, quote: str) -> str:
     position = text.lower().find(quote.lower())
     if position < 0:
         return text  # validated quotes match after whitespace/case normalisation; the turn is still marked
-    return f"{text[:position]}<mark>{text[position:position + len(quote)]}</mark>{text[position + len(quote):]}"
+    return f"{text[:position]}<mark>{text[position : position + len(quote)]}</mark>{text[position + len(quote) :]}"
 
 
 def render(context: AppContext) -> None:
@@ -100,8 +112,9 @@ def render(context: AppContext) -> None:
             upload = gr.File(label="...or upload transcripts (plain text, JSON or JSONL)", type="filepath")
         with gr.Column():
             rubric = gr.Dropdown(rubric_names(), value=rubric_names()[0], label="Rubric")
-            judges = gr.Dropdown(context.registry.names(), value=context.registry.names()[:1], multiselect=True,
-                                 label="Judges")
+            judges = gr.Dropdown(
+                context.registry.names(), value=context.registry.names()[:1], multiselect=True, label="Judges"
+            )
             with gr.Row():
                 repeats = gr.Number(1, precision=0, minimum=1, maximum=10, label="Repeats per judge")
                 mode = gr.Radio(["all", "per-item"], value="all", label="One call for all items, or one per item")
@@ -111,8 +124,15 @@ def render(context: AppContext) -> None:
     evidence = gr.HTML()
     radar = gr.Plot(label="Item means per therapist")
 
-    def on_judge(ids: list[str] | None, file: str | None, rubric_name: str, judge_names: list[str] | None,
-                 repeat_count: float, mode_name: str, progress=gr.Progress()) -> list[object]:  # noqa: B008
+    def on_judge(
+        ids: list[str] | None,
+        file: str | None,
+        rubric_name: str,
+        judge_names: list[str] | None,
+        repeat_count: float,
+        mode_name: str,
+        progress=gr.Progress(),  # noqa: B008
+    ) -> list[object]:
         try:
             transcripts = [context.store.get_transcript(i) for i in ids or []]
             if file:
@@ -123,7 +143,10 @@ def render(context: AppContext) -> None:
                 raise ValueError("pick at least one judge model")
             models = [context.registry.load(name) for name in judge_names]
             results = score_many(
-                transcripts, models, load_rubric(rubric_name), JudgeConfig(mode=mode_name),
+                transcripts,
+                models,
+                load_rubric(rubric_name),
+                JudgeConfig(mode=mode_name),
                 repeats=int(repeat_count or 1),
                 progress=lambda done, total, what: progress(done / max(total, 1), desc=what),
             )
@@ -137,9 +160,11 @@ def render(context: AppContext) -> None:
         frame = scores_frame(context.store, transcript_ids=list(judged.transcripts), rubric=load_rubric(rubric_name).id)
         figure = plots.radar(frame) if len(frame) else None
         unscored = sum(r.unscored_items for r in results)
-        summary = (f"Judged {len(transcripts)} transcript(s) with {len(models)} judge(s) x {int(repeat_count or 1)} "
-                   f"repeat(s); {unscored} item answers ended unscored (never filled in). Click an item row to see "
-                   "its evidence.")
+        summary = (
+            f"Judged {len(transcripts)} transcript(s) with {len(models)} judge(s) x {int(repeat_count or 1)} "
+            f"repeat(s); {unscored} item answers ended unscored (never filled in). Click an item row to see "
+            "its evidence."
+        )
         return [judged, summary, result_table(judged), "", figure]
 
     def on_select(judged: JudgeRun | None, event: gr.SelectData) -> str:
@@ -152,7 +177,13 @@ def render(context: AppContext) -> None:
             return ""
         return evidence_html(judged.transcripts[aggregate.transcript_id], aggregate, row["item"])
 
-    run.click(on_judge, [stored, upload, rubric, judges, repeats, mode], [run_state, status, table, evidence, radar],
-              api_name="judge", concurrency_limit=1, concurrency_id="generation")
+    run.click(
+        on_judge,
+        [stored, upload, rubric, judges, repeats, mode],
+        [run_state, status, table, evidence, radar],
+        api_name="judge",
+        concurrency_limit=1,
+        concurrency_id="generation",
+    )
     table.select(on_select, [run_state], [evidence], api_name=False)
     refresh.click(lambda: gr.update(choices=transcript_choices(context)), None, [stored], api_name=False)
