@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from cbtcompare.annotate import annotate_turn, annotation_versions
 from cbtcompare.models.base import ChatModel, ModelError, Sampling, Usage
 from cbtcompare.models.registry import Registry
 from cbtcompare.prompts import DEFAULT_SESSION_PROMPT, SystemPrompt, load_prompt, resolve_system_prompt
@@ -109,7 +110,7 @@ class CompareSession:
     def send(self, text: str) -> Iterator[list[Pane]]:
         """Broadcast a person's message to every pane and stream the replies; yields the panes as they fill."""
         message = validate_message(text)
-        turn = _checked_turn(Turn(role="patient", text=message))
+        turn = annotate_turn(Turn(role="patient", text=message))
         crisis = turn.flags.get("crisis")
         self.crisis = (
             CrisisResult(True, tuple(crisis), tuple(turn.flags.get("crisis_evidence", ()))) if crisis else None
@@ -199,7 +200,7 @@ class CompareSession:
             )
             if self._stop.is_set():
                 reply.flags["stopped"] = True
-            turns.append(_checked_turn(reply))
+            turns.append(annotate_turn(reply))
         except ModelError as exc:
             pane.error = str(exc)
         except Exception as exc:  # a backend bug must not take the other panes down
@@ -209,25 +210,6 @@ class CompareSession:
                 stream.close()
             pane.streaming = False
             events.put((index, None))
-
-
-def annotation_versions(**versions: str) -> dict[str, str]:
-    """Prompt versions plus the versions of the rule files that annotate turns (safety, techniques)."""
-    from cbtcompare.safety import rules_version
-    from cbtcompare.techniques import RULES_VERSION
-
-    return {**versions, "safety_rules": rules_version(), "technique_rules": RULES_VERSION}
-
-
-def _checked_turn(turn: Turn) -> Turn:
-    """Safety flags and technique tags on a turn: the one place sessions annotate turns."""
-    from cbtcompare.safety import flag_turn
-    from cbtcompare.techniques import tag_turn
-
-    turn = flag_turn(turn)
-    if turn.role == "therapist":
-        turn.flags["techniques"] = [tag.id for tag in tag_turn(turn.text)]
-    return turn
 
 
 def _model_info(model: ChatModel | None, spec: dict[str, object]) -> dict[str, object]:

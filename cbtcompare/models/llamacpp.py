@@ -3,7 +3,9 @@
 Every spec that names the same GGUF shares one llama_model (memory-mapped, so the weights sit in memory
 once). Requests take a context from that file's pool, set the spec's LoRA adapter on it (or clear it),
 reset its KV cache and generate, so one context never serves two requests at once and base and tuned
-never hold two copies of the weights. (llama-cpp-python's own `lora_path` would turn mmap off and load a
+never hold two copies of the weights. The reset is deliberate: reusing a cached prompt prefix was measured
+to change sampled text (different batch splits, different float sums), and same seed + same settings must
+give the same text whichever pooled context serves the request. (llama-cpp-python's own `lora_path` would turn mmap off and load a
 private copy; adapters are applied per context here instead.)
 
 The prompt is rendered with the chat template from the GGUF's own metadata (or a Jinja file named by

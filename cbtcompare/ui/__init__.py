@@ -18,6 +18,7 @@ from cbtcompare.store import Store
 
 TAB_MODULES = [
     "cbtcompare.ui.compare",
+    "cbtcompare.ui.simulate",
     "cbtcompare.ui.judge",
     "cbtcompare.ui.rate",
     "cbtcompare.ui.results",

@@ -131,7 +131,7 @@ def render(context: AppContext) -> None:
         judge_names: list[str] | None,
         repeat_count: float,
         mode_name: str,
-        progress=gr.Progress(),  # noqa: B008
+        progress=gr.Progress(),
     ) -> list[object]:
         try:
             transcripts = [context.store.get_transcript(i) for i in ids or []]

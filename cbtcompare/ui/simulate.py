@@ -1,0 +1,215 @@
+"""Simulate tab: a simulated patient talks to 2-3 therapist models (one matched group), or a whole batch.
+
+Wires widgets to cbtcompare.simulate (run_group, run_batch) and cbtcompare.patients; the panes fill turn by
+turn from run_group's on_turn callback, which runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import gradio as gr
+
+from cbtcompare.compare import MAX_PANES
+from cbtcompare.patients import PatientProfile, list_profiles, load_profile, sample_profile
+from cbtcompare.simulate import BatchConfig, BatchProgress, run_batch, run_group
+from cbtcompare.transcript import Transcript, Turn
+from cbtcompare.ui import AppContext, generation_concurrency, ui_copy
+from cbtcompare.ui.render import technique_label
+
+TITLE = "Simulate"
+SAMPLED = "sample a new profile from the seed"
+
+
+def profile_for(choice: str, seed: int) -> PatientProfile:
+    return sample_profile(int(seed)) if choice == SAMPLED else load_profile(choice)
+
+
+def turn_messages(turns: list[Turn]) -> list[dict[str, str]]:
+    """A simulated session as chat messages: the patient on the right, the therapist with its technique tags."""
+    messages = []
+    for turn in turns:
+        if turn.role == "patient":
+            note = " <small>(crisis language flagged)</small>" if turn.flags.get("crisis") else ""
+            messages.append({"role": "user", "content": turn.text + note})
+        else:
+            tags = ", ".join(technique_label(t) for t in turn.flags.get("techniques", [])) or "none detected"
+            messages.append({"role": "assistant", "content": f"{turn.text}\n\n<small>techniques: {tags}</small>"})
+    return messages
+
+
+def render(context: AppContext) -> None:
+    names = context.registry.names()
+    profiles = list_profiles()
+    last_run = gr.State(None)
+    run_control = gr.State(None)  # this browser session's stop switch (a threading.Event)
+    gr.Markdown(ui_copy("simulate_intro"))
+    with gr.Row():
+        with gr.Column(scale=2):
+            profile_choice = gr.Dropdown(
+                [(f"{p.name} ({p.id})", p.id) for p in profiles] + [(SAMPLED, SAMPLED)],
+                value=profiles[0].id if profiles else SAMPLED,
+                label="Patient profile",
+            )
+            seed = gr.Number(0, precision=0, label="Seed (sessions and sampled profiles)")
+            card = gr.Markdown(profiles[0].card() if profiles else "")
+        with gr.Column(scale=2):
+            patient = gr.Dropdown(
+                names, value="smollm2-instruct" if "smollm2-instruct" in names else names[0], label="Patient model"
+            )
+            therapists = gr.Dropdown(
+                names,
+                value=[n for n in ("smollm2-instruct", "smollm2-cbt-prompted") if n in names],
+                multiselect=True,
+                max_choices=MAX_PANES,
+                label="Therapist models (2-3)",
+            )
+            turns = gr.Slider(1, 20, value=4, step=1, label="Therapist turns per session")
+            max_tokens = gr.Slider(16, 512, value=120, step=8, label="Max tokens per turn")
+    with gr.Row():
+        run = gr.Button("Run matched session", variant="primary")
+        stop = gr.Button("Stop")
+        save = gr.Button("Save to store")
+    status = gr.Markdown()
+    with gr.Row():
+        panes = [
+            gr.Chatbot(label=f"Therapist {chr(65 + i)}", height=420, elem_id=f"sim-pane-{i}") for i in range(MAX_PANES)
+        ]
+    with gr.Accordion("Batch: profiles x therapists x replicates, stored and resumable", open=False):
+        with gr.Row():
+            batch_name = gr.Textbox("ui-batch", label="Batch name (rerunning the same settings resumes it)")
+            batch_profiles = gr.Dropdown([p.id for p in profiles], multiselect=True, label="Profiles")
+            replicates = gr.Number(1, precision=0, minimum=1, label="Replicates")
+        run_batch_button = gr.Button("Run batch")
+        batch_status = gr.Markdown()
+
+    def on_profile(choice: str, seed_value: float) -> str:
+        try:
+            return profile_for(choice, int(seed_value or 0)).card()
+        except (ValueError, FileNotFoundError) as exc:
+            return f"**Profile problem:** {exc}"
+
+    def on_run(
+        choice: str,
+        seed_value: float,
+        patient_name: str,
+        therapist_names: list[str] | None,
+        turn_count: float,
+        budget: float,
+    ) -> Iterator[list[object]]:
+        chosen = list(therapist_names or [])
+        if not 2 <= len(chosen) <= MAX_PANES:
+            raise gr.Error("Pick two or three therapist models.")
+        try:
+            profile = profile_for(choice, int(seed_value or 0))
+            patient_model = context.registry.load(patient_name)
+            models = [context.registry.load(name) for name in chosen]
+        except Exception as exc:
+            raise gr.Error(str(exc)) from exc
+        sampling = models[0].spec.sampling.merged(max_tokens=int(budget))
+        events: queue.Queue[tuple[str, Transcript | None]] = queue.Queue()
+        shown: dict[str, list[Turn]] = {name: [] for name in chosen}
+        outcome: dict[str, object] = {}
+        stop_event = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome["transcripts"] = run_group(
+                    models,
+                    patient_model,
+                    profile,
+                    int(turn_count),
+                    int(seed_value or 0),
+                    therapist_sampling=sampling,
+                    on_turn=lambda transcript, turn: events.put((transcript.therapist_name, turn)),
+                    stop_event=stop_event,
+                )
+            except Exception as exc:  # shown in the status line
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                events.put(("", None))
+
+        threading.Thread(target=work, daemon=True).start()
+        while True:
+            name, turn = events.get()
+            if turn is None:
+                break
+            shown.setdefault(name, []).append(turn)
+            yield [None, stop_event, f"Running: {name}, turn {len(shown[name])}", *views(chosen, shown)]
+        if "error" in outcome:
+            raise gr.Error(str(outcome["error"]))
+        transcripts = outcome["transcripts"]
+        reasons = ", ".join(f"{t.therapist_name}: {t.meta.get('stop_reason')}" for t in transcripts)
+        yield [transcripts, None, f"Done ({reasons}). Save to keep these transcripts.", *views(chosen, shown)]
+
+    def views(chosen: list[str], shown: dict[str, list[Turn]]) -> list[object]:
+        values = [gr.update(value=turn_messages(shown.get(n, [])), label=n) for n in chosen]
+        return values + [gr.update(value=[], label="(unused)")] * (MAX_PANES - len(chosen))
+
+    def on_save(transcripts: list[Transcript] | None) -> str:
+        if not transcripts:
+            raise gr.Error("Nothing to save yet; run a session first.")
+        for transcript in transcripts:
+            context.store.save_transcript(transcript)
+        return f"Saved {len(transcripts)} transcripts (group {transcripts[0].group_id})."
+
+    def on_batch(
+        name: str,
+        profile_ids: list[str] | None,
+        patient_name: str,
+        therapist_names: list[str] | None,
+        turn_count: float,
+        replicate_count: float,
+        seed_value: float,
+        budget: float,
+        progress=gr.Progress(),
+    ) -> str:
+        stop_event = threading.Event()
+        try:
+            config = BatchConfig(
+                name=name,
+                profiles=list(profile_ids or []) or "all",
+                therapists=list(therapist_names or []),
+                patient=patient_name,
+                replicates=int(replicate_count or 1),
+                turns=int(turn_count),
+                seed=int(seed_value or 0),
+                therapist_sampling={"max_tokens": int(budget)},
+            )
+        except Exception as exc:
+            raise gr.Error(str(exc)) from exc
+
+        def report(update: BatchProgress) -> None:
+            progress(
+                update.completed / max(update.total, 1), desc=f"{update.last.spec.therapist}: {update.last.status}"
+            )
+
+        result = run_batch(config, context.registry, context.store, progress=report, stop_event=stop_event)
+        summary = result.summary()
+        return (
+            f"Batch `{summary['batch_id']}`: {summary['done']} done, {summary['skipped']} already stored, "
+            f"{summary['failed']} failed, {summary['ended']} ended early; "
+            f"{summary['sessions_per_minute']} sessions/minute."
+        )
+
+    profile_choice.change(on_profile, [profile_choice, seed], [card], api_name=False)
+    seed.change(on_profile, [profile_choice, seed], [card], api_name=False)
+    limit = {"concurrency_limit": generation_concurrency(), "concurrency_id": "generation"}
+    run.click(
+        on_run,
+        [profile_choice, seed, patient, therapists, turns, max_tokens],
+        [last_run, run_control, status, *panes],
+        api_name="simulate",
+        **limit,
+    )
+    stop.click(lambda event: event.set() if event else None, [run_control], None, api_name=False)
+    save.click(on_save, [last_run], [status], api_name="simulate_save")
+    run_batch_button.click(
+        on_batch,
+        [batch_name, batch_profiles, patient, therapists, turns, replicates, seed, max_tokens],
+        [batch_status],
+        api_name="simulate_batch",
+        **limit,
+    )
