@@ -5,8 +5,8 @@ once). Requests take a context from that file's pool, set the spec's LoRA adapte
 reset its KV cache and generate, so one context never serves two requests at once and base and tuned
 never hold two copies of the weights. The reset is deliberate: reusing a cached prompt prefix was measured
 to change sampled text (different batch splits, different float sums), and same seed + same settings must
-give the same text whichever pooled context serves the request. (llama-cpp-python's own `lora_path` would turn mmap off and load a
-private copy; adapters are applied per context here instead.)
+give the same text whichever pooled context serves the request. (llama-cpp-python's own `lora_path`
+would turn mmap off and load a private copy; adapters are applied per context here instead.)
 
 The prompt is rendered with the chat template from the GGUF's own metadata (or a Jinja file named by
 the spec), and the same rendering is used to count tokens for the context guard. JSON output is
