@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install install-test browser run test bench lint clean
+.PHONY: install install-test browser postgres run test bench lint clean
 
 $(RUN_STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(TEST_STAMP): $(RUN_STAMP) requirements-test.txt
 
 install: $(RUN_STAMP)
 
-install-test: $(TEST_STAMP) browser
+install-test: $(TEST_STAMP) browser postgres
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work offline).
 browser:
@@ -30,6 +30,13 @@ browser:
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "chromium missing and not root: browser tests will skip"; fi
+
+# Debian's PostgreSQL server for tests/test_store_postgres.py (a throwaway cluster per test session).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then echo "postgresql: $$(ls -d /usr/lib/postgresql/*/bin | tail -1)"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "postgresql missing and not root: PostgreSQL store tests will skip"; fi
 
 run: install
 	$(PY) app.py

@@ -39,6 +39,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
 from cbtcompare.paths import data_dir
 from cbtcompare.transcript import Transcript, Turn, utc_now
@@ -361,12 +362,9 @@ class Store:
             "context_policy": transcript.context_policy,
             "meta": transcript.meta,
         }
-        exists = conn.execute(select(transcripts.c.id).where(transcripts.c.id == transcript.id)).first()
-        if exists:
+        if not _insert_unless_present(conn, transcripts, transcripts.c.id, transcript.id, row):
             conn.execute(update(transcripts).where(transcripts.c.id == transcript.id).values(**row))
             conn.execute(delete(turns).where(turns.c.transcript_id == transcript.id))
-        else:
-            conn.execute(insert(transcripts).values(**row))
         if transcript.turns:
             conn.execute(
                 insert(turns),
@@ -427,10 +425,8 @@ class Store:
                 "error": error,
                 "created_at": utc_now(),
             }
-            if conn.execute(select(batch_runs.c.run_key).where(batch_runs.c.run_key == run_key)).first():
+            if not _insert_unless_present(conn, batch_runs, batch_runs.c.run_key, run_key, {"run_key": run_key, **row}):
                 conn.execute(update(batch_runs).where(batch_runs.c.run_key == run_key).values(**row))
-            else:
-                conn.execute(insert(batch_runs).values(run_key=run_key, **row))
 
     def batch_runs(self, batch_id: str) -> dict[str, BatchRun]:
         """The recorded runs of one batch, by run key."""
@@ -490,6 +486,25 @@ class Store:
             query = query.where(pairwise_scores.c.judge_name == judge)
         with self.read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _insert_unless_present(conn: Connection, table: Table, key: Column, value: str, row: dict) -> bool:
+    """Insert `row` unless a row with this key exists; True when inserted, False when it was already there.
+
+    Under PostgreSQL's READ COMMITTED two writers can both see "absent" and both insert; the second then
+    fails on the primary key once the first commits. The insert runs in a savepoint so that writer falls
+    back to updating instead (SQLite never gets there: BEGIN IMMEDIATE serialises its writers).
+    """
+    if conn.execute(select(key).where(key == value)).first():
+        return False
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(table).values(**row))
+    except IntegrityError:
+        if not conn.execute(select(key).where(key == value)).first():
+            raise  # not a concurrent insert of the same key: a real integrity problem
+        return False
+    return True
 
 
 def parse_transcripts_jsonl(source: IO[str]) -> list[Transcript]:

@@ -11,4 +11,5 @@ pytest_plugins = [
     "fixtures_models",
     "fixtures_servers",
     "fixtures_app",
+    "fixtures_postgres",
 ]
