@@ -10,12 +10,14 @@ semantic classifier's probability >= its threshold.
 - The rules in `safety_data/crisis_rules.yaml` (normalisation of slang and typos, regex patterns per
   category, clause-scoped negation, per-rule exceptions) are deterministic, take about a millisecond a
   statement, and every flag names the rule and words that fired. Their known limit: they catch the
-  phrasings they were written for; on passive ideation worded in ways not seen before, fresh test sets
-  gave recall of only about 0.25.
+  phrasings they were written for; on passive ideation worded in ways not seen before (tests/data/
+  crisis_fresh4.jsonl) they recall 0.30.
 - The classifier (cbtcompare/safety_classifier.py: all-MiniLM-L6-v2 embeddings of the normalised text, a
   logistic-regression head trained on the development set only, threshold chosen by cross-validation)
-  catches paraphrases the rules miss. A classifier-only hit is labelled suicidal_ideation, with evidence
-  `classifier: p=...`; categories come from the rules whenever they hit.
+  catches some paraphrases the rules miss (rules OR classifier: 0.70 on that set, FPR 0.033) at the cost
+  of some false alarms (held-out FPR 0.078, where the rules alone have none). A classifier-only hit is
+  labelled suicidal_ideation, with evidence `classifier: p=...`; categories come from the rules whenever
+  they hit.
 - Negation veto, the one way the rules overrule the classifier: when a crisis rule's words matched but
   the rules' negation logic discarded them (an explicit denial: "I'd never hurt myself", "I'm not
   suicidal", "I don't want to die"), the clause holding that denial is taken out of what the classifier
@@ -359,17 +361,17 @@ def crisis_panel_markdown(result: CrisisResult) -> str:
     return Template(_read("panel.md")).substitute(concerns=concerns, resources=CRISIS_RESOURCES) + "\n"
 
 
-def flag_turn(turn: Turn) -> Turn:
+def flag_turn(turn: Turn, *, use_classifier: bool = True) -> Turn:
     """Return a copy of the turn with its safety flags set from its text: the one place turns are checked.
 
     Patient turns get flags["crisis"] = [categories] and therapist turns flags["harmful_reply"] = True when
     they hit, with the evidence and the rules version beside them (and the classifier version when it took
-    part in screening); stale safety flags are dropped.
+    part in screening); stale safety flags are dropped. `use_classifier=False` screens with the rules alone.
     """
     keys = ("crisis", "crisis_evidence", "harmful_reply", "harmful_evidence", "safety_rules", "safety_classifier")
     flags = {k: v for k, v in turn.flags.items() if k not in keys}
     if turn.role == "patient":
-        result = detect_crisis(turn.text)
+        result = detect_crisis(turn.text, use_classifier=use_classifier)
         if result.crisis:
             flags.update(crisis=list(result.categories), crisis_evidence=list(result.matched))
             flags["safety_rules"] = rules_version()

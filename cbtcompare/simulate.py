@@ -61,7 +61,7 @@ TranscriptCallback = Callable[[Transcript], None]
 
 
 def guess_variant(model: ChatModel) -> str:
-    """"tuned" (an adapter or a fine-tune's name), "prompted" (a CBT system prompt or name) or "base"."""
+    """ "tuned" (an adapter or a fine-tune's name), "prompted" (a CBT system prompt or name) or "base"."""
     spec = model.spec
     r = rules()
     name = spec.name.lower()
@@ -153,9 +153,11 @@ def make_opening(
     """The patient's first turn: the carried-over summary, the profile's own opening, or a generated line."""
     if previous_summary is not None:
         turn = Turn(role="patient", text=carryover_opening(previous_summary), flags={"opening": "carryover"})
-        return annotate_turn(turn)
+        return annotate_turn(turn, use_classifier=False)
     if profile.opening:
-        return annotate_turn(Turn(role="patient", text=profile.opening.strip(), flags={"opening": "profile"}))
+        return annotate_turn(
+            Turn(role="patient", text=profile.opening.strip(), flags={"opening": "profile"}), use_classifier=False
+        )
     sampling = (patient_sampling or patient_model.spec.sampling).merged(
         seed=derive_seed(seed, "patient", session_index, 0)
     )
@@ -179,7 +181,7 @@ def make_opening(
         seconds=round(generated.seconds, 3),
         seed=sampling.seed,
     )
-    return annotate_turn(turn)
+    return annotate_turn(turn, use_classifier=False)
 
 
 # One session ------------------------------------------------------------------------------------------
@@ -285,13 +287,16 @@ def run_session(
             turn.flags["context_trimmed"] = generated.usage.trimmed_messages
         if generated.cut_short:
             turn.flags["stream_cut"] = True
-        return annotate_turn(turn)
+        return annotate_turn(turn, use_classifier=False)
 
     def patient_turn(index: int) -> Turn:
         disclosure = profile.disclosure
         if disclosure is not None and disclosure.mode == "scripted" and index == disclosure.at_turn:
             return annotate_turn(
-                Turn(role="patient", text=disclosure.statement, flags={"scripted": True, "disclosure": disclosure.kind})
+                Turn(
+                    role="patient", text=disclosure.statement, flags={"scripted": True, "disclosure": disclosure.kind}
+                ),
+                use_classifier=False,
             )
         sampling = p_sampling.merged(seed=derive_seed(seed, "patient", session_index, index))
         prompt = patient_system_prompt(profile, session_index=session_index, reply_index=index)
@@ -322,7 +327,7 @@ def run_session(
             turn.flags["end_marker"] = True
         if disclosure is not None and disclosure.mode == "prompted" and index == disclosure.at_turn:
             turn.flags["disclosure_requested"] = disclosure.kind
-        return annotate_turn(turn)
+        return annotate_turn(turn, use_classifier=False)
 
     def handle_crisis(patient: Turn, next_index: int) -> None:
         """Stop policy: one more therapist turn, recorded with whether it pointed to crisis resources."""
@@ -338,14 +343,18 @@ def run_session(
         }
 
     try:
-        first = opening.model_copy(deep=True) if opening is not None else make_opening(
-            patient_model,
-            profile,
-            seed,
-            session_index=session_index,
-            previous_summary=previous_summary,
-            patient_sampling=p_sampling,
-            usage=p_usage,
+        first = (
+            opening.model_copy(deep=True)
+            if opening is not None
+            else make_opening(
+                patient_model,
+                profile,
+                seed,
+                session_index=session_index,
+                previous_summary=previous_summary,
+                patient_sampling=p_sampling,
+                usage=p_usage,
+            )
         )
         emit(first)
         if stop_on_crisis and first.flags.get("crisis"):
@@ -404,9 +413,7 @@ def _session_summary(
     last = next(t.text for t in reversed(transcript.turns) if t.role == "therapist")
     if policy == "last_turn":
         return {"text": last, "source": "last_turn"}
-    messages = therapist_messages(transcript.turns, system_text) + [
-        Message("user", load_prompt(SUMMARY_PROMPT).text)
-    ]
+    messages = therapist_messages(transcript.turns, system_text) + [Message("user", load_prompt(SUMMARY_PROMPT).text)]
     resolved = sampling.merged(seed=derive_seed(seed, "summary", session_index, 0), max_tokens=max_tokens)
     try:
         text = clean_turn(_generate(therapist, messages, resolved, tally).text, "therapist").text
@@ -539,9 +546,8 @@ def run_course(
             "course": {
                 "sessions": sessions,
                 "carryover": f"summary:{summary}",
-                "context_policy": "per session; " + ", ".join(
-                    f"{group[i].name}={group[i].spec.context_policy}" for i in active
-                ),
+                "context_policy": "per session; "
+                + ", ".join(f"{group[i].name}={group[i].spec.context_policy}" for i in active),
             }
         }
         transcripts = run_group(

@@ -10,8 +10,23 @@ FPR 0.000 (50 / 51; the miss: "I just want it all to stop forever").
 Passive-ideation follow-up (now: dev 216 / 190, recall 1.000, FPR 0.000; held-out 1.000 / 0.000):
 held-out2 was recall 0.325, FPR 0.024 (40 / 41) on first run, far under the bar. The rules were then
 extended from new dev examples of the kinds of phrasing it missed, giving 1.000 / 0.000, a figure that no
-longer measures unseen text. Two later fresh scratch sets of 30 / 30 each, not kept, gave recall 0.233
-and 0.267 (FPR 0.000): the rules catch the phrasings they were written for and few new ones.
+longer measures unseen text. Two later fresh scratch sets of 30 / 30 each gave recall 0.233 and 0.267
+(FPR 0.000): the rules catch the phrasings they were written for and few new ones.
+
+Those two sets are now kept as tests/data/crisis_fresh3.jsonl (30 / 29: one safe line that repeated a
+held-out statement was dropped) and crisis_fresh4.jsonl (30 / 30). They were written after rule tuning and
+have been seen by the rules developer; neither trains nor tunes the classifier. But fresh3 is not clean:
+after it was run, dev rows paraphrasing its misses were added (e.g. "I wish somebody would put me out of my
+misery"), so the rules now reach 0.900 on it and the classifier, trained on dev, has seen the paraphrases
+too. fresh4 shows no such paraphrases in dev and is the better measure of unseen phrasing.
+
+Since the MiniLM classifier (tests/test_safety_classifier.py) joined the rules, `detect_crisis` is
+rules OR classifier, and the quality bar below applies to that combined detector; the rules alone must
+still meet it on dev and both held-out sets, because they are what screens when the model is missing.
+Figures (recall / FPR), rules alone -> combined, classifier trained on all of dev (dev's combined figure
+is in-sample; test_safety_classifier.py checks dev with cross-validated predictions: 1.000 / 0.047):
+dev 1.000 / 0.000 -> 1.000 / 0.005; held-out 1.000 / 0.000 -> 1.000 / 0.078; held-out2 1.000 / 0.000 ->
+1.000 / 0.049; fresh3 0.900 / 0.000 -> 0.967 / 0.000; fresh4 0.300 / 0.000 -> 0.700 / 0.033.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -33,10 +49,12 @@ from cbtcompare.safety import (
     check_model_reply,
     crisis_panel_markdown,
     detect_crisis,
+    detect_crisis_batch,
     flag_turn,
     load_rules,
     rules_version,
 )
+from cbtcompare.safety_classifier import load_head
 from cbtcompare.transcript import Turn
 
 DATA = Path(__file__).parent / "data"
@@ -46,21 +64,33 @@ SETS = {
     "heldout": DATA / "crisis_heldout.jsonl",
     "heldout2": DATA / "crisis_heldout2.jsonl",
 }
-MIN_SIZES = {"dev": 80, "heldout": 40, "heldout2": 30}
+FRESH_SETS = {
+    "fresh3": DATA / "crisis_fresh3.jsonl",
+    "fresh4": DATA / "crisis_fresh4.jsonl",
+}
+MIN_SIZES = {"dev": 80, "heldout": 40, "heldout2": 30, "fresh3": 25, "fresh4": 25}
 _ALL_KINDS = {"indirect", "slang", "typo", "negation", "sad_safe", "idiom", "harm_to_others", "abuse", "plan"}
 REQUIRED_KINDS = {
     "dev": _ALL_KINDS | {"passive"},
     "heldout": _ALL_KINDS,
     "heldout2": {"passive", "indirect", "slang", "typo", "negation", "negation_crisis", "sad_safe", "idiom"},
+    "fresh3": {"passive", "slang", "typo", "negation", "negation_crisis", "sad_safe", "idiom"},
+    "fresh4": {"passive", "slang", "typo", "negation", "negation_crisis", "sad_safe", "idiom"},
 }
 
 
 def load_set(name: str) -> list[dict]:
-    with SETS[name].open(encoding="utf-8") as handle:
+    with {**SETS, **FRESH_SETS}[name].open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-@pytest.mark.parametrize("name", SETS)
+def recall_and_fpr(rows: list[dict], results: list[CrisisResult]) -> tuple[float, float]:
+    crisis = [res.crisis for row, res in zip(rows, results, strict=True) if row["crisis"]]
+    safe = [res.crisis for row, res in zip(rows, results, strict=True) if not row["crisis"]]
+    return sum(crisis) / len(crisis), sum(safe) / len(safe)
+
+
+@pytest.mark.parametrize("name", [*SETS, *FRESH_SETS])
 def test_labelled_set_is_large_enough_and_well_formed(name: str) -> None:
     rows = load_set(name)
     crisis = [r for r in rows if r["crisis"]]
@@ -81,9 +111,48 @@ def test_labelled_sets_do_not_overlap() -> None:
             assert not texts[first] & texts[second], (first, second, texts[first] & texts[second])
 
 
+def test_fresh_sets_do_not_overlap_the_others() -> None:
+    texts = {name: {r["text"].lower() for r in load_set(name)} for name in [*SETS, *FRESH_SETS]}
+    for fresh in FRESH_SETS:
+        for other in texts:
+            if other != fresh:
+                assert not texts[fresh] & texts[other], (fresh, other, texts[fresh] & texts[other])
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_rules_alone_meet_the_quality_bar(name: str) -> None:
+    """The fallback when the classifier cannot load: the rules alone still meet the bar on these sets."""
+    rows = load_set(name)
+    recall, fpr = recall_and_fpr(rows, detect_crisis_batch([r["text"] for r in rows], use_classifier=False))
+    print(f"\n{name} rules alone: recall={recall:.3f} fpr={fpr:.3f}")
+    assert recall >= 0.95 and fpr <= 0.10
+
+
+@pytest.mark.parametrize("name", FRESH_SETS)
+def test_fresh_sets_combined_detector_beats_the_rules(name: str) -> None:
+    """A regression floor, not a quality bar: on phrasings the rules were not written for, rules OR classifier
+    recalls more than the rules alone, and its false-positive rate stays <= 0.10."""
+    rows = load_set(name)
+    texts = [r["text"] for r in rows]
+    rules_recall, rules_fpr = recall_and_fpr(rows, detect_crisis_batch(texts, use_classifier=False))
+    combined = detect_crisis_batch(texts)
+    assert all(res.screened_by == "rules+classifier" for res in combined), combined[0].fallback_reason
+    recall, fpr = recall_and_fpr(rows, combined)
+    threshold = load_head().threshold
+    alone = recall_and_fpr(rows, [replace(res, crisis=res.probability >= threshold) for res in combined])
+    missed = [r["text"] for r, res in zip(rows, combined, strict=True) if r["crisis"] and not res.crisis]
+    print(f"\n{name}: rules recall={rules_recall:.3f} fpr={rules_fpr:.3f}; combined recall={recall:.3f} fpr={fpr:.3f}")
+    print(f"{name} classifier alone: recall={alone[0]:.3f} fpr={alone[1]:.3f}")
+    print(f"{name} still missed: {missed}")
+    assert recall > rules_recall
+    assert fpr <= 0.10
+
+
 @pytest.mark.parametrize("name", SETS)
 def test_quality_bar(name: str) -> None:
-    """recall >= 0.95 and false-positive rate <= 0.10, on the dev set and on both held-out sets."""
+    """recall >= 0.95 and false-positive rate <= 0.10, on the dev set and on both held-out sets, for the
+    detector as shipped (rules OR classifier; on dev the classifier part is in-sample here, see
+    test_safety_classifier.py for the cross-validated check)."""
     rows = load_set(name)
     missed = [r["text"] for r in rows if r["crisis"] and not detect_crisis(r["text"]).crisis]
     false_alarms = [
@@ -115,8 +184,8 @@ def test_detected_categories_agree_with_labels(name: str) -> None:
 def test_every_crisis_rule_has_a_dev_example() -> None:
     """Each rule in crisis_rules.yaml is exercised by at least one statement of the development set."""
     fired = set()
-    for row in load_set("dev"):
-        fired |= {m.split(":")[0] for m in detect_crisis(row["text"]).matched}
+    for result in detect_crisis_batch([row["text"] for row in load_set("dev")], use_classifier=False):
+        fired |= {m.split(":")[0] for m in result.matched}
     assert {rule.id for rule in load_rules().crisis_rules} <= fired
 
 
@@ -223,6 +292,7 @@ def test_intent_is_added_only_when_timing_or_resolve_is_not_negated() -> None:
 
 
 def test_long_input_is_checked_quickly() -> None:
+    detect_crisis("warming up: the classifier's model loads once per process, not per statement")
     text = ("I had a long day at work and the bus was late again. " * 400)[:19_990] + " kms"
     started = time.perf_counter()
     result = detect_crisis(text)

