@@ -15,7 +15,7 @@ from cbtcompare.models.base import Message, ModelSpec, Sampling
 from cbtcompare.models.defaults import default_gguf_path
 from cbtcompare.models.llamacpp import LlamaCppModel
 
-ROUNDS = 5
+ROUNDS = 8
 MAX_TOKENS = 128
 MESSAGES = [Message("user", "Tell me a long story about a lighthouse keeper who learns to paint.")]
 
@@ -60,8 +60,13 @@ def main() -> None:
     prompt_tokens = ours._render(MESSAGES)[0]
     ours_rates, raw_rates = [], []
     for round_index in range(ROUNDS):
-        raw_rates.append(raw_tokens_per_second(raw, prompt_tokens, seed=round_index))
-        ours_rates.append(ours_tokens_per_second(ours, seed=round_index))
+        # alternate which goes first, so drift in machine load hits both alike
+        if round_index % 2:
+            ours_rates.append(ours_tokens_per_second(ours, seed=round_index))
+            raw_rates.append(raw_tokens_per_second(raw, prompt_tokens, seed=round_index))
+        else:
+            raw_rates.append(raw_tokens_per_second(raw, prompt_tokens, seed=round_index))
+            ours_rates.append(ours_tokens_per_second(ours, seed=round_index))
     ours_median, raw_median = _common.median(ours_rates), _common.median(raw_rates)
     print(f"raw llama-cpp-python: {raw_median:.1f} tokens/s (median of {ROUNDS})")
     print(f"cbtcompare llamacpp:  {ours_median:.1f} tokens/s (median of {ROUNDS})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -67,8 +68,16 @@ def app_mode() -> str:
     return mode
 
 
+def warm_up_crisis_screening() -> None:
+    """Load the crisis classifier in the background so the first person's message is not kept waiting."""
+    from cbtcompare.safety import detect_crisis
+
+    threading.Thread(target=detect_crisis, args=("hello",), daemon=True, name="crisis-warm-up").start()
+
+
 def build_app(context: AppContext | None = None) -> gr.Blocks:
     context = context or AppContext(registry=Registry.from_files(), store=Store())
+    warm_up_crisis_screening()
     with gr.Blocks(title="CBTCompare") as app:
         gr.Markdown("# CBTCompare\nBase vs CBT-tuned language models, side by side.")
         for module_name in MODE_TABS[app_mode()]:
