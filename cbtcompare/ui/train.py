@@ -1,0 +1,182 @@
+"""Train tab: wires widgets to training.jobs (start, poll, abort, resume) and training.validate.
+
+The job is a subprocess (training/jobs.py), never a thread of this server; the selected run lives in
+gr.State, so each browser follows its own run, and any run can be picked again after the browser closed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from cbtcompare.ui import AppContext, ui_copy
+from training.config import ConfigError, TrainConfig, preset_names
+from training.jobs import (
+    JobError,
+    JobStatus,
+    abort_job,
+    base_model_choices,
+    dataset_choices,
+    dataset_report,
+    ensure_registered,
+    find_run,
+    job_status,
+    list_jobs,
+    loss_figure,
+    preview_command,
+    register_published_adapters,
+    resume_job,
+    start_job,
+    store_uploaded_dataset,
+)
+
+TITLE = "Train"
+POLL_S = 2.0
+DEFAULT_PRESET = "smollm2-135m-cpu"
+SETTINGS = ("name", "learning_rate", "max_steps", "num_train_epochs", "max_seq_len", "lora_r", "lora_alpha")
+
+
+def render(context: AppContext) -> None:
+    register_published_adapters(context.registry)
+    presets = preset_names()
+    preset_default = DEFAULT_PRESET if DEFAULT_PRESET in presets else presets[0]
+    start_values = TrainConfig.from_yaml(preset_default)
+    run_state = gr.State(None)  # the run folder this browser follows
+
+    gr.Markdown(ui_copy("train_intro"))
+    with gr.Row():
+        with gr.Column():
+            dataset = gr.Dropdown(dataset_choices(), value=start_values.dataset, label="Dataset",
+                                  allow_custom_value=True, elem_id="train-dataset")
+            upload = gr.File(label="…or upload a messages-JSONL file", file_types=[".jsonl"], type="filepath")
+            validate = gr.Button("Validate dataset", elem_id="train-validate")
+            report = gr.Textbox(label="Validator report", lines=8, max_lines=20, interactive=False)
+        with gr.Column():
+            preset = gr.Dropdown(presets, value=preset_default, label="Preset", elem_id="train-preset")
+            base = gr.Dropdown(base_model_choices(context.registry), value=start_values.base_model,
+                               label="Base model", allow_custom_value=True, elem_id="train-base")
+            name = gr.Textbox(start_values.name, label="Adapter name (adapters/<name>/, registry name)")
+            with gr.Row():
+                learning_rate = gr.Number(start_values.learning_rate, label="learning rate")
+                max_steps = gr.Number(start_values.max_steps, precision=0, label="max steps (-1: use epochs)")
+                epochs = gr.Number(start_values.num_train_epochs, label="epochs")
+            with gr.Row():
+                max_seq_len = gr.Number(start_values.max_seq_len, precision=0, label="max sequence length")
+                lora_r = gr.Number(start_values.lora_r, precision=0, label="LoRA r")
+                lora_alpha = gr.Number(start_values.lora_alpha, label="LoRA alpha")
+            overwrite = gr.Checkbox(False, label="replace an adapter already published under this name")
+            command = gr.Code(preview_command(start_values), label="Command the job runs", language="shell",
+                              interactive=False)
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary", elem_id="train-start")
+        abort = gr.Button("Abort (saves a checkpoint)", elem_id="train-abort")
+        resume = gr.Button("Resume from checkpoint", elem_id="train-resume")
+    with gr.Row():
+        runs = gr.Dropdown(_run_choices(), label="Runs (newest first)", elem_id="train-runs")
+        refresh = gr.Button("Refresh runs")
+    status_text = gr.Markdown(elem_id="train-status")
+    plot = gr.Plot(loss_figure(None), label="Training loss")
+    timer = gr.Timer(POLL_S)
+
+    form = [preset, dataset, base, name, learning_rate, max_steps, epochs, max_seq_len, lora_r, lora_alpha, overwrite]
+
+    def config_from(preset_name: str, dataset_path: str, base_model: str, adapter_name: str, rate: float,
+                    steps: float, n_epochs: float, seq_len: float, rank: float, alpha: float,
+                    replace: bool) -> TrainConfig:
+        overrides = {
+            "dataset": dataset_path, "base_model": base_model, "name": adapter_name, "learning_rate": float(rate),
+            "max_steps": int(steps), "num_train_epochs": float(n_epochs), "max_seq_len": int(seq_len),
+            "lora_r": int(rank), "lora_alpha": float(alpha), "overwrite": bool(replace),
+        }
+        return TrainConfig.from_yaml(preset_name, overrides)
+
+    def on_preview(*values: object) -> str:
+        try:
+            return preview_command(config_from(*values))  # type: ignore[arg-type]
+        except (ConfigError, ValueError, TypeError) as exc:
+            return f"# cannot build the command: {exc}"
+
+    def on_preset(preset_name: str) -> list[object]:
+        values = TrainConfig.from_yaml(preset_name)
+        return [values.dataset, values.base_model, *(getattr(values, f) for f in SETTINGS)]
+
+    def on_upload(path: str | None) -> list[object]:
+        if not path:
+            return [gr.update(), gr.update()]
+        try:
+            stored = store_uploaded_dataset(path)
+        except JobError as exc:
+            raise gr.Error(str(exc)) from exc
+        return [gr.update(choices=dataset_choices(), value=str(stored)), dataset_report(str(stored))]
+
+    def on_start(*values: object) -> list[object]:
+        try:
+            status = start_job(config_from(*values))  # type: ignore[arg-type]
+        except (JobError, ConfigError, ValueError) as exc:
+            raise gr.Error(str(exc)) from exc
+        return [str(status.run_dir), *views(status), gr.update(choices=_run_choices(), value=status.run_id)]
+
+    def on_poll(run_dir: str | None) -> list[object]:
+        if not run_dir:
+            return [gr.update(), gr.update()]
+        status = job_status(Path(run_dir))
+        return views(status)
+
+    def views(status: JobStatus) -> list[object]:
+        text = f"**{status.summary().splitlines()[0]}**"
+        if status.error:
+            text += "\n\n```\n" + status.error + "\n```"
+        registered = ensure_registered(context.registry, status)
+        if registered:
+            text += (f"\n\nRegistered as **{registered}** in this app's registry; Compare and Simulate list it "
+                     "after the app restarts.")
+        return [text, loss_figure(status)]
+
+    def on_abort(run_dir: str | None) -> list[object]:
+        if not run_dir:
+            raise gr.Error("No run selected: start one or pick one under Runs.")
+        try:
+            status = abort_job(Path(run_dir))
+        except JobError as exc:
+            raise gr.Error(str(exc)) from exc
+        return views(status)
+
+    def on_resume(run_dir: str | None) -> list[object]:
+        if not run_dir:
+            raise gr.Error("No run selected: pick an aborted or dead run under Runs.")
+        try:
+            status = resume_job(Path(run_dir))
+        except JobError as exc:
+            raise gr.Error(str(exc)) from exc
+        return views(status)
+
+    def on_pick_run(run_id: str | None) -> list[object]:
+        if not run_id:
+            return [None, "", loss_figure(None)]
+        try:
+            run_dir = find_run(run_id)
+        except JobError as exc:
+            raise gr.Error(str(exc)) from exc
+        return [str(run_dir), *views(job_status(run_dir))]
+
+    status_outputs = [status_text, plot]
+    validate.click(dataset_report, [dataset], [report], api_name="train_validate")
+    upload.upload(on_upload, [upload], [dataset, report], api_name="train_upload")
+    preset.change(on_preset, [preset], [dataset, base, name, learning_rate, max_steps, epochs, max_seq_len, lora_r,
+                                        lora_alpha], api_name=False)
+    for widget in form:
+        widget.change(on_preview, form, [command], api_name=False)
+    start.click(on_start, form, [run_state, *status_outputs, runs], api_name="train_start")
+    abort.click(on_abort, [run_state], status_outputs, api_name="train_abort")
+    resume.click(on_resume, [run_state], status_outputs, api_name="train_resume")
+    runs.change(on_pick_run, [runs], [run_state, *status_outputs], api_name="train_pick_run")
+    refresh.click(lambda: gr.update(choices=_run_choices()), None, [runs], api_name="train_runs")
+    timer.tick(on_poll, [run_state], status_outputs, api_name="train_poll")
+
+
+def _run_choices() -> list[str]:
+    try:
+        return [status.run_id for status in list_jobs()]
+    except OSError:
+        return []
