@@ -11,5 +11,6 @@ pytest_plugins = [
     "fixtures_models",
     "fixtures_servers",
     "fixtures_app",
+    "fixtures_browser",
     "fixtures_postgres",
 ]

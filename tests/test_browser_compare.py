@@ -6,40 +6,18 @@ Chromium is installed; `make test` installs Debian's chromium when run as root, 
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from fixtures_browser import needs_chromium
 
-CHROMIUM = os.environ.get("CBTCOMPARE_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parent.parent / "assets" / "screenshots" / "compare.png"
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() or shutil.which("chromium")),
-        reason=f"no Chromium at {CHROMIUM}: run `make test` as root to install Debian's chromium",
-    ),
+    needs_chromium,
 ]
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    return {
-        **browser_type_launch_args,
-        "executable_path": CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-        "args": [
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    }
 
 
 def test_compare_tab_streams_every_pane_and_shows_the_crisis_panel(page, app_url):

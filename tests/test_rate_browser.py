@@ -10,44 +10,21 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import threading
-from pathlib import Path
 
 import pytest
+from fixtures_browser import needs_chromium
 from sqlalchemy import func, select
 from test_rating import ITEMS, LEAK_STRINGS, canary_pair, pairs_jsonl
 
 from cbtcompare import rating
 from cbtcompare.store import Store, ratings
 
-CHROMIUM = os.environ.get("CBTCOMPARE_CHROMIUM", "/usr/bin/chromium")
-
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.browser,
-    pytest.mark.skipif(
-        not (Path(CHROMIUM).exists() or shutil.which("chromium")),
-        reason=f"no Chromium at {CHROMIUM}: run `make test` as root to install Debian's chromium",
-    ),
+    needs_chromium,
 ]
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    return {
-        **browser_type_launch_args,
-        "executable_path": CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-        "args": [
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
-    }
 
 
 # Runs in the page before its own scripts: keeps the text of every fetch response body (read from a clone,
