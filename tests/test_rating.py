@@ -190,7 +190,14 @@ def test_matched_pairs_by_group_and_by_profile_seed(store):
     x = Transcript(therapist={"name": "m1"}, seed=3, meta=meta, turns=[Turn(role="therapist", text="x")])
     y = Transcript(therapist={"name": "m2"}, seed=3, meta=meta, turns=[Turn(role="therapist", text="y")])
     other_seed = Transcript(therapist={"name": "m3"}, seed=4, meta=meta, turns=[Turn(role="therapist", text="z")])
-    same_model = Transcript(therapist={"name": "m1"}, seed=3, meta=meta, turns=[Turn(role="therapist", text="w")])
+    # a later transcript of the same therapist and key: the earliest one per therapist is paired
+    same_model = Transcript(
+        therapist={"name": "m1"},
+        seed=3,
+        meta=meta,
+        turns=[Turn(role="therapist", text="w")],
+        created_at="2999-01-01T00:00:00.000+00:00",
+    )
     for t in (a, b, c, lonely, x, y, other_seed, same_model):
         store.save_transcript(t)
     everything = rating.matched_pairs(store, "all")
