@@ -108,17 +108,34 @@ class CompareSession:
     # Actions ---------------------------------------------------------------------------------------
 
     def send(self, text: str) -> Iterator[list[Pane]]:
-        """Broadcast a person's message to every pane and stream the replies; yields the panes as they fill."""
+        """Broadcast a person's message to every pane and stream the replies; yields the panes as they fill.
+
+        The models start first; the person's turn is screened for crisis language in its own thread while
+        they work, so screening never delays a reply; its flags are on the turn before this generator ends.
+        """
         message = validate_message(text)
-        turn = annotate_turn(Turn(role="patient", text=message))
-        crisis = turn.flags.get("crisis")
-        self.crisis = (
-            CrisisResult(True, tuple(crisis), tuple(turn.flags.get("crisis_evidence", ()))) if crisis else None
-        )
+        position = len(self.panes[0].transcript.turns)
         for pane in self.panes:
-            pane.transcript.turns.append(turn.model_copy(deep=True))
+            pane.transcript.turns.append(Turn(role="patient", text=message))
         self._attempt = 0
-        yield from self._generate_all()
+        self.crisis = None
+        updates = self._generate_all()
+        started = next(updates)
+        screening = threading.Thread(target=self._screen_person_turn, args=(message, position), daemon=True)
+        screening.start()
+        yield started
+        yield from updates
+        screening.join()
+        yield self.panes
+
+    def _screen_person_turn(self, message: str, position: int) -> None:
+        screened = annotate_turn(Turn(role="patient", text=message))
+        for pane in self.panes:
+            pane.transcript.turns[position].flags.update(screened.flags)
+        crisis = screened.flags.get("crisis")
+        self.crisis = (
+            CrisisResult(True, tuple(crisis), tuple(screened.flags.get("crisis_evidence", ()))) if crisis else None
+        )
 
     def regenerate(self) -> Iterator[list[Pane]]:
         """Replace each pane's last reply with a new one (a new seed from the same schedule)."""

@@ -108,7 +108,7 @@ def render(context: AppContext) -> None:
             now = time.perf_counter()
             if now - last >= UPDATE_INTERVAL_S:
                 last = now
-                yield [session, gr.update(), gr.update(), *views(session)]
+                yield [session, gr.update(), crisis_update(session), *views(session)]
         yield [session, gr.update(), crisis_update(session), *views(session)]
 
     def on_send(text: str, state: CompareSession | None, *values: object) -> Iterator[list[object]]:
