@@ -28,7 +28,8 @@ START, END = "<!-- adapter_effect:start -->", "<!-- adapter_effect:end -->"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per profile")
-    parser.add_argument("--max-turns", type=int, default=4, help="therapist turns per session")
+    parser.add_argument("--max-turns", type=int, default=3, help="therapist turns per session")
+    parser.add_argument("--therapist-max-tokens", type=int, default=120, help="the same cap for every therapist")
     parser.add_argument("--patient-max-tokens", type=int, default=80)
     parser.add_argument("--instruct", default="smollm2-instruct")
     parser.add_argument("--tuned", default="smollm2-cbt")
@@ -49,6 +50,8 @@ def main() -> None:
     therapists = [registry.load(name) for name in arms]
     patient = registry.load("smollm2-instruct")
     patient_sampling = patient.spec.sampling.merged(max_tokens=args.patient_max_tokens)
+    # One sampling for every therapist (the specs share it; only the cap is lowered, to keep this affordable).
+    therapist_sampling = therapists[0].spec.sampling.merged(max_tokens=args.therapist_max_tokens)
     # Profiles that disclose self-harm test the crisis path, not CBT structure; they are left out here.
     profiles = [p for p in curated_profiles() if p.disclosure is None]
     rates: dict[str, list[float]] = {name: [] for name in arms}
@@ -58,7 +61,8 @@ def main() -> None:
     for seed in range(args.seeds):
         for profile in profiles:
             group = run_group(therapists, patient, profile, max_turns=args.max_turns, seed=1000 + seed,
-                              patient_sampling=patient_sampling, stop_on_crisis=True)
+                              patient_sampling=patient_sampling, therapist_sampling=therapist_sampling,
+                              stop_on_crisis=True)
             row = {"profile": profile.id, "seed": 1000 + seed}
             for name, transcript in zip(arms, group, strict=True):
                 try:
@@ -132,8 +136,8 @@ def write_card(summary: dict, args: argparse.Namespace) -> None:
     section = f"""{START}
 Measured by `benchmarks/adapter_effect.py{' --prompted' if args.prompted else ''}` ({summary['pairs']} matched pairs:
 {summary['profiles']} curated profiles without a crisis disclosure x {summary['seeds']} seeds, {summary['max_turns']}
-therapist turns each, patient smollm2-instruct, the same openings and seeds on both sides; adapter.gguf sha256
-`{summary['tuned_adapter_sha256']}`; {summary['minutes']} minutes).
+therapist turns each of at most {args.therapist_max_tokens} tokens, patient smollm2-instruct, the same openings and
+seeds on both sides; adapter.gguf sha256 `{summary['tuned_adapter_sha256']}`; {summary['minutes']} minutes).
 Score per session: share of therapist turns with at least one CBT move (agenda, Socratic question, homework,
 summary, feedback request; the deterministic tagger in cbtcompare/techniques.py).
 

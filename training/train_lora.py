@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -878,9 +879,12 @@ def publish_adapter(run_dir: Path, config: TrainConfig) -> Path:
 
 
 def _fsync_tree(folder: Path) -> None:
+    """Flush every file to disk (and make it world-readable: PEFT writes its weights 0600)."""
     for path in folder.iterdir():
+        path.chmod(0o644)
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
+    folder.chmod(0o755)
 
 
 def model_card(manifest: dict[str, Any]) -> str:
@@ -890,9 +894,9 @@ def model_card(manifest: dict[str, Any]) -> str:
     data = manifest["dataset"]
     validator = data.get("validator", {})
     rows = "\n".join(
-        f"| {p['step']} | {p['loss']:.4f} | {p['lr']:.2e} |" if p.get("lr") is not None else f"| {p['step']} | "
-        f"{p['loss']:.4f} | |"
-        for p in _thin(manifest.get("loss_curve", []), 20)
+        f"| {block[0]['step']}-{block[-1]['step']} | {statistics.fmean(p['loss'] for p in block):.3f} | "
+        f"{min(p['loss'] for p in block):.3f}-{max(p['loss'] for p in block):.3f} | {block[-1].get('lr') or 0:.2e} |"
+        for block in _blocks(manifest.get("loss_curve", []), 10)
     )
     gguf = manifest["adapter"].get("gguf")
     files = "`adapter_model.safetensors` + `adapter_config.json` (PEFT)" + (
@@ -928,8 +932,11 @@ research on CBT fine-tuning. **A research artefact, not a therapist.**
 - Files: {files}; every figure here comes from `manifest.json`
 
 ## Loss curve (therapist tokens)
-| step | loss | lr |
-|---:|---:|---:|
+Mean loss per block of steps (each step is one window, so single steps are noisy), its range, and the
+learning rate at the block's end; every step's loss is in `manifest.json`.
+
+| steps | mean loss | range | lr |
+|---|---:|---:|---:|
 {rows}
 
 ## Limits
@@ -945,11 +952,12 @@ Not measured yet: run `benchmarks/adapter_effect.py --write-card` with this adap
 """
 
 
-def _thin(points: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    if len(points) <= count:
-        return points
-    stride = (len(points) - 1) / (count - 1)
-    return [points[round(i * stride)] for i in range(count)]
+def _blocks(points: list[dict[str, Any]], count: int) -> list[list[dict[str, Any]]]:
+    """`points` in at most `count` consecutive blocks of near-equal size."""
+    if not points:
+        return []
+    size = -(-len(points) // count)
+    return [points[i : i + size] for i in range(0, len(points), size)]
 
 
 # --- command line --------------------------------------------------------------------------------------------
