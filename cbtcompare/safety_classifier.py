@@ -125,7 +125,9 @@ class _LazyEncoder:
         try:
             path = model_dir()
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
 
+            transformers_logging.disable_progress_bar()  # keep stderr clean for the CLI's JSON lines
             self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except ClassifierUnavailable as exc:
             self._failure = str(exc)
