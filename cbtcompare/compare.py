@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from cbtcompare.annotate import annotate_turn, annotation_versions
 from cbtcompare.models.base import ChatModel, ModelError, Sampling, Usage
@@ -232,6 +232,4 @@ class CompareSession:
 def _model_info(model: ChatModel | None, spec: dict[str, object]) -> dict[str, object]:
     if model is None:
         return {"name": spec["name"], "backend": spec["backend"], "spec": spec}
-    from dataclasses import asdict
-
     return {**asdict(model.info()), "spec": spec}
