@@ -29,6 +29,8 @@ from training.jobs import (
 )
 from training.train_lora import gguf_as_transformers_folder, read_log
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch, default_gguf) -> dict[str, Path]:
@@ -170,3 +172,21 @@ def test_the_train_tab_shows_the_validator_report_and_refuses_bad_starts(app_url
     form[1], form[2] = str(bad), "no-such-model"
     with pytest.raises(Exception, match="unknown base model"):
         client.predict(*form, api_name="/train_start")
+
+    # A real job from the tab: it starts, the poll shows its progress, abort stops it with a checkpoint.
+    good = write_sessions(tmp_path / "good.jsonl")
+    form[1], form[2], form[3], form[5] = str(good), "embedded:smollm2", "ui-cbt-test", 50
+    status, _plot, runs = client.predict(*form, api_name="/train_start")
+    assert "ui-cbt-test" in status and ("starting" in status or "running" in status)
+    deadline = time.monotonic() + 120
+    while "step 1/" not in status and "step 2/" not in status and time.monotonic() < deadline:
+        time.sleep(1)
+        status, _plot = client.predict(api_name="/train_poll")
+    assert "running" in status, status
+    client.predict(api_name="/train_abort")
+    while "aborted" not in status and time.monotonic() < deadline:
+        time.sleep(1)
+        status, _plot = client.predict(api_name="/train_poll")
+    assert "aborted" in status, status
+    assert not (REPO / "adapters" / "ui-cbt-test").exists()
+

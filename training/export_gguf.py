@@ -24,11 +24,12 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from cbtcompare.models.gguf_lora import gguf_tensor_shapes, write_gguf_lora
+from cbtcompare.models.gguf_lora import write_gguf_lora
 from training.config import FORBIDDEN_TARGETS
 
 LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<part>[AB])(?:\.[\w-]+)?\.weight$")
@@ -61,11 +62,19 @@ def _gguf_field(reader: object, key: str) -> object | None:
 
 
 def base_gguf_facts(base: Path) -> tuple[str, dict[str, tuple[int, ...]], int, int | None, int | None]:
-    """(architecture, tensor shapes, block count, head count, kv head count) of a base GGUF."""
+    """(architecture, tensor shapes, block count, head count, kv head count) of a base GGUF (read once per file)."""
+    stat = base.stat()
+    return _gguf_facts(str(base.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _gguf_facts(path: str, size: int, mtime_ns: int) -> tuple[str, dict[str, tuple[int, ...]], int, int | None,
+                                                              int | None]:
     import gguf
 
-    architecture, shapes = gguf_tensor_shapes(base)
-    reader = gguf.GGUFReader(str(base))
+    reader = gguf.GGUFReader(path)
+    architecture = str(_gguf_field(reader, "general.architecture"))
+    shapes = {t.name: tuple(int(n) for n in reversed(t.shape)) for t in reader.tensors}
     blocks = _gguf_field(reader, f"{architecture}.block_count")
     heads = _gguf_field(reader, f"{architecture}.attention.head_count")
     kv_heads = _gguf_field(reader, f"{architecture}.attention.head_count_kv")

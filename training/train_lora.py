@@ -583,6 +583,26 @@ def lora_config(config: TrainConfig) -> Any:
     )
 
 
+def sft_trainer_class() -> type:
+    """TRL's SFTTrainer; on the CPU its loss is the model's own cross-entropy over the masked labels.
+
+    TRL computes the loss with a chunked, fused lm-head kernel (plus entropy and token-accuracy metrics) that
+    saves GPU memory; on a CPU it made a step about 20% slower than a plain PEFT step for the same loss.
+    """
+    import torch
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class CBTSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+            if torch.cuda.is_available() and not self.args.use_cpu:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return CBTSFTTrainer
+
+
 def build_trainer(
     config: TrainConfig,
     placement: Placement,
@@ -595,9 +615,8 @@ def build_trainer(
     """The SFTTrainer of a run: pre-tokenised examples with assistant masks, a LoRA unless `model` has one."""
     from datasets import Dataset
     from peft import PeftModel
-    from trl import SFTTrainer
 
-    return SFTTrainer(
+    return sft_trainer_class()(
         model=model,
         args=sft_arguments(config, placement, output_dir),
         train_dataset=Dataset.from_list(list(examples)),
