@@ -23,19 +23,10 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats as sps
 
-CTRS_ITEMS: tuple[str, ...] = (
-    "agenda",
-    "feedback",
-    "understanding",
-    "interpersonal_effectiveness",
-    "collaboration",
-    "pacing",
-    "guided_discovery",
-    "key_cognitions",
-    "strategy_for_change",
-    "cbt_techniques",
-    "homework",
-)
+from cbtcompare.ctrs.rubric import load_rubric
+
+# The item ids come from the shipped rubric files (the paper's and the classic CTRS share them): one source.
+CTRS_ITEMS: tuple[str, ...] = tuple(load_rubric("paper").item_ids)
 VARIANTS: tuple[str, ...] = ("base", "tuned", "prompted")
 STATUSES: tuple[str, ...] = ("scored", "unscored", "n/a")
 SCORE_RANGE: tuple[float, float] = (0.0, 10.0)  # covers the paper's 1-10 items and the classic 0-6 items
