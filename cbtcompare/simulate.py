@@ -15,9 +15,10 @@ This module never imports gradio, never writes outside the store it is given, an
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -499,6 +500,61 @@ def run_group(
         with ThreadPoolExecutor(max_workers=len(therapists)) as pool:
             return list(pool.map(one, range(len(therapists))))
     return [one(index) for index in range(len(therapists))]
+
+
+@dataclass
+class GroupProgress:
+    """A matched group while it runs: every turn so far per therapist; `transcripts` is set on the last one."""
+
+    turns: dict[str, list[Turn]]
+    latest: str | None = None
+    transcripts: list[Transcript] | None = None
+
+
+def stream_group(
+    therapists: Sequence[ChatModel],
+    patient_model: ChatModel,
+    profile: PatientProfile,
+    max_turns: int = 6,
+    seed: int = 0,
+    **options: Any,
+) -> Iterator[GroupProgress]:
+    """`run_group` in a worker thread, yielding after every new turn (for a UI that shows the panes fill).
+
+    The last item carries the transcripts; an error in the run is raised here. Pass `stop_event` to stop.
+    """
+    events: queue.Queue[tuple[str, Turn | None]] = queue.Queue()
+    progress = GroupProgress(turns={model.name: [] for model in therapists})
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["transcripts"] = run_group(
+                therapists,
+                patient_model,
+                profile,
+                max_turns,
+                seed,
+                on_turn=lambda transcript, turn: events.put((transcript.therapist_name, turn)),
+                **options,
+            )
+        except Exception as exc:  # handed to the caller below
+            outcome["error"] = exc
+        finally:
+            events.put(("", None))
+
+    threading.Thread(target=work, daemon=True, name="simulate-group").start()
+    while True:
+        name, turn = events.get()
+        if turn is None:
+            break
+        progress.turns.setdefault(name, []).append(turn)
+        progress.latest = name
+        yield progress
+    if "error" in outcome:
+        raise outcome["error"]
+    progress.transcripts = outcome["transcripts"]
+    yield progress
 
 
 def run_pair(

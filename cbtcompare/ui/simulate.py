@@ -6,7 +6,6 @@ turn from run_group's on_turn callback, which runs in a worker thread.
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Iterator
 
@@ -14,7 +13,7 @@ import gradio as gr
 
 from cbtcompare.compare import MAX_PANES
 from cbtcompare.patients import PatientProfile, list_profiles, load_profile, sample_profile
-from cbtcompare.simulate import BatchConfig, BatchProgress, run_batch, run_group
+from cbtcompare.simulate import BatchConfig, BatchProgress, run_batch, stream_group
 from cbtcompare.transcript import Transcript, Turn
 from cbtcompare.ui import AppContext, generation_concurrency, ui_copy
 from cbtcompare.ui.render import technique_label
@@ -109,40 +108,27 @@ def render(context: AppContext) -> None:
         except Exception as exc:
             raise gr.Error(str(exc)) from exc
         sampling = models[0].spec.sampling.merged(max_tokens=int(budget))
-        events: queue.Queue[tuple[str, Transcript | None]] = queue.Queue()
-        shown: dict[str, list[Turn]] = {name: [] for name in chosen}
-        outcome: dict[str, object] = {}
         stop_event = threading.Event()
-
-        def work() -> None:
-            try:
-                outcome["transcripts"] = run_group(
-                    models,
-                    patient_model,
-                    profile,
-                    int(turn_count),
-                    int(seed_value or 0),
-                    therapist_sampling=sampling,
-                    on_turn=lambda transcript, turn: events.put((transcript.therapist_name, turn)),
-                    stop_event=stop_event,
-                )
-            except Exception as exc:  # shown in the status line
-                outcome["error"] = f"{type(exc).__name__}: {exc}"
-            finally:
-                events.put(("", None))
-
-        threading.Thread(target=work, daemon=True).start()
-        while True:
-            name, turn = events.get()
-            if turn is None:
-                break
-            shown.setdefault(name, []).append(turn)
-            yield [None, stop_event, f"Running: {name}, turn {len(shown[name])}", *views(chosen, shown)]
-        if "error" in outcome:
-            raise gr.Error(str(outcome["error"]))
-        transcripts = outcome["transcripts"]
+        updates = stream_group(
+            models,
+            patient_model,
+            profile,
+            int(turn_count),
+            int(seed_value or 0),
+            therapist_sampling=sampling,
+            stop_event=stop_event,
+        )
+        try:
+            for progress in updates:
+                if progress.transcripts is not None:
+                    break
+                count = len(progress.turns[progress.latest])
+                yield [None, stop_event, f"Running: {progress.latest}, turn {count}", *views(chosen, progress.turns)]
+        except Exception as exc:  # shown in the status line
+            raise gr.Error(f"{type(exc).__name__}: {exc}") from exc
+        transcripts = progress.transcripts
         reasons = ", ".join(f"{t.therapist_name}: {t.meta.get('stop_reason')}" for t in transcripts)
-        yield [transcripts, None, f"Done ({reasons}). Save to keep these transcripts.", *views(chosen, shown)]
+        yield [transcripts, None, f"Done ({reasons}). Save to keep these transcripts.", *views(chosen, progress.turns)]
 
     def views(chosen: list[str], shown: dict[str, list[Turn]]) -> list[object]:
         values = [gr.update(value=turn_messages(shown.get(n, [])), label=n) for n in chosen]
