@@ -5,15 +5,20 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 CHROMIUM ?= /usr/bin/chromium
+LLAMA_CPP_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements.txt)
 
 .PHONY: install install-test browser postgres run test bench lint clean
 
-$(RUN_STAMP): requirements.txt
+$(RUN_STAMP): requirements.txt tools/install_llama_cpp.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned, so nothing later pulls a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
+	# llama.cpp with a pinned portable instruction set (never GGML_NATIVE), cached per variant
+	tools/install_llama_cpp.sh $(PY) $(LLAMA_CPP_VERSION)
 	$(PY) -m pip install --quiet -r requirements.txt
+	# a broken build fails here with a message, not later with a signal
+	$(PY) -m cbtcompare smoke
 	touch $@
 
 $(TEST_STAMP): $(RUN_STAMP) requirements-test.txt
