@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-test
 CHROMIUM ?= /usr/bin/chromium
 LLAMA_CPP_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements.txt)
 
-.PHONY: install install-test browser postgres run test bench lint clean
+.PHONY: install install-test browser postgres binutils run test bench lint clean
 
 $(RUN_STAMP): requirements.txt tools/install_llama_cpp.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ $(TEST_STAMP): $(RUN_STAMP) requirements-test.txt
 
 install: $(RUN_STAMP)
 
-install-test: $(TEST_STAMP) browser postgres
+install-test: $(TEST_STAMP) browser postgres binutils
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work offline).
 browser:
@@ -42,6 +42,13 @@ postgres:
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	else echo "postgresql missing and not root: PostgreSQL store tests will skip"; fi
+
+# objdump, for the test that scans the llama.cpp build for instructions beyond its pinned variant.
+binutils:
+	@if command -v objdump >/dev/null; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binutils >/dev/null; \
+	else echo "objdump missing and not root: the build-portability scan will skip"; fi
 
 run: install
 	$(PY) app.py

@@ -22,6 +22,10 @@ COMMAND_MODULES = [
     "cbtcompare.commands.simulate_cmd",
     "cbtcompare.commands.train_cmd",
     "cbtcompare.commands.rating_cmd",
+    "cbtcompare.commands.import_cmd",
+    "cbtcompare.commands.export_cmd",
+    "cbtcompare.commands.smoke_cmd",
+    "cbtcompare.commands.study_cmd",
 ]
 
 

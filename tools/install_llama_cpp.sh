@@ -32,8 +32,19 @@ case "$variant" in
 esac
 flags="$flags -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
 
+ensure_compiler() {
+  command -v c++ >/dev/null && command -v cc >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "no C/C++ compiler: installing Debian's g++"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ make >/dev/null
+  else
+    echo "llama-cpp-python is built from source and needs a C/C++ compiler (install g++ or clang)" >&2; exit 1
+  fi
+}
+
 cache=${CBTCOMPARE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cbtcompare/wheels}/llama-cpp-python-$version-$variant
 if ! ls "$cache"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  ensure_compiler
   echo "building llama-cpp-python $version for $variant (5-8 minutes on 2 cores)..."
   rm -rf "$cache.tmp" && mkdir -p "$cache.tmp"
   CMAKE_ARGS="$flags" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc 2>/dev/null || echo 2)" FORCE_CMAKE=1 \
