@@ -3,8 +3,10 @@
 The transcript is data, never instructions. It is enclosed in tags that carry a fresh random nonce per
 call, so text inside a turn cannot close or forge them, and each turn's text is neutralised first:
 tag-like text (`<transcript...>`, `</...>`), chat-template control markers (`<|im_end|>`, `[INST]`,
-`<start_of_turn>`...) and line starts that could pass for a new `[turn N]` are defused. This module never
-calls a model; the prompt wording lives in cbtcompare/prompts/judge_*.txt.
+`<start_of_turn>`, DeepSeek's fullwidth `<｜User｜>`...) and anything that could pass for a `[turn N]`
+header are defused, and every line break Python knows (U+2028, U+2029, U+0085, \v, \f... as well as \n
+and \r) starts an indented continuation line. This module never calls a model; the prompt wording lives
+in cbtcompare/prompts/judge_*.txt.
 """
 
 from __future__ import annotations
@@ -22,35 +24,38 @@ from cbtcompare.transcript import Turn
 ROLE_LABELS = {"patient": "Patient", "therapist": "Therapist"}
 CONTINUATION_INDENT = "    "
 
+# The ASCII signs and the fullwidth/small forms that NFKC folds into them (DeepSeek's special tokens
+# are `<｜...｜>` with U+FF5C; a model that normalises its input reads `＜` as `<`).
+_LT, _GT, _BAR, _OPEN, _CLOSE = "<＜﹤", ">＞﹥", r"|｜", r"\[［", r"\]］"
 # `<` or `</` followed by a tag-like word: could open/close our delimiters or a template's tags.
-_TAG_LIKE = re.compile(r"<(\s*/?\s*[A-Za-z_][\w\-:.]*)")
-# Chat-template control markers of common families (ChatML, Llama 3, Gemma, Mistral, Phi).
-_CONTROL_MARKERS = re.compile(r"<\||\|>|\[/?INST\]|\[/?SYS\]|<<\s*/?\s*SYS\s*>>", re.IGNORECASE)
-_SAFE = {"<|": "‹|", "|>": "|›"}
+_TAG_LIKE = re.compile(rf"[{_LT}](\s*/?\s*[A-Za-z_][\w\-:.]*)")
+# Chat-template control markers of common families (ChatML, Llama 3, Gemma, Mistral, Phi, DeepSeek).
+_CONTROL_MARKERS = re.compile(
+    rf"[{_LT}][{_BAR}]|[{_BAR}][{_GT}]|[{_OPEN}]\s*/?\s*(?:INST|SYS)\s*[{_CLOSE}]|[{_LT}]{{2}}\s*/?\s*SYS\s*[{_GT}]{{2}}",
+    re.IGNORECASE,
+)
+# Something that reads as a turn header, `[turn 3]`, wherever it is in the text.
+_TURN_HEADER_LIKE = re.compile(rf"[{_OPEN}](\s*turn)", re.IGNORECASE)
+_DEFUSED = str.maketrans({**dict.fromkeys(_LT, "‹"), **dict.fromkeys(_GT, "›"), "[": "⟦", "［": "⟦"})
+_DEFUSED_CLOSE = str.maketrans({"]": "⟧", "］": "⟧"})
 
 
 def neutralise(text: str) -> str:
-    """Defuse text that could pass for a delimiter, a chat-template marker or a new turn header.
+    """Defuse text that could pass for a delimiter, a chat-template marker or a turn header.
 
-    `<tag` becomes `‹tag` (U+2039) and control markers lose their angle or square brackets, so the
-    words stay readable to a judge but can no longer be parsed as structure. Quotes are checked
-    against both this text and the original, so evidence stays verifiable.
+    `<tag` becomes `‹tag` (U+2039), control markers lose their angle or square brackets and `[turn`
+    becomes `⟦turn`, so the words stay readable to a judge but can no longer be parsed as structure.
+    Quotes are checked against both this text and the original, so evidence stays verifiable.
     """
-    text = _CONTROL_MARKERS.sub(_defuse_marker, text)
+    text = _CONTROL_MARKERS.sub(lambda m: m.group(0).translate(_DEFUSED).translate(_DEFUSED_CLOSE), text)
+    text = _TURN_HEADER_LIKE.sub(lambda m: "⟦" + m.group(1), text)
     return _TAG_LIKE.sub(lambda m: "‹" + m.group(1), text)
 
 
-def _defuse_marker(match: re.Match[str]) -> str:
-    marker = match.group(0)
-    if marker in _SAFE:
-        return _SAFE[marker]
-    return marker.replace("[", "⟦").replace("]", "⟧").replace("<<", "‹‹").replace(">>", "››")
-
-
 def render_turn(index: int, turn: Turn) -> str:
-    """`[turn N] Role: text`, continuation lines indented so none can start with `[turn`."""
-    body = neutralise(turn.text.strip()).replace("\r\n", "\n").replace("\r", "\n")
-    body = ("\n" + CONTINUATION_INDENT).join(body.split("\n"))
+    """`[turn N] Role: text`, every continuation line indented, whatever character broke the line."""
+    lines = neutralise(turn.text.strip()).splitlines()
+    body = ("\n" + CONTINUATION_INDENT).join(lines)
     return f"[turn {index}] {ROLE_LABELS.get(turn.role, turn.role.title())}: {body}"
 
 

@@ -26,7 +26,11 @@ MIN_QUOTE_CHARS = 3
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
 _ELLIPSIS = re.compile(r"\.\.\.|…")
 _ROLE_PREFIX = re.compile(r"^\s*(?:\[turn\s*\d+\]\s*)?(?:patient|therapist)\s*:\s*", re.IGNORECASE)
-_TRANSLATE = str.maketrans({"‘": "'", "’": "'", "‛": "'", "“": '"', "”": '"', "–": "-", "—": "-", "‹": "<", "›": ">"})
+_TRANSLATE = str.maketrans(
+    {"‘": "'", "’": "'", "‛": "'", "“": '"', "”": '"', "–": "-", "—": "-", "‹": "<", "›": ">", "⟦": "[", "⟧": "]"}
+)
+# The CTRS rates the therapist: evidence for any of its items must be the therapist's own words.
+RATED_ROLE = "therapist"
 
 
 @dataclass(frozen=True)
@@ -73,20 +77,33 @@ def quote_candidates(text: str, longest: int = 160) -> list[str]:
         piece = " ".join(piece.split())
         if len(piece) > longest:
             piece = piece[:longest].rsplit(" ", 1)[0]
-        if len(piece) >= MIN_QUOTE_CHARS and piece not in candidates:
+        if quote_is_checkable(piece) and piece not in candidates:
             candidates.append(piece)
     return candidates
 
 
+def quote_is_checkable(quote: str) -> bool:
+    """Long enough, once quotes, a role prefix and ellipses are dropped, to check against a turn."""
+    return len(_ELLIPSIS.sub("", normalise_for_match(_clean_quote(quote))).strip()) >= MIN_QUOTE_CHARS
+
+
+def citable_turns(turns: Sequence[Turn]) -> list[int]:
+    """The indices of the turns evidence may cite: the rated speaker's."""
+    return [i for i, t in enumerate(turns) if t.role == RATED_ROLE]
+
+
 def evidence_schema(turns: Sequence[Turn], *, quote_choices: bool, quote_chars: int | None = None) -> dict:
-    """One piece of evidence: a turn index that exists and a quote.
+    """One piece of evidence: the index of a therapist turn and a quote.
 
     With `quote_choices` (and a transcript small enough), the quote must be one of the cited turn's own
     sentences, so a constrained judge cannot cite words that are not there; otherwise the quote is free
-    text. Either way the validator checks it.
+    text. Either way the validator checks it. (With no therapist turn at all, score_schema allows no
+    evidence.)
     """
+    citable = citable_turns(turns)
     if quote_choices:
-        per_turn = [(i, quote_candidates(t.text)) for i, t in enumerate(turns)]
+        # Offered as the judge sees them (neutralised), so no candidate holds a chat-template marker.
+        per_turn = [(i, quote_candidates(neutralise(turns[i].text))) for i in citable]
         per_turn = [(i, c) for i, c in per_turn if c]
         count = sum(len(c) for _, c in per_turn)
         size = sum(len(q) for _, c in per_turn for q in c)
@@ -110,7 +127,10 @@ def evidence_schema(turns: Sequence[Turn], *, quote_choices: bool, quote_chars: 
         quote["maxLength"] = quote_chars
     return {
         "type": "object",
-        "properties": {"turn": {"type": "integer", "enum": list(range(len(turns)))}, "quote": quote},
+        "properties": {
+            "turn": {"type": "integer", "enum": citable} if citable else {"type": "integer"},
+            "quote": quote,
+        },
         "required": ["turn", "quote"],
         "additionalProperties": False,
     }
@@ -158,7 +178,8 @@ def score_schema(
 ) -> dict:
     """The answer's schema: one item's object (per-item mode), or an object keyed by every item id."""
     defs = {"evidence": evidence_schema(turns, quote_choices=quote_choices, quote_chars=quote_chars)}
-    limits = {"max_evidence": max_evidence, "justification_chars": justification_chars}
+    citable_max = max_evidence if citable_turns(turns) else 0
+    limits = {"max_evidence": citable_max, "justification_chars": justification_chars}
     if per_item:
         (item_id,) = item_ids
         return {"$defs": defs, **item_schema(rubric, item_id, **limits)}
@@ -373,11 +394,18 @@ def _check_evidence(item_id: str, value: object, turns: Sequence[Turn]) -> tuple
         if isinstance(turn, bool) or not isinstance(turn, int) or not 0 <= turn < len(turns):
             problems.append(f"{where}: turn {turn!r} does not exist (turns are 0-{len(turns) - 1})"[:200])
             continue
-        if len(_ELLIPSIS.sub("", normalise_for_match(_clean_quote(quote))).strip()) < MIN_QUOTE_CHARS:
+        if not quote_is_checkable(quote):
             problems.append(f"{where}: the quote is too short to check")
             continue
+        if turns[turn].role != RATED_ROLE:
+            citable = ", ".join(map(str, citable_turns(turns)[:20])) or "none"
+            problems.append(
+                f"{where}: turn {turn} is the {turns[turn].role}'s; evidence must quote a {RATED_ROLE} turn "
+                f"(turns {citable})"
+            )
+            continue
         if not _quote_in_turn(quote, turns[turn]):
-            elsewhere = [i for i, t in enumerate(turns) if _quote_in_turn(quote, t)]
+            elsewhere = [i for i, t in enumerate(turns) if t.role == RATED_ROLE and _quote_in_turn(quote, t)]
             hint = f" (it is in turn {elsewhere[0]})" if elsewhere else ""
             problems.append(f"{where}: {_short(quote)!r} does not occur in turn {turn}{hint}")
             continue
