@@ -1,4 +1,4 @@
-"""The training configuration: one dataclass whose fields carry their own help text, loaded from YAML.
+"""The training configuration: one pydantic model whose fields carry their own help text, loaded from YAML.
 
 A run is described completely by a `TrainConfig` (saved as config.yaml in its run folder), so a run can be
 repeated or resumed from that file alone. Presets live in training/configs/. This module only describes
@@ -7,12 +7,13 @@ and checks settings: it never loads a model, reads a dataset or starts training.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cbtcompare.paths import REPO_ROOT
 
@@ -30,92 +31,110 @@ class ConfigError(ValueError):
     """A setting that cannot work, with the field named and what to write instead."""
 
 
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
+# Whole-number settings are counts, sizes or seeds: anything larger is a typo, and would overflow the C
+# integers of torch, numpy or the tokenizer with an OverflowError instead of a message.
+MAX_WHOLE_NUMBER = 2**31 - 1
+MAX_SEED = 2**32 - 1
 
 
-@dataclass
-class TrainConfig:
-    """Everything one LoRA / QLoRA run needs. Field help is shown by `python -m training.train_lora --help-config`."""
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per bad field: `source: field: what is wrong (got value)`."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        got = repr(error.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        lines.append(f"{source}: {where}: {error['msg'].lower()} (got {got})")
+    return "; ".join(lines)
 
-    name: str = field(
-        default="smollm2-135m-cbt",
-        metadata=_help("adapter name: the folder under adapters/ and the registry name it is published as"),
+
+class TrainConfig(BaseModel):
+    """Everything one LoRA / QLoRA run needs. Field help is shown by `python -m training.train_lora --help-config`.
+
+    Values are coerced by each field's type (YAML reads `2e-4` as text; it becomes the float 2e-4); a value
+    that cannot be read as its type is a ConfigError naming the field.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    name: str = Field(
+        "smollm2-135m-cbt",
+        description="adapter name: the folder under adapters/ and the registry name it is published as",
     )
-    base_model: str = field(
-        default="embedded:smollm2",
-        metadata=_help(
+    base_model: str = Field(
+        "embedded:smollm2",
+        description=(
             "the model to adapt: a registry name (smollm2-instruct), embedded:smollm2, a .gguf file (dequantised "
             "to full precision), a transformers folder, or a Hugging Face Hub id (owner/name)"
         ),
     )
-    dataset: str = field(
-        default="training/data/cbt_synthetic/sessions.jsonl",
-        metadata=_help("messages-JSONL file, one session per line (training/data/PROTOCOL.md); relative to the repo"),
+    dataset: str = Field(
+        "training/data/cbt_synthetic/sessions.jsonl",
+        description="messages-JSONL file, one session per line (training/data/PROTOCOL.md); relative to the repo",
     )
-    lora_r: int = field(default=16, metadata=_help("LoRA rank"))
-    lora_alpha: float = field(default=32, metadata=_help("LoRA alpha; the update is scaled by alpha / r"))
-    lora_dropout: float = field(default=0.05, metadata=_help("dropout on the LoRA input during training"))
-    target_modules: list[str] = field(
+    lora_r: int = Field(16, description="LoRA rank")
+    lora_alpha: float = Field(32, description="LoRA alpha; the update is scaled by alpha / r")
+    lora_dropout: float = Field(0.05, description="dropout on the LoRA input during training")
+    target_modules: list[str] = Field(
         default_factory=lambda: list(ALL_LINEAR),
-        metadata=_help("linear layers that get a LoRA (never embeddings or lm_head)"),
+        description="linear layers that get a LoRA (never embeddings or lm_head)",
     )
-    learning_rate: float = field(default=2e-4, metadata=_help("peak learning rate (AdamW)"))
-    lr_scheduler_type: str = field(default="cosine", metadata=_help("transformers scheduler name: cosine, linear..."))
-    warmup_ratio: float = field(default=0.03, metadata=_help("share of the steps spent warming the rate up"))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
-    num_train_epochs: float = field(default=1.0, metadata=_help("passes over the data (ignored when max_steps > 0)"))
-    max_steps: int = field(default=-1, metadata=_help("optimizer steps to run; -1 means use num_train_epochs"))
-    per_device_train_batch_size: int = field(default=1, metadata=_help("examples per device per forward pass"))
-    gradient_accumulation_steps: int = field(default=1, metadata=_help("forward passes per optimizer step"))
-    max_seq_len: int = field(
-        default=512,
-        metadata=_help(
+    learning_rate: float = Field(2e-4, description="peak learning rate (AdamW)")
+    lr_scheduler_type: str = Field("cosine", description="transformers scheduler name: cosine, linear...")
+    warmup_ratio: float = Field(0.03, description="share of the steps spent warming the rate up")
+    weight_decay: float = Field(0.0, description="AdamW weight decay")
+    num_train_epochs: float = Field(1.0, description="passes over the data (ignored when max_steps > 0)")
+    max_steps: int = Field(-1, description="optimizer steps to run; -1 means use num_train_epochs")
+    per_device_train_batch_size: int = Field(1, description="examples per device per forward pass")
+    gradient_accumulation_steps: int = Field(1, description="forward passes per optimizer step")
+    max_seq_len: int = Field(
+        512,
+        description=(
             "tokens per training example: sessions are cut into windows of whole patient/therapist exchanges, "
             "each starting with the system prompt, that fit this length"
         ),
     )
-    seed: int = field(default=42, metadata=_help("seed for LoRA initialisation, dropout and data order"))
-    save_steps: int = field(default=20, metadata=_help("write a resumable checkpoint every this many steps"))
-    logging_steps: int = field(default=1, metadata=_help("write a line to the training log every this many steps"))
-    qlora: bool = field(
-        default=False, metadata=_help("load the base in 4-bit NF4 with bitsandbytes (needs a CUDA GPU)")
+    seed: int = Field(42, description="seed for LoRA initialisation, dropout and data order")
+    save_steps: int = Field(20, description="write a resumable checkpoint every this many steps")
+    logging_steps: int = Field(1, description="write a line to the training log every this many steps")
+    qlora: bool = Field(
+        False, description="load the base in 4-bit NF4 with bitsandbytes (needs a CUDA GPU)"
     )
-    gradient_checkpointing: bool = field(
-        default=False, metadata=_help("trade compute for memory (recompute activations in the backward pass)")
+    gradient_checkpointing: bool = Field(
+        False, description="trade compute for memory (recompute activations in the backward pass)"
     )
-    precision: Precision = field(
-        default="auto",
-        metadata=_help("auto: bf16 on CUDA GPUs that support it, fp16 on older GPUs, fp32 on the CPU"),
+    precision: Precision = Field(
+        "auto",
+        description="auto: bf16 on CUDA GPUs that support it, fp16 on older GPUs, fp32 on the CPU",
     )
-    system_prompt: str | None = field(
-        default="therapist_cbt",
-        metadata=_help("prompt file (cbtcompare/prompts) the published model spec uses as its system turn"),
+    system_prompt: str | None = Field(
+        "therapist_cbt",
+        description="prompt file (cbtcompare/prompts) the published model spec uses as its system turn",
     )
-    base_gguf: str | None = field(
-        default=None,
-        metadata=_help(
+    base_gguf: str | None = Field(
+        None,
+        description=(
             "a GGUF of the same base for the llama.cpp export (path, embedded:smollm2 or hf:owner/repo:file.gguf); "
             "empty: the base itself when it is a GGUF, else the adapter is published as PEFT only"
         ),
     )
-    publish: bool = field(default=True, metadata=_help("publish the finished adapter to adapters/<name>/"))
-    overwrite: bool = field(default=False, metadata=_help("replace an adapter already published under this name"))
-    adapters_dir: str | None = field(default=None, metadata=_help("where adapters are published (default adapters/)"))
-    runs_dir: str | None = field(default=None, metadata=_help("where run folders go (default <data dir>/runs)"))
+    publish: bool = Field(True, description="publish the finished adapter to adapters/<name>/")
+    overwrite: bool = Field(False, description="replace an adapter already published under this name")
+    adapters_dir: str | None = Field(None, description="where adapters are published (default adapters/)")
+    runs_dir: str | None = Field(None, description="where run folders go (default <data dir>/runs)")
 
     # --- loading and saving -----------------------------------------------------------------------------------
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
+        known = set(cls.model_fields)
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         try:
             config = cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"{source}: {exc}") from exc
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, source)) from exc
         config.check(source)
         return config
 
@@ -124,14 +143,14 @@ class TrainConfig:
         path = resolve_config_path(path)
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ConfigError(f"{path}: not valid YAML: {str(exc)[:300]}") from exc
         if not isinstance(document, dict):
             raise ConfigError(f"{path}: expected a mapping of setting: value")
         return cls.from_dict({**document, **(overrides or {})}, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -147,6 +166,15 @@ class TrainConfig:
         def fail(name: str, message: str) -> None:
             raise ConfigError(f"{source}: {name}: {message}")
 
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            limit = MAX_SEED if name == "seed" else MAX_WHOLE_NUMBER
+            if info.annotation is int and abs(value) > limit:
+                fail(name, f"{value} is too large; use a whole number of at most {limit}")
+            if info.annotation is float and not math.isfinite(value):
+                fail(name, f"must be a finite number; got {value}")
+        if self.seed < 0:
+            fail("seed", f"must be zero or positive; got {self.seed}")
         if not ADAPTER_NAME.match(self.name):
             fail("name", f"{self.name!r} must be lowercase letters, digits, '.', '_' or '-' (at most 64)")
         if not self.base_model.strip():
@@ -222,7 +250,7 @@ def preset_names() -> list[str]:
 
 def field_help() -> dict[str, str]:
     """Each setting's help text, for the CLI and the Train tab."""
-    return {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
+    return {name: info.description or "" for name, info in TrainConfig.model_fields.items()}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -232,7 +260,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {text!r}: write key=value, e.g. --set max_steps=10")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     if key.strip() in {"name", "base_model", "dataset", "system_prompt", "base_gguf"} and value is not None:
         value = raw  # always text, even when it looks like a number

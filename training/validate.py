@@ -83,6 +83,12 @@ def model_token_counter(model_name: str = DEFAULT_TOKEN_MODEL) -> TokenCounter:
     return Registry.from_files().load(model_name).count_tokens
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """A value as it appears in a message: its repr, cut short (a line may hold megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_messages(line: int, messages: object, report: ValidationReport) -> list[Message] | None:
     """Roles, alternation and empty turns; returns the messages when their structure is usable."""
     if not isinstance(messages, list) or not messages:
@@ -98,7 +104,7 @@ def _check_messages(line: int, messages: object, report: ValidationReport) -> li
             continue
         role, content = item.get("role"), item.get("content")
         if role not in ROLES:
-            report.errors.append((line, f"{where} has role {role!r}; expected one of {', '.join(ROLES)}"))
+            report.errors.append((line, f"{where} has role {_shown(role)}; expected one of {', '.join(ROLES)}"))
             broken = True
             continue
         if not isinstance(content, str):
@@ -198,6 +204,50 @@ def protocol_problems(messages: Sequence[Message]) -> list[str]:
     return problems
 
 
+# A session is a flat object of strings and a list of turns: nesting this deep is never one, and Python's
+# parser would hit its recursion limit (RecursionError) on a few thousand levels.
+MAX_NESTING = 64
+_OPENERS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]')
+
+
+def _nesting_depth(text: str) -> int:
+    """How deeply brackets nest in a JSON text, not counting those inside strings."""
+    depth = deepest = 0
+    for token in _OPENERS.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split at newlines only.
+
+    str.splitlines() also splits at U+2028, U+2029, U+0085 and other separators, which JSON allows raw inside
+    a string: a session quoting such a character would be cut in two.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def parse_line(text: str) -> tuple[object, str | None]:
+    """One JSON value from a line, or None and what is wrong with it (a message, never an exception)."""
+    depth = _nesting_depth(text)
+    if depth > MAX_NESTING:
+        return None, f"JSON nested {depth} levels deep; a session needs only a few (at most {MAX_NESTING})"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON: {exc.msg} (column {exc.colno})"
+    except (ValueError, RecursionError, OverflowError) as exc:  # e.g. an integer with over 4,300 digits
+        return None, f"not usable JSON: {str(exc).splitlines()[0][:200]}"
+
+
 def _check_metadata(line: int, record: dict, report: ValidationReport, seen_ids: dict[str, int]) -> None:
     session_id = record.get("id")
     if session_id is None:
@@ -205,7 +255,7 @@ def _check_metadata(line: int, record: dict, report: ValidationReport, seen_ids:
     elif not isinstance(session_id, str) or not session_id.strip():
         report.errors.append((line, "'id' must be a non-empty string"))
     elif session_id in seen_ids:
-        report.errors.append((line, f"duplicate id {session_id!r} (first on line {seen_ids[session_id]})"))
+        report.errors.append((line, f"duplicate id {_shown(session_id)} (first on line {seen_ids[session_id]})"))
     else:
         seen_ids[session_id] = line
     profile_id = record.get("profile_id")
@@ -218,14 +268,14 @@ def _check_metadata(line: int, record: dict, report: ValidationReport, seen_ids:
     if index is None:
         report.warnings.append((line, "no 'session_index'"))
     elif isinstance(index, bool) or not isinstance(index, int) or index < 1:
-        report.errors.append((line, f"'session_index' must be a whole number from 1; got {index!r}"))
+        report.errors.append((line, f"'session_index' must be a whole number from 1; got {_shown(index)}"))
     else:
         index_ok = True
     phase = record.get("phase")
     if phase is None:
         report.warnings.append((line, "no 'phase'"))
-    elif phase not in PHASES:
-        report.errors.append((line, f"'phase' is {phase!r}; expected one of {', '.join(PHASES)}"))
+    elif not isinstance(phase, str) or phase not in PHASES:
+        report.errors.append((line, f"'phase' is {_shown(phase)}; expected one of {', '.join(PHASES)}"))
     elif index_ok and index not in PHASES[phase]:
         expected = next((name for name, span in PHASES.items() if index in span), None)
         hint = (
@@ -251,7 +301,7 @@ def validate_file(
         report.errors.append((0, f"no such file: {path}"))
         return report
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = jsonl_lines(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         report.errors.append((0, f"not UTF-8 text: {exc}"))
         return report
@@ -277,10 +327,9 @@ def validate_file(
             if number < len(lines):
                 report.warnings.append((number, "blank line"))
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            report.errors.append((number, f"not valid JSON: {exc.msg} (column {exc.colno})"))
+        record, problem = parse_line(text)
+        if problem:
+            report.errors.append((number, problem))
             continue
         if not isinstance(record, dict):
             report.errors.append((number, f"expected a JSON object per line, got {type(record).__name__}"))
@@ -295,7 +344,7 @@ def validate_file(
             continue
         if isinstance(record.get("profile_id"), str):
             profiles.add(record["profile_id"])
-        if record.get("phase") in PHASES:
+        if isinstance(record.get("phase"), str) and record["phase"] in PHASES:
             phases[record["phase"]] += 1
         therapist_turns.append(sum(m.role == "assistant" for m in messages))
         patient_turns.append(sum(m.role == "user" for m in messages))
