@@ -2,7 +2,8 @@
 
 - study.py     choose pairs (stored matched pairs or an uploaded JSONL), create a study: scrubbed display
                text, invite codes, per-rater assignments with a seeded order and side mapping
-- rater.py     the rater's flow: join by code, next unrated pair, validate and store one rating
+- rater.py     the rater's flow: join by code, next unrated pair, validate and store one rating (after
+               the pair's minimum reading time, counted on the server's clock)
 - view.py      the rater's HTML (two scrubbed transcripts side by side, a progress bar)
 - analysis.py  admin only: progress, CSV/JSONL export, unblinding report, reliability, judge agreement
 - access.py    the admin secret (CBTCOMPARE_ADMIN_SECRET)
@@ -29,6 +30,7 @@ from cbtcompare.rating.analysis import (
     write_export,
 )
 from cbtcompare.rating.rater import (
+    READING_WPM_ENV,
     AlreadyRated,
     IncompleteRating,
     NotReadToEnd,
@@ -36,11 +38,14 @@ from cbtcompare.rating.rater import (
     RaterSession,
     RatingAnswer,
     RatingError,
+    ReadingPace,
+    ReadTooFast,
     UnknownCode,
     join,
     next_pair,
     progress,
     read_flag_ok,
+    reading_seconds_left,
     submit,
 )
 from cbtcompare.rating.study import (
@@ -64,6 +69,7 @@ __all__ = [
     "ADMIN_SECRET_ENV",
     "CONFIDENCE_LEVELS",
     "QUERY_HELP",
+    "READING_WPM_ENV",
     "AdminRefused",
     "AlreadyRated",
     "CreatedStudy",
@@ -74,6 +80,8 @@ __all__ = [
     "RaterSession",
     "RatingAnswer",
     "RatingError",
+    "ReadTooFast",
+    "ReadingPace",
     "ReliabilityReport",
     "Study",
     "StudyChoices",
@@ -97,6 +105,7 @@ __all__ = [
     "progress_tables",
     "read_export",
     "read_flag_ok",
+    "reading_seconds_left",
     "reliability",
     "require_admin",
     "resolve_pairs",

@@ -3,14 +3,20 @@
 What a rater is shown is built here and only here: the stored, scrubbed turn texts (role and text), the
 pair's place in their queue, and a random view token. Transcript ids, model names, adapters, system
 prompts, sampling, timings and any other metadata never leave this module on the rater's side.
-A rating is validated whole (every field the study asks for, the read-to-the-end flag) and stored in
-one transaction; the database's unique constraint makes a second rating of the same pair impossible.
+A rating is validated whole (every field the study asks for, the read-to-the-end flag, the minimum
+reading time) and stored in one transaction; the database's unique constraint makes a second rating of
+the same pair impossible. The read flag comes from the page and can be forged, so the server also keeps
+its own clock: a pair's minimum reading time (its words at CBTCOMPARE_READING_WPM words per minute) runs
+from the moment the server served it to this rater, and an earlier submission is refused.
 This module never imports gradio.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +30,9 @@ from cbtcompare.transcript import utc_now
 
 Side = Literal["A", "B"]
 MAX_COMMENT = 5000
+READING_WPM_ENV = "CBTCOMPARE_READING_WPM"
+# A fast reader's pace: a careful rater stays well under it, a submission forged from the page's token cannot.
+DEFAULT_READING_WPM = 400.0
 
 
 class RatingError(ValueError):
@@ -46,6 +55,38 @@ class NotReadToEnd(RatingError):
     pass
 
 
+class ReadTooFast(NotReadToEnd):
+    """Submitted before the pair's minimum reading time (counted by the server) had passed."""
+
+
+class ReadingPace(BaseModel):
+    """How fast a rater can at most read: the minimum time a pair stays open is its words at this pace."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    words_per_minute: float = Field(DEFAULT_READING_WPM, gt=0, le=1e12, description=f"set by {READING_WPM_ENV}")
+
+    @classmethod
+    def from_env(cls) -> ReadingPace:
+        raw = os.environ.get(READING_WPM_ENV, "").strip()
+        if not raw:
+            return cls()
+        try:
+            return cls(words_per_minute=float(raw))
+        except ValueError as exc:
+            raise ValueError(
+                f"{READING_WPM_ENV}={raw!r} is not a reading pace: give words per minute as a positive number "
+                f"(default {DEFAULT_READING_WPM:g})"
+            ) from exc
+
+    def seconds_for(self, words: int) -> float:
+        return words * 60.0 / self.words_per_minute
+
+
+def word_count(turns: list[dict[str, str]] | list[DisplayTurn]) -> int:
+    return sum(len((t["text"] if isinstance(t, dict) else t.text).split()) for t in turns)
+
+
 @dataclass
 class RaterSession:
     """One rater's place in a study, kept per browser session (never sent to the browser)."""
@@ -56,6 +97,13 @@ class RaterSession:
     assignment_id: str | None = None
     view_token: str | None = None
     shown_at: str | None = None
+    # The server's own clock (time.monotonic) when the pair was served, and how long it must stay open.
+    served_clock: float | None = None
+    min_reading_seconds: float = 0.0
+
+    def close_pair(self) -> None:
+        self.assignment_id = self.view_token = self.shown_at = self.served_clock = None
+        self.min_reading_seconds = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +122,7 @@ class PairView:
     a: list[DisplayTurn]
     b: list[DisplayTurn]
     view_token: str
+    min_reading_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -118,8 +167,10 @@ def progress(store: Store, rater_id: str) -> Progress:
     return Progress(done=done, total=total)
 
 
-def next_pair(store: Store, session: RaterSession) -> PairView | None:
-    """The rater's next unrated pair (None when all are rated); records it in the session with a new token."""
+def next_pair(store: Store, session: RaterSession, pace: ReadingPace | None = None) -> PairView | None:
+    """The rater's next unrated pair (None when all are rated); records it in the session with a new token,
+    the server time it was served and its minimum reading time at `pace` (default: from the environment)."""
+    pace = pace or ReadingPace.from_env()
     unrated = ~exists().where(ratings.c.assignment_id == rating_assignments.c.id)
     statement = (
         select(rating_assignments, rating_pairs.c.transcript_1, rating_pairs.c.display)
@@ -132,14 +183,16 @@ def next_pair(store: Store, session: RaterSession) -> PairView | None:
         row = conn.execute(statement).mappings().first()
     status = progress(store, session.rater_id)
     if row is None:
-        session.assignment_id = session.view_token = session.shown_at = None
+        session.close_pair()
         return None
     a_key = "1" if row["transcript_1"] == row["a_transcript_id"] else "2"
     b_key = "2" if a_key == "1" else "1"
+    display = row["display"]
     session.assignment_id = row["id"]
     session.view_token = secrets.token_hex(8)
     session.shown_at = utc_now()
-    display = row["display"]
+    session.served_clock = time.monotonic()
+    session.min_reading_seconds = pace.seconds_for(word_count(display[a_key]) + word_count(display[b_key]))
     return PairView(
         position=status.done + 1,
         total=status.total,
@@ -147,7 +200,15 @@ def next_pair(store: Store, session: RaterSession) -> PairView | None:
         a=[DisplayTurn(t["role"], t["text"]) for t in display[a_key]],
         b=[DisplayTurn(t["role"], t["text"]) for t in display[b_key]],
         view_token=session.view_token,
+        min_reading_seconds=session.min_reading_seconds,
     )
+
+
+def reading_seconds_left(session: RaterSession) -> float:
+    """Seconds until the pair now shown may be submitted (0 when it may be now)."""
+    if session.served_clock is None:
+        return 0.0
+    return max(0.0, session.min_reading_seconds - (time.monotonic() - session.served_clock))
 
 
 def read_flag_ok(session: RaterSession, flag: str | None) -> bool:
@@ -193,8 +254,9 @@ def submit(store: Store, session: RaterSession, answer: RatingAnswer, *, read_fl
     """Store the rating of the pair now shown to this rater, whole or not at all; returns the rating id.
 
     Refused with AlreadyRated when this rater has rated this pair (checked first, and enforced by the
-    database's unique constraint when two submissions race), NotReadToEnd without the read flag, and
-    IncompleteRating when a field the study asks for is missing.
+    database's unique constraint when two submissions race), NotReadToEnd without the read flag,
+    IncompleteRating when a field the study asks for is missing, and ReadTooFast (saying how long is
+    left) before the pair's minimum reading time has passed on the server's clock.
     """
     if session.assignment_id is None:
         raise RatingError("No pair is open. Enter your invite code to continue where you left off.")
@@ -216,6 +278,13 @@ def submit(store: Store, session: RaterSession, answer: RatingAnswer, *, read_fl
         raise NotReadToEnd("Please scroll both transcripts to the end before submitting. Nothing was saved.")
     study = get_study(store, session.study_id)
     clean = check_answer(study, answer)
+    left = reading_seconds_left(session)
+    if left > 0:
+        raise ReadTooFast(
+            f"Please take your time with both transcripts: this pair can be submitted in {math.ceil(left)} s "
+            f"(at least {math.ceil(session.min_reading_seconds)} s of reading for its length). Nothing was saved; "
+            "your answers are still on the page."
+        )
     preferred = None
     if clean.preference == "A":
         preferred = assignment["a_transcript_id"]
@@ -244,7 +313,7 @@ def submit(store: Store, session: RaterSession, answer: RatingAnswer, *, read_fl
         if _rated(store, session.rater_id, assignment["pair_id"]):
             raise AlreadyRated(_ALREADY) from exc
         raise
-    session.assignment_id = session.view_token = session.shown_at = None
+    session.close_pair()
     return int(rating_id)
 
 
