@@ -13,12 +13,12 @@ cbtcompare.rating.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 from cbtcompare import rating
+from cbtcompare.rating.export_format import dumps, frame_records, write_frame_csv
 from cbtcompare.store import Store
 
 
@@ -85,7 +85,7 @@ def run_create(args: argparse.Namespace) -> int:
     created = rating.create_study(store, pairs, spec, source=source)
     if args.json:
         print(
-            json.dumps(
+            dumps(
                 {
                     "study_id": created.study_id,
                     "invite_codes": created.invite_codes,
@@ -106,9 +106,7 @@ def run_export(args: argparse.Namespace) -> int:
     out = args.out.open("w", encoding="utf-8", newline="") if args.out else sys.stdout
     try:
         if args.format == "long":
-            frame = rating.human_scores(store, args.study)
-            frame.to_csv(out, index=False)
-            count = len(frame)
+            count = write_frame_csv(rating.human_scores(store, args.study), out)
         else:
             count = rating.write_export(store, args.study, out, args.format)
     finally:
@@ -122,7 +120,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_progress(args: argparse.Namespace) -> int:
     per_rater, per_pair = rating.progress_tables(Store(), args.study)
     if args.json:
-        print(json.dumps({"raters": per_rater.to_dict("records"), "pairs": per_pair.to_dict("records")}))
+        print(dumps({"raters": per_rater.to_dict("records"), "pairs": per_pair.to_dict("records")}))
     else:
         print(per_rater.to_string(index=False))
         print()
@@ -137,7 +135,7 @@ def run_report(args: argparse.Namespace) -> int:
     agreement = rating.judge_agreement(store, args.study)
     if args.json:
         print(
-            json.dumps(
+            dumps(
                 {
                     "ratings": unblinded.ratings,
                     "shown_a_rate": _number(unblinded.shown_a_rate),
@@ -175,7 +173,7 @@ def run_report(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     studies = rating.list_studies(Store())
     if args.json:
-        print(json.dumps([s.__dict__ for s in studies]))
+        print(dumps([s.__dict__ for s in studies]))
     else:
         for s in studies:
             print(f"{s.id}  {s.name}  pairs={s.pairs} raters={s.raters} ratings={s.ratings}/{s.assignments}")
@@ -187,4 +185,4 @@ def _number(value: float) -> float | None:
 
 
 def _records(frame) -> list[dict]:  # type: ignore[no-untyped-def]
-    return json.loads(frame.to_json(orient="records"))
+    return frame_records(frame)

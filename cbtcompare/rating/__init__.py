@@ -6,6 +6,7 @@
                the pair's minimum reading time, counted on the server's clock)
 - view.py      the rater's HTML (two scrubbed transcripts side by side, a progress bar)
 - analysis.py  admin only: progress, CSV/JSONL export, unblinding report, reliability, judge agreement
+- export_format.py  spreadsheet-safe CSV cells, strict JSON (null for NaN), scores checked on reading back
 - access.py    the admin secret (CBTCOMPARE_ADMIN_SECRET)
 
 Nothing here imports gradio; the Rate tab (cbtcompare.ui.rate) only wires widgets to these functions.
@@ -29,6 +30,7 @@ from cbtcompare.rating.analysis import (
     unblinding_report,
     write_export,
 )
+from cbtcompare.rating.export_format import RatingsFileError, read_long_ratings
 from cbtcompare.rating.rater import (
     READING_WPM_ENV,
     AlreadyRated,
@@ -80,6 +82,7 @@ __all__ = [
     "RaterSession",
     "RatingAnswer",
     "RatingError",
+    "RatingsFileError",
     "ReadTooFast",
     "ReadingPace",
     "ReliabilityReport",
@@ -105,6 +108,7 @@ __all__ = [
     "progress_tables",
     "read_export",
     "read_flag_ok",
+    "read_long_ratings",
     "reading_seconds_left",
     "reliability",
     "require_admin",

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select
 
-from cbtcompare.rating.study import Study, get_study
+from cbtcompare.rating.export_format import RatingsFileError, checked_score, dumps, restore_cell, write_csv
+from cbtcompare.rating.study import CONFIDENCE_LEVELS, Study, get_study
 from cbtcompare.store import Store, rating_assignments, rating_pairs, rating_raters, ratings, transcripts
 
 ExportFormat = Literal["csv", "jsonl"]
@@ -130,51 +131,79 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 
 
 def write_export(store: Store, study_id: str, out: IO[str], fmt: ExportFormat) -> int:
-    """Write a study's ratings as CSV (header + one row each) or JSONL (one object each); returns the count."""
+    """Write a study's ratings as CSV (header + one row each; formula-like text neutralised) or JSONL (one
+    strict-JSON object each); returns the count."""
     columns = list(export_columns(get_study(store, study_id)))
     records = export_records(store, study_id)
     if fmt == "jsonl":
         for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(dumps(record) + "\n")
     elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for record in records:
-            writer.writerow({k: "" if v is None else v for k, v in record.items()})
+        write_csv(out, columns, records)
     else:
         raise ValueError(f"unknown export format {fmt!r}; use csv or jsonl")
     return len(records)
 
 
 def read_export(source: IO[str], fmt: ExportFormat) -> list[dict]:
-    """Read an export back into the records export_records gives (types restored for CSV)."""
+    """Read an export back into the records export_records gives (types restored and checked for CSV:
+    scores inside the rubric's range, confidence 1-5; a bad cell is a RatingsFileError naming its line and
+    column)."""
     if fmt == "jsonl":
-        return [json.loads(line) for line in source if line.strip()]
+        records = []
+        for line, text in enumerate(source, start=1):
+            if text.strip():
+                try:
+                    records.append(json.loads(text, parse_constant=_refuse_constant))
+                except (ValueError, RecursionError) as exc:
+                    raise RatingsFileError(f"line {line}: not a JSON object ({exc})") from exc
+        return records
     if fmt != "csv":
         raise ValueError(f"unknown export format {fmt!r}; use csv or jsonl")
     records = []
-    for row in csv.DictReader(source):
-        records.append({name: _typed(value, _column_type(name)) for name, value in row.items()})
+    try:
+        for line, row in enumerate(csv.DictReader(source), start=2):
+            if None in row:
+                raise RatingsFileError(f"line {line}: more cells than columns in the header")
+            records.append({name: _typed(value or "", name, line, row) for name, value in row.items()})
+    except csv.Error as exc:
+        raise RatingsFileError(f"not a readable CSV: {exc}") from exc
     return records
+
+
+def _refuse_constant(token: str) -> object:
+    raise ValueError(f"{token} is not JSON; a missing number is null")
 
 
 def _column_type(name: str) -> str:
     if name in BASE_COLUMNS:
         return BASE_COLUMNS[name]
     if name[:2] in ("A_", "B_"):
-        return "int"
+        return "score"
     return "text"
 
 
-def _typed(value: str, kind: str) -> object:
+def _typed(value: str, name: str, line: int, row: dict[str, str]) -> object:
+    kind = _column_type(name)
     if value == "" and kind.endswith("?"):
         return None
     kind = kind.rstrip("?")
-    if kind == "int":
-        return int(value)
-    if kind == "float":
-        return float(value)
-    return value
+    if kind == "score":
+        return checked_score(value, line=line, column=name, rubric_id=row.get("rubric_id") or None)
+    if kind == "text":
+        return restore_cell(value)
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or (kind == "int" and number != int(number)):
+        wanted = "an integer" if kind == "int" else "a number"
+        raise RatingsFileError(f"line {line}, column {name}: {value!r} is not {wanted}")
+    if name == "confidence" and number not in CONFIDENCE_LEVELS:
+        raise RatingsFileError(
+            f"line {line}, column {name}: confidence {value} is outside {CONFIDENCE_LEVELS[0]}-{CONFIDENCE_LEVELS[-1]}"
+        )
+    return int(number) if kind == "int" else number
 
 
 # Progress ---------------------------------------------------------------------------------------------
@@ -250,10 +279,20 @@ def progress_tables(store: Store, study_id: str) -> tuple[pd.DataFrame, pd.DataF
 
 def human_scores(store: Store, study_id: str) -> pd.DataFrame:
     """The long table of human item scores with the sides undone: rating_id, rater_id, pair_id,
-    transcript_id, therapist, shown_as (A or B), item, score. The `transcript_id, item, score` columns are
+    transcript_id, therapist, shown_as (A or B), item, score, rubric_id. The `transcript_id, item, score` columns are
     what cbtcompare.stats reads as human ratings."""
     study = get_study(store, study_id)
-    columns = ["rating_id", "rater_id", "pair_id", "transcript_id", "therapist", "shown_as", "item", "score"]
+    columns = [
+        "rating_id",
+        "rater_id",
+        "pair_id",
+        "transcript_id",
+        "therapist",
+        "shown_as",
+        "item",
+        "score",
+        "rubric_id",
+    ]
     rows = []
     for record in export_records(store, study_id):
         for side in ("A", "B"):
@@ -269,6 +308,7 @@ def human_scores(store: Store, study_id: str) -> pd.DataFrame:
                         "shown_as": side,
                         "item": item,
                         "score": float(record[f"{side}_{item}"]),
+                        "rubric_id": record["rubric_id"],
                     }
                 )
     return pd.DataFrame(rows, columns=columns)
