@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from cbtcompare.models.base import ModelError
+from cbtcompare.redact import install_log_redaction, install_stream_redaction, redact
 
 COMMAND_MODULES = [
     "cbtcompare.commands.models_cmd",
@@ -41,10 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    install_log_redaction()
+    install_stream_redaction(("stderr",))  # stdout carries data (exports, JSON) and is never rewritten
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except (ModelError, ValueError, FileNotFoundError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {redact(message)}", file=sys.stderr)
         return 2
+    except Exception:  # unexpected: keep the traceback for a bug report, with every secret in it masked
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        return 1

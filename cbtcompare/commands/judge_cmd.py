@@ -14,6 +14,7 @@ import json
 from cbtcompare.ctrs import JudgeConfig, aggregate_results, load_rubric, save_results, score_many
 from cbtcompare.importers import import_file, save_imported
 from cbtcompare.models.registry import Registry
+from cbtcompare.redact import redact_url
 from cbtcompare.store import Store
 from cbtcompare.transcript import Transcript
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         save_results(store, results)
     summary = results[0].summary_dict() if len(results) == 1 else aggregate_results(results).summary_dict()
     if store is not None:
-        summary["stored"] = {"url": store.url, "result_ids": [r.id for r in results]}
+        summary["stored"] = {"url": redact_url(store.url), "result_ids": [r.id for r in results]}
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
     else:
