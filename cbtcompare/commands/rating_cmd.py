@@ -81,8 +81,8 @@ def run_create(args: argparse.Namespace) -> int:
         ),
         seed=args.seed,
     )
-    pairs, source = rating.resolve_pairs(store, args.pairs)
-    created = rating.create_study(store, pairs, spec, source=source)
+    resolved = rating.resolve_pairs(store, args.pairs)
+    created = rating.create_study(store, resolved.pairs, spec, source=resolved.description, uploaded=resolved.uploaded)
     if args.json:
         print(
             dumps(

@@ -55,6 +55,7 @@ from cbtcompare.rating.study import (
     QUERY_HELP,
     CreatedStudy,
     MatchedPair,
+    PairSource,
     Study,
     StudyChoices,
     StudySpec,
@@ -65,6 +66,7 @@ from cbtcompare.rating.study import (
     matched_pairs,
     resolve_pairs,
     store_uploaded_pairs,
+    uploaded_pairs,
 )
 
 __all__ = [
@@ -78,6 +80,7 @@ __all__ = [
     "IncompleteRating",
     "MatchedPair",
     "NotReadToEnd",
+    "PairSource",
     "PairView",
     "RaterSession",
     "RatingAnswer",
@@ -116,5 +119,6 @@ __all__ = [
     "store_uploaded_pairs",
     "submit",
     "unblinding_report",
+    "uploaded_pairs",
     "write_export",
 ]

@@ -4,19 +4,20 @@ A study is a set of transcript pairs, a set of raters (one invite code each), an
 pairs they rate, in a shuffled order, each with a side mapping (which transcript is shown as A). All of
 it is drawn from the study's seed once, at creation, and stored; nothing is re-drawn later. The text a
 rater will see is scrubbed of identity hints at creation and stored beside the pair, with the scrub
-list and its version; the original transcripts stay untouched in the store.
+list and its version; the original transcripts stay untouched in the store. Creating a study checks
+everything first (its options, every pair, every uploaded transcript) and then writes the uploaded
+transcripts and the study in one transaction: a refused study leaves nothing behind.
 This module never imports gradio and never returns anything identifying to a rater.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import random
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
@@ -24,10 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import func, insert, select
 
 from cbtcompare.ctrs.rubric import load_rubric
+from cbtcompare.limits import DEFAULT_LIMITS, first_offset_too_deep
 from cbtcompare.scrub import ScrubList, load_scrub_list
 from cbtcompare.store import (
     ImportFailed,
     Store,
+    check_storable,
     rating_assignments,
     rating_pairs,
     rating_raters,
@@ -81,6 +84,16 @@ class MatchedPair:
     first: str
     second: str
     source: str
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """Pairs for a new study, what they are (a query, an upload), and the uploaded transcripts not yet
+    stored: create_study stores those with the study, in one transaction."""
+
+    pairs: list[MatchedPair]
+    description: str
+    uploaded: list[Transcript] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -183,15 +196,21 @@ def _match_key(row: dict) -> str | None:
 
 def parse_pairs_jsonl(source: IO[str]) -> list[tuple[Transcript, Transcript]]:
     """Uploaded pairs: one pair per line, either [transcript, transcript] or {"a": ..., "b": ...}, each a
-    Transcript in the store's JSON form. Every line is checked before anything is stored."""
+    Transcript in the store's JSON form. Every line is checked (nesting, JSON, fields, storability) before
+    anything is stored; ImportFailed names the line."""
     pairs: list[tuple[Transcript, Transcript]] = []
+    max_depth = DEFAULT_LIMITS.max_json_depth
     for number, line in enumerate(source, start=1):
         if not line.strip():
             continue
+        if first_offset_too_deep(line, max_depth) is not None:
+            raise ImportFailed(f"line {number}: JSON nested deeper than {max_depth} levels; a pair needs far fewer")
         try:
-            document = json.loads(line)
+            document = json.loads(line, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
-            raise ImportFailed(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+            raise ImportFailed(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:
+            raise ImportFailed(f"line {number}: {exc}") from None
         if isinstance(document, dict) and set(document) >= {"a", "b"}:
             members = [document["a"], document["b"]]
         elif isinstance(document, list):
@@ -203,11 +222,17 @@ def parse_pairs_jsonl(source: IO[str]) -> list[tuple[Transcript, Transcript]]:
         parsed = []
         for side, member in zip("ab", members, strict=True):
             try:
-                parsed.append(Transcript.model_validate(member))
+                transcript = Transcript.model_validate(member)
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
-                raise ImportFailed(f"line {number}, transcript {side}: field {where!r}: {first['msg']}") from exc
+                raise ImportFailed(f"line {number}, transcript {side}: field {where!r}: {first['msg']}") from None
+            except (ValueError, RecursionError) as exc:
+                raise ImportFailed(f"line {number}, transcript {side}: {exc}") from None
+            try:
+                parsed.append(check_storable(transcript))
+            except ImportFailed as exc:
+                raise ImportFailed(f"line {number}, transcript {side}: {exc}") from None
         if parsed[0].id == parsed[1].id:
             raise ImportFailed(f"line {number}: both transcripts have the id {parsed[0].id}; a pair needs two")
         if not any(t.role == "therapist" for t in parsed[0].turns + parsed[1].turns):
@@ -218,27 +243,41 @@ def parse_pairs_jsonl(source: IO[str]) -> list[tuple[Transcript, Transcript]]:
     return pairs
 
 
-def store_uploaded_pairs(store: Store, source: IO[str]) -> list[MatchedPair]:
-    """Validate an uploaded pairs JSONL, store its transcripts (one transaction) and return the pairs."""
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number; write null or a finite number")
+
+
+def uploaded_pairs(source: IO[str], description: str) -> PairSource:
+    """An uploaded pairs JSONL, checked whole; its transcripts are returned, not stored (create_study does)."""
     parsed = parse_pairs_jsonl(source)
     unique: dict[str, Transcript] = {}
     for pair in parsed:
         for transcript in pair:
-            unique.setdefault(transcript.id, transcript)
-    store.import_jsonl(io.StringIO("\n".join(t.to_json_line() for t in unique.values())))
-    return [MatchedPair(a.id, b.id, "upload") for a, b in parsed]
+            seen = unique.setdefault(transcript.id, transcript)
+            if seen is not transcript and seen.model_dump() != transcript.model_dump():
+                raise ImportFailed(f"two different transcripts in the file have the id {transcript.id!r}")
+    pairs = [MatchedPair(a.id, b.id, "upload") for a, b in parsed]
+    return PairSource(pairs=pairs, description=description, uploaded=list(unique.values()))
 
 
-def resolve_pairs(store: Store, pairs: str | Path) -> tuple[list[MatchedPair], str]:
-    """A pairs JSONL file path, or a query (see QUERY_HELP); returns the pairs and a description."""
+def store_uploaded_pairs(store: Store, source: IO[str]) -> list[MatchedPair]:
+    """Validate an uploaded pairs JSONL, store its transcripts (one transaction) and return the pairs."""
+    resolved = uploaded_pairs(source, "upload")
+    store.save_transcripts(resolved.uploaded)
+    return resolved.pairs
+
+
+def resolve_pairs(store: Store, pairs: str | Path) -> PairSource:
+    """A pairs JSONL file path (read and checked, not yet stored), or a query over stored pairs (see
+    QUERY_HELP)."""
     text = str(pairs)
     path = Path(text).expanduser()
     if path.is_file():
         with path.open(encoding="utf-8") as handle:
-            return store_uploaded_pairs(store, handle), f"upload:{path.name}"
+            return uploaded_pairs(handle, f"upload:{path.name}")
     if text.endswith(".jsonl") and ":" not in text:
         raise FileNotFoundError(f"no pairs file at {path}")
-    return matched_pairs(store, text), text.strip()
+    return PairSource(pairs=matched_pairs(store, text), description=text.strip())
 
 
 # Creating -----------------------------------------------------------------------------------------------
@@ -291,21 +330,34 @@ def scrubbed_turns(transcript: Transcript, scrub: ScrubList) -> tuple[list[dict[
     return shown, removed
 
 
-def create_study(store: Store, pairs: Iterable[MatchedPair], spec: StudySpec, *, source: str = "") -> CreatedStudy:
-    """Store a study with its pairs (scrubbed text), raters (invite codes) and assignments, in one transaction."""
-    pairs = list(pairs)
+def check_study_options(spec: StudySpec, pairs: Sequence[MatchedPair]) -> None:
+    """ValueError saying what to change when these options or pairs cannot make a study."""
     if not pairs:
         raise ValueError("no pairs to rate: the query matched no pairs (need two therapists on the same patient)")
     if len(pairs) > MAX_PAIRS:
         raise ValueError(f"a study holds at most {MAX_PAIRS} pairs; got {len(pairs)}")
-    per_pair = min(spec.raters_per_pair or spec.raters, spec.raters)
     if not (spec.choices.preference or spec.choices.items):
         raise ValueError("a study must ask for a preference, item scores, or both")
     if spec.choices.items and spec.rubric == "none":
         raise ValueError("item scores need a rubric: choose paper or classic, or turn item scores off")
     if spec.choices.confidence and not spec.choices.preference:
         raise ValueError("confidence is asked about the preference: turn the preference on, or confidence off")
-    transcripts_by_id = {}
+
+
+def create_study(
+    store: Store,
+    pairs: Iterable[MatchedPair],
+    spec: StudySpec,
+    *,
+    source: str = "",
+    uploaded: Sequence[Transcript] = (),
+) -> CreatedStudy:
+    """Check the options and pairs, then store the uploaded transcripts and the study with its pairs
+    (scrubbed text), raters (invite codes) and assignments, all in one transaction."""
+    pairs = list(pairs)
+    check_study_options(spec, pairs)
+    per_pair = min(spec.raters_per_pair or spec.raters, spec.raters)
+    transcripts_by_id = {t.id: t for t in uploaded}
     for pair in pairs:
         for tid in (pair.first, pair.second):
             if tid not in transcripts_by_id:
@@ -347,6 +399,10 @@ def create_study(store: Store, pairs: Iterable[MatchedPair], spec: StudySpec, *,
         "source": source or "pairs",
     }
     with store.write() as conn:
+        for transcript in uploaded:
+            # A stored transcript is never changed: identical content is kept as it is, different content
+            # with the same id is refused (TranscriptConflict) and the whole study rolls back.
+            store._write_transcript(conn, check_storable(transcript), allow_growth=False)
         conn.execute(insert(rating_studies).values(**study_row))
         conn.execute(insert(rating_pairs), pair_rows)
         conn.execute(insert(rating_raters), rater_rows)
