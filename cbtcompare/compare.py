@@ -19,7 +19,7 @@ from cbtcompare.annotate import annotate_turn, annotation_versions
 from cbtcompare.models.base import ChatModel, ModelError, Sampling, Usage
 from cbtcompare.models.registry import Registry
 from cbtcompare.prompts import DEFAULT_SESSION_PROMPT, SystemPrompt, load_prompt, resolve_system_prompt
-from cbtcompare.safety import CrisisResult
+from cbtcompare.safety import CrisisResult, crisis_result_from_flags
 from cbtcompare.seeds import derive_seed
 from cbtcompare.transcript import Transcript, Turn, new_id, therapist_messages
 
@@ -73,7 +73,7 @@ class CompareSession:
     seed: int = 0
     group_id: str = field(default_factory=new_id)
     panes: list[Pane] = field(default_factory=list)
-    crisis: CrisisResult | None = None  # the newest person turn's crisis finding, if it hit
+    crisis: CrisisResult | None = None  # the newest person turn's crisis finding: a hit, or not screened
     _attempt: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -132,10 +132,7 @@ class CompareSession:
         screened = annotate_turn(Turn(role="patient", text=message))
         for pane in self.panes:
             pane.transcript.turns[position].flags.update(screened.flags)
-        crisis = screened.flags.get("crisis")
-        self.crisis = (
-            CrisisResult(True, tuple(crisis), tuple(screened.flags.get("crisis_evidence", ()))) if crisis else None
-        )
+        self.crisis = crisis_result_from_flags(screened.flags)  # a hit, or a language the screen cannot read
 
     def regenerate(self) -> Iterator[list[Pane]]:
         """Replace each pane's last reply with a new one (a new seed from the same schedule)."""

@@ -46,12 +46,26 @@ from string import Template
 
 import yaml
 
-from cbtcompare import safety_classifier
+from cbtcompare import safety_classifier, safety_language
 from cbtcompare.transcript import Turn
 
 CATEGORIES: tuple[str, ...] = ("suicidal_ideation", "self_harm", "intent_or_plan", "harm_to_others", "abuse")
+KINDS: tuple[str, ...] = (
+    "wish_to_be_dead",
+    "ideation_no_method",
+    "ideation_with_method",
+    "ideation_with_intent",
+    "ideation_with_plan",
+    "preparatory_behaviour",
+    "past_attempt",
+    "self_injury",
+    "harm_from_others",
+    "harm_to_others",
+    "acute_danger",
+)
 _DATA = resources.files("cbtcompare") / "safety_data"
 _EVIDENCE_CHARS = 60
+_SURELY_NOT_ENGLISH = 0.9  # detector confidence above which a supported non-English statement skips the classifier
 
 
 @dataclass(frozen=True)
@@ -62,11 +76,19 @@ class CrisisResult:
     The last three fields say how the verdict was reached and take no part in comparing results:
     `screened_by` is "rules+classifier" or "rules" (the classifier was off, missing or not asked for),
     `fallback_reason` says why it was "rules", `probability` is the classifier's P(crisis) when it scored.
+
+    `kinds` are the C-SSRS-organised categories of the hits (KINDS; `categories` are the five broad ones they map
+    to, kept for stored flags). `screened` is False when the statement is in a language the screen has no rules
+    for: then `crisis` is False only because nothing could be read, and the resources are shown all the same.
+    `language` is the detected ISO 639-1 code.
     """
 
     crisis: bool
     categories: tuple[str, ...] = ()
     matched: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    screened: bool = True
+    language: str = field(default="en", compare=False)
     screened_by: str = field(default="rules", compare=False)
     fallback_reason: str | None = field(default=None, compare=False)
     probability: float | None = field(default=None, compare=False)
@@ -83,10 +105,33 @@ class HarmResult:
 @dataclass(frozen=True)
 class _Rule:
     id: str
+    kind: str
     categories: tuple[str, ...]
     patterns: tuple[re.Pattern[str], ...]
     negatable: bool
     unless: re.Pattern[str] | None
+
+
+@dataclass(frozen=True)
+class _Kind:
+    label: str
+    categories: tuple[str, ...]
+    resolvable: bool
+    third_party_excusable: bool
+
+
+@dataclass(frozen=True)
+class _Excuses:
+    """Statement-level reasons a rule's words are not a crisis (see crisis_rules.yaml's header)."""
+
+    conditional_opens: re.Pattern[str]
+    main_subject: re.Pattern[str]
+    resolved_past: re.Pattern[str]
+    resolved_over: re.Pattern[str]
+    resolved_now: re.Pattern[str]
+    third_party: re.Pattern[str]
+    first_person: re.Pattern[str]
+    discussion: re.Pattern[str]
 
 
 @dataclass(frozen=True)
@@ -110,6 +155,9 @@ class _RuleSet:
     crisis_rules: tuple[_Rule, ...]
     reply_negation: _Negation
     reply_rules: tuple[_Rule, ...]
+    kinds: dict[str, _Kind]
+    excuses: _Excuses
+    languages: dict[str, tuple[_Negation, tuple[_Rule, ...]]]
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -128,30 +176,75 @@ def _negation(raw: dict, where: str) -> _Negation:
     )
 
 
-def _rules(raw: list[dict], where: str, categorised: bool) -> tuple[_Rule, ...]:
+def _rules(raw: list[dict], where: str, kinds: dict[str, _Kind] | None) -> tuple[_Rule, ...]:
+    """Compile a list of rules; with `kinds`, each must name a known kind and takes its broad categories."""
     rules = []
     for item in raw:
         rule_id = item["id"]
-        categories = tuple(item.get("categories", ()))
-        if categorised and (not categories or set(categories) - set(CATEGORIES)):
-            raise ValueError(f"crisis_rules.yaml: rule {rule_id} has categories {categories}; known: {CATEGORIES}")
+        kind = str(item.get("kind", ""))
+        categories: tuple[str, ...] = ()
+        if kinds is not None:
+            if kind not in kinds:
+                raise ValueError(f"crisis rules: rule {rule_id} has kind {kind!r}; known: {tuple(kinds)}")
+            categories = kinds[kind].categories
         patterns = tuple(_compile(p, f"{where}.{rule_id}") for p in item["patterns"])
         unless = _compile(item["unless"], f"{where}.{rule_id}.unless") if item.get("unless") else None
-        rules.append(_Rule(rule_id, categories, patterns, bool(item.get("negatable", True)), unless))
+        rules.append(_Rule(rule_id, kind, categories, patterns, bool(item.get("negatable", True)), unless))
     ids = [r.id for r in rules]
     if len(ids) != len(set(ids)):
         raise ValueError(f"crisis_rules.yaml: duplicate rule ids in {where}")
     return tuple(rules)
 
 
+def _kinds(raw: dict) -> dict[str, _Kind]:
+    if tuple(raw) != KINDS:
+        raise ValueError(f"crisis_rules.yaml: kinds must be {KINDS}, got {tuple(raw)}")
+    kinds = {}
+    for name, item in raw.items():
+        categories = tuple(item["categories"])
+        if not categories or set(categories) - set(CATEGORIES):
+            raise ValueError(f"crisis_rules.yaml: kind {name} has categories {categories}; known: {CATEGORIES}")
+        kinds[name] = _Kind(
+            str(item["label"]), categories, bool(item["resolvable"]), bool(item["third_party_excusable"])
+        )
+    return kinds
+
+
+def _excuses(raw: dict) -> _Excuses:
+    return _Excuses(
+        conditional_opens=_compile(raw["conditional"]["opens"], "conditional.opens"),
+        main_subject=_compile(raw["conditional"]["main_subject"], "conditional.main_subject"),
+        resolved_past=_compile(raw["resolved"]["past"], "resolved.past"),
+        resolved_over=_compile(raw["resolved"]["over"], "resolved.over"),
+        resolved_now=_compile(raw["resolved"]["now"], "resolved.now"),
+        third_party=_compile(raw["third_party"], "third_party"),
+        first_person=_compile(raw["first_person"], "first_person"),
+        discussion=_compile(raw["discussion"], "discussion"),
+    )
+
+
+def _languages(raw: dict, kinds: dict[str, _Kind]) -> dict[str, tuple[_Negation, tuple[_Rule, ...]]]:
+    languages = {}
+    for code, item in raw["languages"].items():
+        negation = _negation({**item["negation"]}, f"languages.{code}.negation")
+        languages[code] = (negation, _rules(item["rules"], f"languages.{code}", kinds))
+    missing = set(safety_language.SUPPORTED) - {"en"} - set(languages)
+    if missing:
+        raise ValueError(f"crisis_rules_intl.yaml: no rules for supported languages {sorted(missing)}")
+    return languages
+
+
 @cache
 def load_rules() -> _RuleSet:
-    """Parse and compile safety_data/crisis_rules.yaml once; a bad file raises ValueError naming the rule."""
+    """Parse and compile safety_data/crisis_rules.yaml and crisis_rules_intl.yaml once; a bad file raises
+    ValueError naming the rule."""
     text = (_DATA / "crisis_rules.yaml").read_text(encoding="utf-8")
+    intl_text = (_DATA / "crisis_rules_intl.yaml").read_text(encoding="utf-8")
     raw = yaml.safe_load(text)
     labels = dict(raw["categories"])
     if tuple(labels) != CATEGORIES:
         raise ValueError(f"crisis_rules.yaml: categories must be {CATEGORIES}, got {tuple(labels)}")
+    kinds = _kinds(raw["kinds"])
     norm = raw["normalise"]
     words = {str(k): str(v) for k, v in norm["words"].items()}
     words_re = re.compile(
@@ -159,7 +252,7 @@ def load_rules() -> _RuleSet:
     )
     phrases = tuple((_compile(p["from"], "normalise.phrases"), p["to"].strip()) for p in norm["phrases"])
     return _RuleSet(
-        version="crisis_rules@" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
+        version="crisis_rules@" + hashlib.sha256((text + intl_text).encode("utf-8")).hexdigest()[:12],
         category_labels=labels,
         words=words,
         words_re=words_re,
@@ -167,14 +260,18 @@ def load_rules() -> _RuleSet:
         fuzzy=tuple(norm["fuzzy"]),
         negation=_negation(raw["negation"], "negation"),
         intent_markers=_compile(raw["intent_markers"], "intent_markers"),
-        crisis_rules=_rules(raw["crisis_rules"], "crisis_rules", categorised=True),
+        crisis_rules=_rules(raw["crisis_rules"], "crisis_rules", kinds),
         reply_negation=_negation(raw["reply_negation"], "reply_negation"),
-        reply_rules=_rules(raw["reply_rules"], "reply_rules", categorised=False),
+        reply_rules=_rules(raw["reply_rules"], "reply_rules", None),
+        kinds=kinds,
+        excuses=_excuses(raw),
+        languages=_languages(yaml.safe_load(intl_text), kinds),
     )
 
 
 def rules_version() -> str:
-    """`crisis_rules@<sha256 prefix>`: stored beside every flag so a flag names the exact rules that made it."""
+    """`crisis_rules@<sha256 prefix>` of both rule files: stored beside every flag so a flag names the exact rules
+    that made it."""
     return load_rules().version
 
 
@@ -226,9 +323,24 @@ def _clause_start(text: str, position: int, breaks: re.Pattern[str]) -> int:
     return start
 
 
-def _negated(text: str, start: int, end: int, negation: _Negation) -> bool:
+def _main_clause(before: str, excuses: _Excuses) -> str:
+    """The words before a hit less a conditional clause that opened before them, so that a negation in the
+    if-clause does not reach the main clause: "if things don't improve by friday i'm going to" -> "i'm going to".
+    The subject right after the opener ("if i don't ...") is the if-clause's own, not the main clause's."""
+    opens = list(excuses.conditional_opens.finditer(before))
+    if not opens:
+        return before
+    opener_end = opens[-1].end()
+    subjects = [m for m in excuses.main_subject.finditer(before, opener_end) if m.start() > opener_end + 1]
+    return before[subjects[-1].start() :] if subjects else before
+
+
+def _negated(text: str, start: int, end: int, negation: _Negation, excuses: _Excuses | None = None) -> bool:
     clause_start = _clause_start(text, start, negation.clause_breaks)
-    before = text[clause_start:start].split()
+    before_text = text[clause_start:start]
+    if excuses is not None:
+        before_text = _main_clause(before_text, excuses)
+    before = before_text.split()
     window = " ".join(before[-negation.window_words :]) + " " + text[start:end]
     window = negation.pseudo.sub(" ", window)
     return bool(negation.cues.search(window))
@@ -240,16 +352,50 @@ def _sentence(text: str, start: int, end: int) -> str:
     return text[left + 1 : min(rights) if rights else len(text)]
 
 
-def _hits(text: str, rules: tuple[_Rule, ...], negation: _Negation) -> list[tuple[_Rule, str]]:
-    """Each rule's first surviving match (not negated, not excused by its `unless`)."""
+def _sentence_start(text: str, position: int) -> int:
+    return max(text.rfind(ch, 0, position) for ch in ".!?;\n") + 1
+
+
+def _excused(text: str, start: int, end: int, rule: _Rule) -> bool:
+    """True when the statement says the risk is over, is about someone else, or discusses the subject (see
+    crisis_rules.yaml's header); English rules only."""
+    rules = load_rules()
+    kind, excuses = rules.kinds[rule.kind], rules.excuses
+    hit = text[start:end]
+    if (
+        kind.resolvable
+        and excuses.resolved_past.search(text)
+        and excuses.resolved_over.search(text)
+        and not excuses.resolved_now.search(text)
+    ):
+        return True
+    left = text[_sentence_start(text, start) : start]
+    if kind.third_party_excusable and not excuses.first_person.search(hit):
+        others = list(excuses.third_party.finditer(left))
+        if others and not excuses.first_person.search(left[others[-1].end() :]):
+            return True
+    if rule.kind != "acute_danger" and excuses.discussion.search(_sentence(text, start, end)):
+        near = " ".join(left.split()[-4:])
+        if not excuses.first_person.search(hit) and not excuses.first_person.search(near):
+            return True
+    return False
+
+
+def _hits(
+    text: str, rules: tuple[_Rule, ...], negation: _Negation, excuses: _Excuses | None = None
+) -> list[tuple[_Rule, str]]:
+    """Each rule's first surviving match (not negated, not excused by its `unless` or, given `excuses`, by the
+    statement-level excuses)."""
     found = []
     for rule in rules:
         for pattern in rule.patterns:
             hit = None
             for match in pattern.finditer(text):
-                if rule.negatable and _negated(text, match.start(), match.end(), negation):
+                if rule.negatable and _negated(text, match.start(), match.end(), negation, excuses):
                     continue
                 if rule.unless and rule.unless.search(_sentence(text, match.start(), match.end())):
+                    continue
+                if excuses is not None and _excused(text, match.start(), match.end(), rule):
                     continue
                 hit = match
                 break
@@ -267,7 +413,7 @@ def _negated_clauses(text: str, rules: tuple[_Rule, ...], negation: _Negation) -
             continue
         for pattern in rule.patterns:
             for match in pattern.finditer(text):
-                if _negated(text, match.start(), match.end(), negation):
+                if _negated(text, match.start(), match.end(), negation, load_rules().excuses):
                     start = _clause_start(text, match.start(), negation.clause_breaks)
                     brk = negation.clause_breaks.search(text, match.end())
                     spans.append((start, brk.start() if brk else len(text)))
@@ -290,43 +436,86 @@ def classifier_input(text: str) -> str:
     return _classifier_reading(text)[0]
 
 
-def _rules_verdict(text: str) -> CrisisResult:
+def fold_accents(text: str) -> str:
+    """What the Spanish, German, French, Portuguese and Italian rules read: lower case, accents removed, sharp s
+    as ss, straight apostrophes, single spaces."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("\u00df", "ss")
+    text = re.sub(r"[\u2018\u2019\u02bc`\u00b4]", "'", text)
+    text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _rules_verdict(text: str, language: safety_language.LanguageGuess | None = None) -> CrisisResult:
+    """The deterministic screen: the English rules, then every other supported language's; `screened` is False
+    when nothing hit and the language is one the screen has no rules for."""
     rules = load_rules()
+    language = language or safety_language.detect_language(text)
     norm = normalise(text)
-    if not norm:
-        return CrisisResult(crisis=False)
-    hits = _hits(norm, rules.crisis_rules, rules.negation)
+    # A statement surely in one language is read by that language's rules alone (the English typo fixer would
+    # read Portuguese "suicidas" as "suicidal"); short or ambiguous ones, or unsupported ones, by all of them.
+    sure = language.supported and language.confidence >= _SURELY_NOT_ENGLISH
+    hits = []
+    if norm and (language.language == "en" or not sure):
+        hits = _hits(norm, rules.crisis_rules, rules.negation, rules.excuses)
+    folded = fold_accents(text)
+    for code, (negation, language_rules) in rules.languages.items():
+        if code == language.language or not sure:
+            hits.extend(_hits(folded, language_rules, negation))
     if not hits:
-        return CrisisResult(crisis=False)
-    found = {c for rule, _ in hits for c in rule.categories}
-    matched = [f'{rule.id}: "{words}"' for rule, words in hits]
+        return CrisisResult(crisis=False, screened=language.supported, language=language.language)
+    kinds = {rule.kind for rule, _ in hits}
+    matched = [f'{rule.id}: "{words}" [{rule.kind}]' for rule, words in hits]
+    found = {c for kind in kinds for c in rules.kinds[kind].categories}
     if found & {"suicidal_ideation", "self_harm"} and "intent_or_plan" not in found:
         for marker in rules.intent_markers.finditer(norm):
-            if not _negated(norm, marker.start(), marker.end(), rules.negation):
+            if not _negated(norm, marker.start(), marker.end(), rules.negation, rules.excuses):
+                kinds.add("ideation_with_intent")
                 found.add("intent_or_plan")
-                matched.append(f'intent_marker: "{marker.group(0)}"')
+                matched.append(f'intent_marker: "{marker.group(0)}" [ideation_with_intent]')
                 break
-    return CrisisResult(crisis=True, categories=tuple(c for c in CATEGORIES if c in found), matched=tuple(matched))
+    return CrisisResult(
+        crisis=True,
+        categories=tuple(c for c in CATEGORIES if c in found),
+        matched=tuple(matched),
+        kinds=tuple(k for k in KINDS if k in kinds),
+        language=language.language,
+    )
 
 
 def detect_crisis_batch(texts: Sequence[str], *, use_classifier: bool = True) -> list[CrisisResult]:
-    """Screen statements by people (or simulated patients) for crisis language: the rules, then the classifier
-    on all of them in one batch. Never raises for want of the classifier; it falls back to the rules."""
-    verdicts = [_rules_verdict(text) for text in texts]
+    """Screen statements by people (or simulated patients) for crisis language: language detection and the
+    rules, then the classifier on the English ones in one batch. Never raises for want of the classifier; it
+    falls back to the rules. A classifier-only hit takes the kind its head finds closest."""
+    guesses = [safety_language.detect_language(text) for text in texts]
+    verdicts = [_rules_verdict(text, guess) for text, guess in zip(texts, guesses, strict=True)]
     if not use_classifier:
         return [replace(v, fallback_reason="classifier not requested") for v in verdicts]
-    readings = [_classifier_reading(text) for text in texts]
+    # Short English is often read as a neighbouring language at low confidence ("i wanna die so bad rn": de 0.68).
+    english = [g.language == "en" or (g.supported and g.confidence < _SURELY_NOT_ENGLISH) for g in guesses]
+    readings = [_classifier_reading(t) if en else ("", False) for t, en in zip(texts, english, strict=True)]
     try:
-        probabilities = safety_classifier.crisis_probabilities([read for read, _ in readings])
+        probabilities, kinds = safety_classifier.crisis_scores([read for read, _ in readings])
         threshold = safety_classifier.load_head().threshold
     except safety_classifier.ClassifierUnavailable as exc:
         return [replace(v, fallback_reason=str(exc)) for v in verdicts]
+    labels = load_rules().kinds
     results = []
-    for verdict, (read, denied), p in zip(verdicts, readings, probabilities.tolist(), strict=True):
+    for verdict, (read, denied), p, kind, en in zip(
+        verdicts, readings, probabilities.tolist(), kinds, english, strict=True
+    ):
+        if not en:
+            reason = f"the classifier reads English only; this statement reads as {verdict.language!r}"
+            results.append(replace(verdict, fallback_reason=reason))
+            continue
         if not verdict.crisis and read and p >= threshold:
             how = "classifier (denied clauses set aside)" if denied else "classifier"
-            verdict = CrisisResult(
-                crisis=True, categories=("suicidal_ideation",), matched=(f"{how}: p={p:.2f} >= {threshold:.2f}",)
+            verdict = replace(
+                verdict,
+                crisis=True,
+                screened=True,
+                categories=labels[kind].categories,
+                kinds=(kind,),
+                matched=(f"{how}: p={p:.2f} >= {threshold:.2f} [{kind}]",),
             )
         results.append(replace(verdict, screened_by="rules+classifier", probability=p))
     return results
@@ -352,28 +541,82 @@ CRISIS_RESOURCES: str = _read("resources.md")
 """Markdown: 988 Suicide & Crisis Lifeline (US), findahelpline.com, local emergency numbers."""
 
 
+@cache
+def _helplines() -> dict[str, str]:
+    return {str(k): str(v).strip() for k, v in yaml.safe_load(_read("helplines.yaml")).items()}
+
+
+def crisis_resources(language: str = "en") -> str:
+    """The resources for a message in `language`: its local helplines (Spanish, German, French, Portuguese,
+    Italian) above the general ones."""
+    local = _helplines().get(language)
+    return f"{local}\n{CRISIS_RESOURCES}" if local else CRISIS_RESOURCES
+
+
 def crisis_panel_markdown(result: CrisisResult) -> str:
-    """The panel the UI shows when a person's turn hits; an empty string when it did not."""
-    if not result.crisis:
-        return ""
-    labels = load_rules().category_labels
-    concerns = "; ".join(labels[c] for c in result.categories)
-    return Template(_read("panel.md")).substitute(concerns=concerns, resources=CRISIS_RESOURCES) + "\n"
+    """The panel the UI shows when a person's turn hits, or was in a language the screen cannot read (the
+    resources are shown then too); an empty string when it was screened and did not hit."""
+    resources = crisis_resources(result.language)
+    if result.crisis:
+        rules = load_rules()
+        labels = [rules.kinds[k].label for k in result.kinds if k in rules.kinds]
+        if not labels:
+            labels = [rules.category_labels[c] for c in result.categories]
+        concerns = "; ".join(dict.fromkeys(labels))
+        return Template(_read("panel.md")).substitute(concerns=concerns, resources=resources) + "\n"
+    if not result.screened:
+        return Template(_read("panel_unscreened.md")).substitute(language=result.language, resources=resources) + "\n"
+    return ""
+
+
+def crisis_result_from_flags(flags: dict) -> CrisisResult | None:
+    """The finding a flagged turn stores (see `flag_turn`), for a panel: None when the turn was screened and
+    did not hit. Reads flags written before kinds and languages existed too."""
+    categories = flags.get("crisis")
+    language = str(flags.get("crisis_language", "en"))
+    if categories:
+        return CrisisResult(
+            True,
+            tuple(categories),
+            tuple(flags.get("crisis_evidence", ())),
+            kinds=tuple(flags.get("crisis_kinds", ())),
+            language=language,
+        )
+    if flags.get("crisis_screened") is False:
+        return CrisisResult(False, screened=False, language=language)
+    return None
 
 
 def flag_turn(turn: Turn, *, use_classifier: bool = True) -> Turn:
     """Return a copy of the turn with its safety flags set from its text: the one place turns are checked.
 
-    Patient turns get flags["crisis"] = [categories] and therapist turns flags["harmful_reply"] = True when
-    they hit, with the evidence and the rules version beside them (and the classifier version when it took
-    part in screening); stale safety flags are dropped. `use_classifier=False` screens with the rules alone.
+    Patient turns get flags["crisis"] = [broad categories] (the shape stored since the first version),
+    flags["crisis_kinds"] = [C-SSRS-organised kinds] and flags["crisis_language"] when they hit, or
+    flags["crisis_screened"] = False with the language when the screen could not read them; therapist turns
+    get flags["harmful_reply"] = True when they hit; the evidence and the rules version go beside them (and the
+    classifier version when it took part in screening); stale safety flags are dropped.
+    `use_classifier=False` screens with the rules alone.
     """
-    keys = ("crisis", "crisis_evidence", "harmful_reply", "harmful_evidence", "safety_rules", "safety_classifier")
+    keys = (
+        "crisis",
+        "crisis_kinds",
+        "crisis_evidence",
+        "crisis_screened",
+        "crisis_language",
+        "harmful_reply",
+        "harmful_evidence",
+        "safety_rules",
+        "safety_classifier",
+    )
     flags = {k: v for k, v in turn.flags.items() if k not in keys}
     if turn.role == "patient":
         result = detect_crisis(turn.text, use_classifier=use_classifier)
         if result.crisis:
-            flags.update(crisis=list(result.categories), crisis_evidence=list(result.matched))
+            flags.update(crisis=list(result.categories), crisis_kinds=list(result.kinds))
+            flags.update(crisis_evidence=list(result.matched), crisis_language=result.language)
+        elif not result.screened:
+            flags.update(crisis_screened=False, crisis_language=result.language)
+        if result.crisis or not result.screened:
             flags["safety_rules"] = rules_version()
             if result.screened_by == "rules+classifier":
                 flags["safety_classifier"] = safety_classifier.classifier_version()

@@ -34,6 +34,7 @@ from typing import Protocol
 import numpy as np
 
 HEAD_FILE = "crisis_classifier.json"
+DEFAULT_KIND = "wish_to_be_dead"  # what a classifier-only hit is called when the head has no kind centroids
 DISABLE_ENV = "CBTCOMPARE_CRISIS_CLASSIFIER"  # "off" (or 0/false/no): screen with the rules alone
 THREADS_ENV = "CBTCOMPARE_CRISIS_CLASSIFIER_THREADS"  # torch threads while encoding; 0 = leave torch's setting
 _DATA = resources.files("cbtcompare") / "safety_data"
@@ -61,6 +62,14 @@ class ClassifierHead:
     min_window_words: int
     max_windows: int
     version: str
+    kind_names: tuple[str, ...] = ()
+    kind_centroids: np.ndarray | None = None  # one unit row per kind: the mean dev embedding of that kind
+
+    def closest_kinds(self, embeddings: np.ndarray) -> list[str]:
+        """The kind whose dev centroid is nearest each row (cosine); the default kind without centroids."""
+        if self.kind_centroids is None or not len(embeddings):
+            return [DEFAULT_KIND] * len(embeddings)
+        return [self.kind_names[i] for i in np.argmax(embeddings @ self.kind_centroids.T, axis=1)]
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """P(crisis) for each row of `embeddings` (n x dim)."""
@@ -84,6 +93,10 @@ def load_head() -> ClassifierHead:
         min_window_words=int(raw["min_window_words"]),
         max_windows=int(raw["max_windows"]),
         version="crisis_classifier@" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
+        kind_names=tuple(raw.get("kind_centroids", {})),
+        kind_centroids=(
+            np.asarray(list(raw["kind_centroids"].values()), dtype=np.float64) if raw.get("kind_centroids") else None
+        ),
     )
 
 
@@ -216,9 +229,9 @@ def windows(text: str, window_words: int, min_words: int, max_windows: int) -> l
     return unique[:max_windows]
 
 
-def crisis_probabilities(texts: Sequence[str]) -> np.ndarray:
-    """P(crisis) for each text (already normalised by safety.normalise): the highest over its windows; an empty
-    text gets 0. Batches every window of every text into one encoder call."""
+def crisis_scores(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """P(crisis) for each text (already normalised by safety.normalise), the highest over its windows, and the
+    kind closest to that window; an empty text gets 0 (and the default kind). One encoder call for all."""
     head = load_head()
     spans: list[tuple[int, int]] = []
     pieces: list[str] = []
@@ -229,6 +242,18 @@ def crisis_probabilities(texts: Sequence[str]) -> np.ndarray:
     unique = list(dict.fromkeys(pieces))
     if not unique:
         ensure_loaded()  # nothing to read, but a result must still say truthfully whether the model is there
-        return np.zeros(len(texts))
-    by_piece = dict(zip(unique, head.probabilities(embed(unique)), strict=True))
-    return np.array([max((by_piece[p] for p in pieces[a:b]), default=0.0) for a, b in spans], dtype=np.float64)
+        return np.zeros(len(texts)), [DEFAULT_KIND] * len(texts)
+    vectors = embed(unique)
+    by_piece = dict(zip(unique, head.probabilities(vectors), strict=True))
+    kind_by_piece = dict(zip(unique, head.closest_kinds(vectors), strict=True))
+    probabilities, kinds = [], []
+    for a, b in spans:
+        best = max(pieces[a:b], key=lambda piece: by_piece[piece], default=None)
+        probabilities.append(0.0 if best is None else float(by_piece[best]))
+        kinds.append(DEFAULT_KIND if best is None else kind_by_piece[best])
+    return np.array(probabilities, dtype=np.float64), kinds
+
+
+def crisis_probabilities(texts: Sequence[str]) -> np.ndarray:
+    """P(crisis) for each text (see `crisis_scores`)."""
+    return crisis_scores(texts)[0]

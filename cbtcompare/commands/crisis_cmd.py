@@ -1,8 +1,11 @@
 """`crisis-check`: screen statements for crisis language, one per stdin line, one JSON object per stdout line.
 
 The output contract is used by checks outside the test suite; keep it exactly:
-{"text": ..., "crisis": true|false, "categories": [...]}, in input order. Blank lines are skipped.
-`--explain` adds "matched" (the rules, or the classifier, that fired), "screened_by" and "probability".
+{"text": ..., "crisis": true|false, "categories": [...], "screened": true|false, "language": "en"}, in input
+order. Blank lines are skipped. "screened" is false when the line is in a language the screen has no rules for
+(then "crisis" false means "not read", not "safe"); "language" is the detected ISO 639-1 code.
+`--explain` adds "kinds" (the C-SSRS-organised categories), "matched" (the rules, or the classifier, that
+fired, each with its kind), "screened_by" and "probability".
 Screening is cbtcompare.safety's: the rules OR the local MiniLM classifier (`--rules-only` skips it; when
 it cannot be loaded the command says so once on stderr and screens with the rules). Lines are screened in
 the batches they arrive in, so a file is fast and an interactive user still gets an answer per line.
@@ -70,12 +73,14 @@ def run(args: argparse.Namespace) -> int:
             continue
         results = detect_crisis_batch(texts, use_classifier=not args.rules_only)
         for text, result in zip(texts, results, strict=True):
-            if result.screened_by == "rules" and not args.rules_only and not warned:
+            model_missing = result.screened_by == "rules" and result.probability is None and result.language == "en"
+            if model_missing and not args.rules_only and not warned:
                 print(f"crisis-check: screening with the rules only: {result.fallback_reason}", file=sys.stderr)
                 warned = True
             row: dict[str, object] = {"text": text, "crisis": result.crisis, "categories": list(result.categories)}
+            row.update(screened=result.screened, language=result.language)
             if args.explain:
-                row.update(matched=list(result.matched), screened_by=result.screened_by)
+                row.update(kinds=list(result.kinds), matched=list(result.matched), screened_by=result.screened_by)
                 row["probability"] = None if result.probability is None else round(result.probability, 4)
             print(json.dumps(row))
         sys.stdout.flush()
