@@ -27,6 +27,7 @@ from cbtcompare.models.base import (
     BackendUnavailable,
     ChatModel,
     ContextOverflow,
+    InvalidConstraint,
     InvalidWeights,
     Message,
     ModelError,
@@ -45,6 +46,7 @@ FATAL_ERRORS = (
     InvalidWeights,
     BackendUnavailable,
     AdapterMismatch,
+    InvalidConstraint,
 )
 CONTEXT_MARGIN = 8  # tokens kept free beyond the prompt and the reply budget
 

@@ -89,6 +89,7 @@ class Usage:
     finish_reason: str | None = None
     trimmed_messages: int = 0
     seed: int | None = None  # the seed actually used, also when none was asked for
+    cached_prompt_tokens: int = 0  # prompt positions served from a cached prefix (llama.cpp)
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -180,6 +181,12 @@ class RateLimited(ModelError):
 
 class ContextOverflow(ModelError):
     kind = "context_overflow"
+
+
+class InvalidConstraint(ModelError):
+    """A JSON schema the backend cannot turn into a working output constraint; nothing was generated."""
+
+    kind = "invalid_constraint"
 
 
 class ChatModel(ABC):

@@ -1,12 +1,14 @@
 """GGUF models through llama-cpp-python: one weights file loaded once, a pool of contexts over it.
 
 Every spec that names the same GGUF shares one llama_model (memory-mapped, so the weights sit in memory
-once). Requests take a context from that file's pool, set the spec's LoRA adapter on it (or clear it),
-reset its KV cache and generate, so one context never serves two requests at once and base and tuned
-never hold two copies of the weights. The reset is deliberate: reusing a cached prompt prefix was measured
-to change sampled text (different batch splits, different float sums), and same seed + same settings must
-give the same text whichever pooled context serves the request. (llama-cpp-python's own `lora_path`
-would turn mmap off and load a private copy; adapters are applied per context here instead.)
+once). Requests take a context from that file's pool, set the spec's LoRA adapter on it (or clear it) and
+generate, so one context never serves two requests at once and base and tuned never hold two copies of
+the weights. Contexts keep their KV cache between requests and a conversation is routed back to the
+context holding its prefix, so turn k of a session costs its new tokens, not the whole conversation.
+Reuse is deterministic: prompts are evaluated in chunks aligned to fixed positions and the last prompt
+token alone, from scratch or over a cached prefix, so both paths run identical batches and same seed +
+same settings give the same text whichever context serves the request. (llama-cpp-python's own
+`lora_path` would turn mmap off and load a private copy; adapters are applied per context here instead.)
 
 The prompt is rendered with the chat template from the GGUF's own metadata (or a Jinja file named by
 the spec), and the same rendering is used to count tokens for the context guard. JSON output is
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import random
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +32,7 @@ from cbtcompare.models.base import (
     BackendUnavailable,
     ChatModel,
     ContextOverflow,
+    InvalidConstraint,
     InvalidWeights,
     Message,
     ModelError,
@@ -40,6 +45,44 @@ from cbtcompare.models.base import (
 from cbtcompare.models.weights import check_gguf, resolve_weights, sha256_of
 
 MAX_CONTEXTS_PER_WEIGHTS = 4
+# Prompts are evaluated in chunks aligned to multiples of this many positions, so a prompt evaluated from
+# scratch and one extending a cached prefix go through identical batches: bit-identical logits.
+PREFIX_CHUNK_TOKENS = 64
+WARM_CONTEXTS_ENV = "CBTCOMPARE_WARM_CONTEXTS"
+
+
+def warm_contexts() -> int:
+    """Contexts per weights file kept for their caches before one is reused for another conversation.
+
+    Each costs its KV cache (about 47 MiB for the default model at n_ctx 2048); 1 keeps the memory of a
+    single context, 2 lets a simulated patient and its therapist on the same weights keep their prefixes.
+    """
+    return max(1, int(os.environ.get(WARM_CONTEXTS_ENV, "1")))
+
+
+def aligned_reusable_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+    """How many leading positions of `prompt` a cache holding `cached` can keep: the common prefix, at
+    most all but the prompt's last token (always decoded alone), floored to a chunk boundary."""
+    limit = min(len(cached), len(prompt) - 1)
+    common = 0
+    while common < limit and cached[common] == prompt[common]:
+        common += 1
+    return common - common % PREFIX_CHUNK_TOKENS
+
+
+def prefill_aligned(llama: object, prompt: Sequence[int]) -> int:
+    """Evaluate all but the last prompt token in aligned chunks, keeping the reusable cached prefix.
+
+    llama-cpp-python's generate() then finds every token but the last cached and decodes that one alone,
+    whether or not a prefix was reused, so both paths compute exactly the same batches. Returns the number
+    of positions reused.
+    """
+    keep = aligned_reusable_prefix(llama._input_ids, prompt)  # type: ignore[attr-defined]
+    llama.n_tokens = keep  # type: ignore[attr-defined]
+    target = len(prompt) - 1
+    for start in range(keep, target, PREFIX_CHUNK_TOKENS):
+        llama.eval(prompt[start : min(target, start + PREFIX_CHUNK_TOKENS)])  # type: ignore[attr-defined]
+    return keep
 
 
 def _llama_cpp():
@@ -80,6 +123,7 @@ class SharedWeights:
         self._idle: list[object] = []
         self._created = 0
         self._adapters: dict[str, object] = {}
+        self._use_count = 0
         self._first = self._new_context()  # loads the model
         self.model = self._first._model  # type: ignore[attr-defined]
         self._idle.append(self._first)
@@ -129,24 +173,57 @@ class SharedWeights:
             return self._adapters[key]
 
     @contextmanager
-    def context(self, adapter: object | None, scale: float) -> Iterator[object]:
-        """Borrow a context with the given adapter set (or none), for one request."""
+    def context(self, adapter: object | None, scale: float, prompt: Sequence[int] = ()) -> Iterator[object]:
+        """Borrow a context with the given adapter set (or none), for one request.
+
+        Sticky: the idle context whose KV cache holds the longest prefix of `prompt` under the same adapter
+        setting is chosen; otherwise a new one while fewer than warm_contexts() exist; otherwise the least
+        recently used. A context whose adapter setting changes forgets its cache (LoRA changes every K/V).
+        """
+        key = (id(adapter), scale) if adapter is not None else None
         with self._pool_lock:
             while not self._idle and self._created >= MAX_CONTEXTS_PER_WEIGHTS:
                 self._pool_lock.wait()
-            if self._idle:
-                llama = self._idle.pop()
-            else:
+            llama = self._pick_idle(key, prompt)
+            if llama is None:
                 with SharedWeights._lock:
                     llama = self._new_context()
         try:
-            self._set_adapter(llama, adapter, scale)
-            llama.reset()  # type: ignore[attr-defined]
+            if getattr(llama, "_cbt_kv_key", None) != key:
+                self._set_adapter(llama, adapter, scale)
+                llama.n_tokens = 0  # type: ignore[attr-defined]
+                llama._cbt_kv_key = key  # type: ignore[attr-defined]
             yield llama
         finally:
             with self._pool_lock:
+                self._use_count += 1
+                llama._cbt_last_use = self._use_count  # type: ignore[attr-defined]
                 self._idle.append(llama)
                 self._pool_lock.notify()
+
+    def forget_caches(self) -> None:
+        """Drop every idle context's cached prefix (the next request on each evaluates from scratch)."""
+        with self._pool_lock:
+            for llama in self._idle:
+                llama.n_tokens = 0  # type: ignore[attr-defined]
+
+    def _pick_idle(self, key: object, prompt: Sequence[int]) -> object | None:
+        """Pop the idle context to serve `prompt` (see context()); None means: create one."""
+        if not self._idle:
+            return None
+
+        def reusable(llama: object) -> int:
+            if getattr(llama, "_cbt_kv_key", None) != key:
+                return 0
+            return aligned_reusable_prefix(llama._input_ids, prompt)  # type: ignore[attr-defined]
+
+        best = max(self._idle, key=reusable)
+        if reusable(best) == 0:
+            if self._created < min(warm_contexts(), MAX_CONTEXTS_PER_WEIGHTS):
+                return None
+            best = min(self._idle, key=lambda llama: getattr(llama, "_cbt_last_use", 0))
+        self._idle.remove(best)
+        return best
 
     def _set_adapter(self, llama: object, adapter: object | None, scale: float) -> None:
         lib = self._llama_cpp
@@ -249,8 +326,9 @@ class LlamaCppModel(ChatModel):
         tokens, template_stops = self._render(messages)
         usage.prompt_tokens = len(tokens)
         usage.seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
-        with self.shared.context(self._adapter, self.spec.adapter_scale) as llama:
+        with self.shared.context(self._adapter, self.spec.adapter_scale, tokens) as llama:
             try:
+                usage.cached_prompt_tokens = prefill_aligned(llama, tokens)
                 chunks = llama.create_completion(  # type: ignore[attr-defined]
                     prompt=tokens,
                     max_tokens=sampling.max_tokens,
@@ -280,7 +358,76 @@ class LlamaCppModel(ChatModel):
         return self._generate(messages, sampling, usage)
 
     def _complete_json(self, messages: list[Message], schema: dict, sampling: Sampling) -> str:
-        from llama_cpp.llama_grammar import LlamaGrammar
-
-        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        grammar = compile_grammar(schema_to_grammar(schema, model=self.name), self.shared.model.vocab, model=self.name)
         return "".join(self._generate(messages, sampling, Usage(), grammar=grammar))
+
+
+# JSON schema -> llama.cpp grammar ------------------------------------------------------------------
+
+# llama-cpp-python's converter escapes `"` but not `\` inside a literal, so any enum value holding a
+# double quote (its JSON text holds `\"`) yields a grammar llama.cpp cannot parse, and a grammar that
+# fails to parse crashes the process inside the sampler (exit 139). Every literal is escaped here.
+_GBNF_LITERAL_SPECIAL = re.compile(r'[\r\n"\\]')
+_GBNF_LITERAL_ESCAPES = {"\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def gbnf_literal(text: str) -> str:
+    """`text` as a GBNF string literal that matches exactly these characters."""
+    return '"' + _GBNF_LITERAL_SPECIAL.sub(lambda m: _GBNF_LITERAL_ESCAPES[m.group(0)], text) + '"'
+
+
+def _json_text(value: object) -> str:
+    """The JSON text a constrained model must write for `value`: raw Unicode, control characters escaped."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)  # a lone surrogate has no UTF-8
+
+
+def schema_to_grammar(schema: dict, *, model: str | None = None) -> str:
+    """A GBNF grammar for `schema`; InvalidConstraint when the schema cannot be converted."""
+    from llama_cpp import llama_grammar
+
+    class EscapingConverter(llama_grammar.SchemaConverter):
+        def _format_literal(self, literal: str) -> str:
+            return gbnf_literal(literal)
+
+        def _generate_constant_rule(self, value: object) -> str:
+            return gbnf_literal(_json_text(value))
+
+    converter = EscapingConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    try:
+        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "schema")
+        converter.visit(resolved, "")
+        return converter.format_grammar()
+    except (ValueError, TypeError, KeyError, AssertionError, RecursionError) as exc:
+        raise InvalidConstraint(
+            f"the JSON schema cannot be turned into a llama.cpp grammar ({type(exc).__name__}: {str(exc)[:200]}); "
+            "simplify the schema",
+            model=model,
+        ) from exc
+
+
+def compile_grammar(gbnf: str, vocab: object, *, model: str | None = None) -> object:
+    """Have llama.cpp parse `gbnf` once against `vocab`; the LlamaGrammar only when it parsed.
+
+    llama-cpp-python hands a grammar to the sampler unchecked, and a sampler built from one that failed
+    to parse is a null pointer the process dies on; a grammar that does not compile never gets there.
+    """
+    lib = _llama_cpp()
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    if "\x00" in gbnf:  # a C string would end there and llama.cpp would parse only the part before it
+        raise InvalidConstraint("the grammar holds a NUL character; it was not used", model=model)
+    try:
+        encoded = gbnf.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidConstraint(f"the grammar is not valid UTF-8 ({exc.reason}); it was not used", model=model) from exc
+    sampler = lib.llama_sampler_init_grammar(vocab, encoded, b"root")
+    if not sampler:
+        raise InvalidConstraint(
+            f"llama.cpp could not compile the {len(encoded)}-byte grammar built from the JSON schema; it was not "
+            "used (llama.cpp's parse error is on stderr)",
+            model=model,
+        )
+    lib.llama_sampler_free(sampler)
+    return LlamaGrammar.from_string(gbnf, verbose=False)
