@@ -69,7 +69,8 @@ def app_url(app_data_dir: Path) -> Iterator[str]:
         "  - {name: missing-adapter, backend: llamacpp, weights: 'embedded:smollm2',"
         f" adapter: '{app_data_dir}/no-such-adapter.gguf'}}\n"
     )
-    process, url = start_app(app_data_dir, {"CBTCOMPARE_MODELS": str(models)})
+    # The browser rating test reads long pairs: no minimum reading time on the shared app (see test_rating_mode_app).
+    process, url = start_app(app_data_dir, {"CBTCOMPARE_MODELS": str(models), "CBTCOMPARE_READING_WPM": "1e9"})
     yield url
     flaky.shutdown()
     process.terminate()

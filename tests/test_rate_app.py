@@ -45,7 +45,8 @@ def rate_app(tmp_path_factory) -> Iterator[tuple[str, Store]]:
     from fixtures_app import start_app
 
     data_dir = tmp_path_factory.mktemp("rate-app")
-    process, url = start_app(data_dir, {"CBTCOMPARE_ADMIN_SECRET": SECRET})
+    # Reading time is not what these tests are about (test_rating_mode_app.py checks it): no wait here.
+    process, url = start_app(data_dir, {"CBTCOMPARE_ADMIN_SECRET": SECRET, rating.READING_WPM_ENV: "1e9"})
     yield url, Store(f"sqlite:///{data_dir / 'cbtcompare.sqlite'}")
     process.terminate()
     try:
@@ -154,6 +155,8 @@ def test_rater_never_receives_identifying_data(rate_app, monkeypatch):
         recorder.clear()
         Client(url, verbose=False).predict(SECRET, created.study_id, api_name="/rate_admin_report")
         assert "zorblat-therapist-7b" in recorder.text()
+        # Two raters' worth of statistics over one rating each: undefined ones arrive as null, never NaN.
+        assert not re.search(r"\bNaN\b|\bInfinity\b", recorder.text())
 
 
 def test_server_refuses_unread_or_incomplete_ratings(rate_app):

@@ -3,11 +3,14 @@
 Rater side: invite code -> next unrated pair (both transcripts whole, scrubbed, side by side; never
 streamed) -> scales -> submit, unlocked once the page reports both transcripts read to the end ->
 next pair. Only cbtcompare.rating.rater / view produce what is sent to a rater; the per-user
-RaterSession stays on the server in gr.State. Admin side: every event checks the admin secret first.
+RaterSession stays on the server in gr.State, and with it the server's clock for the pair's minimum
+reading time. Admin side: every event checks the admin secret first; in rating mode
+(CBTCOMPARE_MODE=rating) the admin panel and its endpoints are not built at all.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from functools import cache
 from importlib import resources
@@ -17,9 +20,10 @@ import gradio as gr
 import pandas as pd
 
 from cbtcompare import rating
+from cbtcompare.access import admin_panel_allowed
 from cbtcompare.ctrs.rubric import load_rubric
 from cbtcompare.rating.view import pair_html, progress_html
-from cbtcompare.ui import AppContext, ui_copy
+from cbtcompare.ui import AppContext, app_mode, ui_copy
 
 TITLE = "Rate"
 ITEM_IDS: list[str] = load_rubric("paper").item_ids
@@ -126,7 +130,8 @@ def render(context: AppContext) -> None:
         ]
         return [
             session,
-            f"**Pair {view.position} of {view.total}.** Read both transcripts to the end, then rate them below.",
+            f"**Pair {view.position} of {view.total}.** Read both transcripts to the end, then rate them below "
+            f"(submitting opens after about {math.ceil(view.min_reading_seconds)} s of reading).",
             progress_html(done),
             pair_html(view),
             gr.update(visible=True),
@@ -180,7 +185,8 @@ def render(context: AppContext) -> None:
         **RATING_EVENTS,
     )
     read_flag.change(on_read, [session_state, read_flag], [submit], api_name="rate_read", **RATING_EVENTS)
-    render_admin(context)
+    if admin_panel_allowed(app_mode()):
+        render_admin(context)
 
 
 # Admin ------------------------------------------------------------------------------------------------
@@ -201,7 +207,11 @@ def study_choices(store) -> list[tuple[str, str]]:  # type: ignore[no-untyped-de
 
 
 def _table(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.round(3) if len(frame) else pd.DataFrame({"": ["(none yet)"]})
+    """A table for the admin's screen: rounded, and undefined statistics (NaN) sent as null, not NaN."""
+    if not len(frame):
+        return pd.DataFrame({"": ["(none yet)"]})
+    rounded = frame.round(3)
+    return rounded.astype(object).where(rounded.notna(), None)
 
 
 def render_admin(context: AppContext) -> None:
@@ -271,8 +281,10 @@ def render_admin(context: AppContext) -> None:
                 choices=rating.StudyChoices(**{a: a in (asked or []) for a in ASKS}),
                 seed=int(seed_value or 0),
             )
-            pairs, source = rating.resolve_pairs(store, upload or query)
-            made = rating.create_study(store, pairs, spec, source=source)
+            resolved = rating.resolve_pairs(store, upload or query)
+            made = rating.create_study(
+                store, resolved.pairs, spec, source=resolved.description, uploaded=resolved.uploaded
+            )
         except (ValueError, FileNotFoundError, KeyError) as exc:
             raise gr.Error(str(exc)) from exc
         codes = "\n".join(f"rater {i}: {c}" for i, c in enumerate(made.invite_codes, start=1))
