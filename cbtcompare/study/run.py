@@ -1,0 +1,216 @@
+"""Run (or resume) a whole study: simulate -> quality gate -> judge -> judge pairwise -> report.
+
+Every unit is stored in its own transaction the moment it is finished (a session with its batch run key,
+a judge result with its rows), and every unit already stored is skipped, so a study killed at any point
+resumes where it stopped, with no duplicate and nothing lost; a run with nothing due adds nothing and
+says so. Files (manifest, quality verdicts, report) are replaced atomically. Progress goes to stderr as
+one tqdm bar per stage. This module never imports gradio.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from cbtcompare.ctrs.batch import BatchJudging, judge_stored, pairwise_stored
+from cbtcompare.ctrs.results import load_results
+from cbtcompare.models.registry import Registry
+from cbtcompare.quality import flagged_rate
+from cbtcompare.simulate import BatchProgress, run_batch
+from cbtcompare.store import Store
+from cbtcompare.study.manifest import MANIFEST_FILE, build_manifest, write_json_atomically
+from cbtcompare.study.plan import (
+    USAGE_FILE,
+    batch_config,
+    build_registry,
+    output_folder,
+    require_ready,
+    rubric_of,
+    store_for,
+    study_state,
+)
+from cbtcompare.study.results import write_study_report
+from cbtcompare.study.spec import StudyFile
+
+QUALITY_FILE = "quality.json"
+
+
+def _bar(stage: str, total: int, initial: int, stream: TextIO | None):  # type: ignore[no-untyped-def]
+    """A tqdm bar with an ETA on `stream` (default stderr)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=stage, unit="unit", file=stream or sys.stderr, mininterval=0.5)
+
+
+def _append_usage(out: Path, rows: list[dict[str, object]]) -> None:
+    """One JSON line per role and model per stage; a line cut by a kill is skipped by the reader."""
+    if not rows:
+        return
+    with (out / USAGE_FILE).open("a", encoding="utf-8") as ledger:
+        for row in rows:
+            ledger.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def _add(tally: dict[str, dict[str, float]], role: str, completion: float, prompt: float, seconds: float) -> None:
+    entry = tally.setdefault(role, {"completion_tokens": 0, "prompt_tokens": 0, "seconds": 0.0})
+    entry["completion_tokens"] += completion
+    entry["prompt_tokens"] += prompt
+    entry["seconds"] = round(entry["seconds"] + seconds, 3)
+
+
+def run_study(
+    study: StudyFile,
+    *,
+    out: Path | str | None = None,
+    registry: Registry | None = None,
+    store: Store | None = None,
+    progress_stream: TextIO | None = None,
+    stop_event: threading.Event | None = None,
+) -> dict[str, object]:
+    """Run what is due and write the report; returns the summary (see the `study run --json` shape)."""
+    started = time.perf_counter()
+    spec = study.spec
+    folder = output_folder(study, out)
+    registry = registry or build_registry(study)
+    require_ready(study, registry)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = store or store_for(study, folder)
+    rubric = rubric_of(study)
+    config = batch_config(study, registry)
+    models = {name: registry.load(name) for name in spec.model_names()}
+    manifest_path = folder / MANIFEST_FILE
+    manifest = build_manifest(study, batch_id=config.batch_id, rubric=rubric, models=models, store_url=store.url)
+    before = study_state(study, folder, registry, store)
+    nothing_due = before.sessions.due == 0 and before.absolute.due == 0 and before.pairwise.due == 0
+    tokens: dict[str, dict[str, float]] = {}
+    usage_rows: list[dict[str, object]] = []
+
+    if not (nothing_due and manifest_path.is_file()):
+        write_json_atomically(manifest_path, manifest)
+
+    # 1. Sessions ------------------------------------------------------------------------------------
+    bar = _bar("sessions", before.sessions.total, before.sessions.done, progress_stream)
+
+    def session_done(update: BatchProgress) -> None:
+        if update.last.status != "skipped":
+            bar.update(1)  # type: ignore[attr-defined]
+
+    try:
+        batch = run_batch(config, registry, store, progress=session_done, stop_event=stop_event)
+    finally:
+        bar.close()  # type: ignore[attr-defined]
+    for run in batch.runs:
+        if run.status != "done" or run.transcript_id is None:
+            continue
+        transcript = store.get_transcript(run.transcript_id)
+        usage = transcript.meta["usage"]
+        for role, name in (("therapist", transcript.therapist_name), ("patient", spec.patient.model)):
+            role_usage = usage[role]
+            _add(tokens, role, role_usage["completion_tokens"], role_usage["prompt_tokens"], role_usage["seconds"])
+            usage_rows.append({"stage": "sessions", "role": role, "model": name, **role_usage})
+    _append_usage(folder, usage_rows)
+    if stop_event is not None and stop_event.is_set():
+        return {"stopped": True, "out": str(folder)}
+
+    # 2. Quality gate --------------------------------------------------------------------------------
+    state = study_state(study, folder, registry, store)
+    verdicts = list(state.verdicts.values())
+    rate = flagged_rate(verdicts)
+    write_json_atomically(
+        folder / QUALITY_FILE,
+        {"rate": rate.model_dump(), "verdicts": {v.transcript_id: v.model_dump() for v in verdicts}},
+    )
+
+    # 3. Judging ---------------------------------------------------------------------------------------
+    judges = [models[name] for name in spec.judging.judges]
+    judging = spec.judging
+
+    def judged_bar(stage: str) -> Callable[[int, int, str], None]:
+        holder: dict[str, object] = {}
+
+        def progress(finished: int, due: int, line: str) -> None:
+            if "bar" not in holder:
+                holder["bar"] = _bar(stage, due, 0, progress_stream)
+            elif line:
+                holder["bar"].update(1)  # type: ignore[attr-defined]
+
+        progress.close = lambda: holder["bar"].close() if "bar" in holder else None  # type: ignore[attr-defined]
+        return progress
+
+    absolute = BatchJudging()
+    if judging.absolute:
+        progress = judged_bar("judge")
+        try:
+            absolute = judge_stored(
+                store, state.judgeable, judges, rubric, judging.config, repeats=judging.repeats,
+                concurrency=spec.concurrency, progress=progress, stop_event=stop_event,
+            )  # fmt: skip
+        finally:
+            progress.close()  # type: ignore[attr-defined]
+    pairwise = BatchJudging()
+    if judging.pairwise:
+        progress = judged_bar("pairwise")
+        try:
+            pairwise = pairwise_stored(
+                store, [(a, b) for a, b, _ in state.pairs], judges, rubric, judging.config, repeats=judging.repeats,
+                concurrency=spec.concurrency, progress=progress, stop_event=stop_event,
+            )  # fmt: skip
+        finally:
+            progress.close()  # type: ignore[attr-defined]
+    for stage, tally in (("judge", absolute), ("pairwise", pairwise)):
+        if tally.usage.judgements:
+            _add(tokens, "judge", tally.usage.completion_tokens, 0, tally.usage.seconds)
+            # Judges' time is pooled over judges; the ledger keeps it per stage for `study plan`.
+            for name in judging.judges:
+                usage_rows = [{"stage": stage, "role": "judge", "model": name,
+                               "completion_tokens": tally.usage.completion_tokens / len(judges),
+                               "seconds": tally.usage.seconds / len(judges)}]  # fmt: skip
+                _append_usage(folder, usage_rows)
+    if stop_event is not None and stop_event.is_set():
+        return {"stopped": True, "out": str(folder)}
+
+    # 4. Report -----------------------------------------------------------------------------------------
+    added = batch.count("done") + absolute.added + pairwise.added
+    index = state.report
+    if added or not index.is_file():
+        index = write_study_report(
+            study, store, rubric, judged_ids=state.judgeable, pairs=state.pairs, verdicts=verdicts,
+            folder=folder / "report",
+        )  # fmt: skip
+    after = study_state(study, folder, registry, store)
+    stored = load_results(store, transcript_ids=after.judgeable or [""], rubric_id=rubric.id)
+    stored = [r for r in stored if r.judge in set(judging.judges) and r.rubric_version == rubric.version]
+    summary: dict[str, object] = {
+        "study": spec.name,
+        "batch_id": config.batch_id,
+        "out": str(folder),
+        "sessions": after.sessions.done,
+        "sessions_planned": after.sessions.total,
+        "sessions_added": batch.count("done"),
+        "sessions_failed": batch.count("failed"),
+        "quarantined": rate.flagged,
+        "flagged_rate": round(rate.rate, 4),
+        "judged": len({r.transcript_id for r in stored}),
+        "judgements_added": absolute.added,
+        "pairwise_added": pairwise.added,
+        "pairwise_inconsistent_items": pairwise.inconsistent_items,
+        "unscored_items": sum(r.unscored_items for r in stored),
+        "tokens": tokens,
+        "seconds": round(time.perf_counter() - started, 2),
+        "report": str(index),
+        "manifest": str(manifest_path),
+        "added_nothing": added == 0,
+        "errors": [*batch.summary()["errors"], *absolute.failed, *pairwise.failed],
+    }
+    summary["message"] = (
+        "nothing to do: every session, judgement and the report were already there"
+        if added == 0
+        else f"added {batch.count('done')} session(s), {absolute.added} score result(s), "
+        f"{pairwise.added} pairwise result(s)"
+    )
+    return summary
