@@ -15,7 +15,6 @@ from cbtcompare.paths import REPO_ROOT, data_dir
 from cbtcompare.study import StudyFileInvalid, load_study
 from cbtcompare.study.jobs import StudyJobError, StudyJobStatus, start_study_job, study_job_status
 from cbtcompare.study.plan import StudyNotReady, plan_lines, plan_study
-from cbtcompare.ui import check_upload_size
 
 TITLE = "Study"
 POLL_S = 2.0
@@ -105,6 +104,8 @@ def render(context: object) -> None:
     def on_upload(path: str | None) -> object:
         if not path:
             return gr.update()
+        from cbtcompare.ui import check_upload_size  # the app's one upload limit
+
         check_upload_size(path, "the study file")
         try:
             stored = store_upload(path)
