@@ -23,6 +23,7 @@ TAB_MODULES = [
     "cbtcompare.ui.judge",
     "cbtcompare.ui.rate",
     "cbtcompare.ui.results",
+    "cbtcompare.ui.study",
     "cbtcompare.ui.train",
     "cbtcompare.ui.models",
 ]
