@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "cbtcompare.commands.simulate_cmd",
     "cbtcompare.commands.train_cmd",
     "cbtcompare.commands.rating_cmd",
+    "cbtcompare.commands.power_cmd",
+    "cbtcompare.commands.arena_cmd",
     "cbtcompare.commands.import_cmd",
     "cbtcompare.commands.export_cmd",
     "cbtcompare.commands.smoke_cmd",

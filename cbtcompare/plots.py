@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from cbtcompare.stats import CTRS_ITEMS, TOTAL, item_means, transcript_totals
+from cbtcompare.stats import CTRS_ITEMS, TOTAL, AnalysisError, item_means, transcript_totals
+from cbtcompare.stats.patient_level import patient_means
 
 ITEM_LABELS: dict[str, str] = {
     "agenda": "Agenda",
@@ -96,22 +97,29 @@ def radar(scores: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def paired_slopes(scores: pd.DataFrame, *, control: str = "base", treatment: str = "tuned") -> go.Figure:
-    """One panel per family: a line per patient from its mean total under `control` to `treatment`
-    (averaged over sessions), and the family mean in bold."""
-    totals = transcript_totals(scores)
-    per_patient = totals[totals["variant"].isin([control, treatment])].pivot_table(
-        index=["family", "patient_id"], columns="variant", values=TOTAL, aggfunc="mean"
-    )
-    if control not in per_patient.columns or treatment not in per_patient.columns:
-        raise ValueError(f"paired slopes need both '{control}' and '{treatment}' transcripts")
-    per_patient = per_patient[[control, treatment]].dropna()
+def paired_slopes(
+    scores: pd.DataFrame,
+    *,
+    control: str = "base",
+    treatment: str = "tuned",
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> go.Figure:
+    """One panel per therapist pair (cbtcompare.stats.resolve_pairing): a line per patient from its mean
+    total under the control therapist to the treatment therapist over the matched sessions (the units
+    of the primary, patient-level analysis), and the pair's mean in bold."""
+    try:
+        control_means, treatment_means = patient_means(
+            scores, treatment=treatment, control=control, pairs=pairs, by="pair"
+        )
+    except AnalysisError as exc:
+        raise ValueError(str(exc)) from exc
+    per_patient = pd.DataFrame({control: control_means[TOTAL], treatment: treatment_means[TOTAL]}).dropna()
     if per_patient.empty:
-        raise ValueError(f"no patient has both '{control}' and '{treatment}' transcripts in the same family")
-    families = sorted(per_patient.index.get_level_values("family").unique())
-    figure = make_subplots(rows=1, cols=len(families), shared_yaxes=True, subplot_titles=families)
-    for column, family in enumerate(families, start=1):
-        block = per_patient.loc[family]
+        raise ValueError(f"no patient has both '{control}' and '{treatment}' totals in a therapist pair")
+    labels = sorted(per_patient.index.get_level_values("pair").unique())
+    figure = make_subplots(rows=1, cols=len(labels), shared_yaxes=True, subplot_titles=labels)
+    for column, label in enumerate(labels, start=1):
+        block = per_patient.loc[label]
         for patient_id, row in block.iterrows():
             figure.add_trace(
                 go.Scatter(
@@ -122,7 +130,7 @@ def paired_slopes(scores: pd.DataFrame, *, control: str = "base", treatment: str
                     marker={"size": 5},
                     name=str(patient_id),
                     showlegend=False,
-                    hovertemplate=f"patient {patient_id}: %{{y:.1f}}<extra>{family}</extra>",
+                    hovertemplate=f"patient {patient_id}: %{{y:.1f}}<extra>{label}</extra>",
                 ),
                 row=1,
                 col=column,
@@ -133,13 +141,38 @@ def paired_slopes(scores: pd.DataFrame, *, control: str = "base", treatment: str
                 y=[block[control].mean(), block[treatment].mean()],
                 mode="lines+markers",
                 line={"color": PALETTE[0], "width": 4},
-                name="family mean",
+                name="pair mean",
                 showlegend=column == 1,
             ),
             row=1,
             col=column,
         )
     figure.update_layout(title=f"Total CTRS per patient, {control} -> {treatment}", yaxis_title="Mean total")
+    return figure
+
+
+def arena_ratings(
+    ratings: pd.DataFrame, title: str = "Arena leaderboard (Bradley-Terry, 95% bootstrap CI)"
+) -> go.Figure:
+    """Ratings with their CIs as horizontal error bars, best on top (the frame of arena.Leaderboard.frame)."""
+    ordered = ratings.sort_values("rating")
+    figure = go.Figure(
+        go.Scatter(
+            x=ordered["rating"],
+            y=ordered["model"],
+            mode="markers",
+            marker={"size": 10, "color": PALETTE[0]},
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": (ordered["ci_high"] - ordered["rating"]).tolist(),
+                "arrayminus": (ordered["rating"] - ordered["ci_low"]).tolist(),
+            },
+            text=[f"n = {n}" for n in ordered["n"]],
+            hovertemplate="%{y}: %{x:.0f} (%{text})<extra></extra>",
+        )
+    )
+    figure.update_layout(title=title, xaxis_title="Rating (Elo scale)")
     return figure
 
 

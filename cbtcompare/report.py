@@ -1,8 +1,10 @@
 """The results report: every table of cbtcompare.stats as a CSV, and one self-contained HTML page.
 
 `build_results` computes the tables and figures once (the Results tab and the CLI share it); an analysis
-that cannot run on the data (too few pairs, one judge) is skipped with its reason in `notes`, and the mixed
-model's fit warnings are shown, never dropped. `write_report` writes index.html, which embeds plotly.js
+that cannot run on the data (too few pairs, one judge, an ambiguous pairing) is skipped with its reason in
+`notes`, and fit warnings are shown, never dropped. The tuned-vs-base section leads with the primary,
+patient-level analysis; the page states its conventions (CONVENTIONS). Numbers are rounded for people in
+the page; the CSVs keep full precision. `write_report` writes index.html, which embeds plotly.js
 once and loads nothing from the network, plus one CSV per table. This module never imports gradio and
 never reads the store; it is given a scores table.
 """
@@ -21,8 +23,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from cbtcompare import plots, stats
-from cbtcompare.stats import CTRS_ITEMS, TOTAL, AnalysisError, MixedModelResult
+from cbtcompare import arena, plots, power, stats
+from cbtcompare.stats import CTRS_ITEMS, TOTAL, AnalysisError, MixedModelResult, patient_level, reliability
 
 Filters = Mapping[str, str | Sequence[str]]
 LossHistory = Sequence[Mapping[str, float]]
@@ -30,16 +32,28 @@ LossHistory = Sequence[Mapping[str, float]]
 TABLE_TITLES: dict[str, str] = {
     "paper_table": "Mean ± SD per model (the paper's table)",
     "descriptive": "Descriptive statistics per model (numeric)",
-    "paired": "Paired comparison, tuned vs base (matched on family, patient and session)",
-    "paired_by_family": "Paired comparison per family",
-    "mixed_model": "Linear mixed model: fixed effects",
-    "mixed_model_fit": "Linear mixed model: fit",
-    "friedman": "Friedman tests between therapist models",
+    "unscored_by_arm": "Unscored items per therapist (the primary total is prorated; see conventions)",
+    "tuned_vs_base": "Tuned vs base on the total: primary (patient level) first, then sensitivity and secondary",
+    "pairing": "Therapist pairs compared, and transcripts left unmatched",
+    "patient_level": "Primary: tuned vs base on patient means, per item (Holm across items)",
+    "random_slope": "Random-slope mixed model (tuning slope per patient)",
+    "paired": "Secondary: tuned vs base on session cells (matched on therapist pair, patient and session)",
+    "paired_by_family": "Secondary: session-cell comparison per family",
+    "interaction": "Family x variant: patient-level contrast per family (Holm across families)",
+    "power": "Power of the primary analysis: minimal detectable difference and power for a stated difference",
+    "mixed_model": "The paper's linear mixed model (random intercept only): fixed effects",
+    "mixed_model_fit": "The paper's linear mixed model: fit",
+    "friedman": "Friedman tests between therapist models (Kendall's W with a bootstrap CI)",
     "friedman_ranks": "Friedman mean ranks",
     "judge_alpha": "Inter-judge agreement per item (Krippendorff's alpha, ordinal)",
     "length_bias": "Length bias: Spearman correlation of total with transcript tokens",
     "self_preference": "Self-preference: a judge's totals vs the other judges' on the same transcripts",
+    "judge_icc": "Inter-judge ICCs on totals (Shrout & Fleiss), with 95% CIs",
+    "repeat_consistency": "Repeat-to-repeat consistency per judge: ICC(2,1) of totals across repeats",
     "human_agreement": "Human vs judge agreement per item",
+    "human_judge_totals": "Human vs judge on totals and on the tuned - base contrast",
+    "arena": "Arena leaderboard: Bradley-Terry ratings from blind preferences (95% bootstrap CIs)",
+    "arena_raters": "Arena raters: vote shares, agreement with the others' leaderboard, anomaly flags",
     "transcript_totals": "Per-transcript totals",
 }
 FIGURE_TITLES: dict[str, str] = {
@@ -48,15 +62,63 @@ FIGURE_TITLES: dict[str, str] = {
     "paired_slopes": "Base -> tuned per patient",
     "totals_distribution": "Distribution of totals",
     "loss_curve": "Training loss",
+    "arena_ratings": "Arena ratings with CIs",
 }
 # Where each table and figure appears in the page, in order; transcript_totals is a CSV only.
 PAGE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Scores per model", ("paper_table", "item_bars", "radar", "totals_distribution")),
-    ("Tuned vs base", ("paired", "paired_slopes", "paired_by_family")),
+    ("Scores per model", ("paper_table", "unscored_by_arm", "item_bars", "radar", "totals_distribution")),
+    (
+        "Tuned vs base",
+        (
+            "tuned_vs_base",
+            "pairing",
+            "patient_level",
+            "paired_slopes",
+            "random_slope",
+            "interaction",
+            "paired",
+            "paired_by_family",
+        ),
+    ),
+    ("Power", ("power",)),
     ("Mixed model", ("mixed_model", "mixed_model_fit")),
     ("Between therapist models", ("friedman", "friedman_ranks")),
-    ("Judges", ("judge_alpha", "length_bias", "self_preference", "human_agreement")),
+    ("Arena", ("arena", "arena_ratings", "arena_raters")),
+    (
+        "Judges",
+        (
+            "judge_alpha",
+            "judge_icc",
+            "repeat_consistency",
+            "length_bias",
+            "self_preference",
+            "human_agreement",
+            "human_judge_totals",
+        ),
+    ),
     ("Training", ("loss_curve",)),
+)
+CONVENTIONS: tuple[str, ...] = (
+    "Primary analysis: the patient is the unit. Each patient's tuned - base differences are averaged over "
+    "its matched sessions and therapist pairs, and the patient means are tested (paired t; Wilcoxon beside "
+    "it). The session-cell test counts one patient several times and is shown as secondary.",
+    f"Totals: the primary total is prorated to the rubric length (mean of the scored items x "
+    f"{len(CTRS_ITEMS)}) when at least {stats.PRORATE_MIN_FRACTION:.0%} of the items are scored, else missing; "
+    "in a tuned-vs-base pair both sides are prorated over the items scored on both sides. total_complete "
+    "(complete cases only) is the sensitivity row. No missing score is ever filled in.",
+    "Pairing: transcripts are paired on an explicit (base therapist, tuned therapist) pair plus patient and "
+    "session; a family with two base or two tuned therapists is refused unless the pairs are named.",
+    "Wilcoxon signed-rank: zero differences are dropped (Wilcoxon's convention, scipy's default), exact p for "
+    "small samples without ties, normal approximation otherwise.",
+    "Mixed models: Wald tests and CIs come from REML fits; likelihood-ratio tests refit both models by ML. A "
+    "fit that does not converge, or whose variance components are degenerate (on the boundary, or an "
+    "intercept-slope correlation of +-1), is shown with the reason and its estimate withheld.",
+    "Multiplicity: Holm across the 11 items and across families; Bonferroni over the paper model's terms.",
+    "Power: exact noncentral t; with several tests the per-test alpha is alpha / m (Bonferroni, and the "
+    "strictest step of Holm).",
+    "Arena: Bradley-Terry by maximum likelihood on the Elo scale (1000 + 400 log10 strength), a tie counting "
+    "as half a win for each side as in FastChat; CIs are bootstrap percentiles over resampled votes.",
+    "Rounding: the page rounds for reading; every CSV keeps full precision.",
 )
 PAGE_CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
@@ -143,30 +205,47 @@ def _try(bundle: ResultsBundle, what: str, compute):  # type: ignore[no-untyped-
 
 
 def build_results(
-    scores: pd.DataFrame, *, ratings: pd.DataFrame | None = None, loss_history: LossHistory | None = None
+    scores: pd.DataFrame,
+    *,
+    ratings: pd.DataFrame | None = None,
+    loss_history: LossHistory | None = None,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    preferences: pd.DataFrame | None = None,
+    power_difference: float = 5.0,
+    alpha: float = 0.05,
 ) -> ResultsBundle:
-    """Compute every table and figure for a (validated or raw) scores table."""
+    """Compute every table and figure for a (validated or raw) scores table. `pairs` names the
+    (base therapist, tuned therapist) pairs (default: one of each per family, refused when ambiguous);
+    `preferences` (arena votes) adds the leaderboard; `power_difference` is the difference, in total
+    points, whose power the primary analysis is reported for."""
     scores = stats.validate_scores(scores)
     bundle = ResultsBundle()
     tables, figures = bundle.tables, bundle.figures
     descriptive = stats.descriptive_table(scores)
     tables["paper_table"] = format_paper_table(descriptive)
     tables["descriptive"] = descriptive
+    tables["unscored_by_arm"] = descriptive[
+        ["therapist", "family", "variant", "n", "partial", "unscored_items", "unscored_rate", "total_complete_n"]
+    ]
     totals = stats.transcript_totals(scores)
     partial = int(totals["partial"].sum())
     if partial:
         bundle.notes.append(
-            f"{partial} of {len(totals)} transcripts have a partial total (some items unscored); their totals "
-            "are the sum of the scored items and are included in the means"
+            f"{partial} of {len(totals)} transcripts have a partial total (some items unscored); the primary "
+            "total prorates them to the rubric length, and total_complete leaves them out (sensitivity)"
         )
-    for name, compute in (
-        ("paired", lambda: stats.paired_comparison(scores)),
-        ("paired_by_family", lambda: stats.paired_comparison(scores, by="family")),
-    ):
-        result = _try(bundle, TABLE_TITLES[name], compute)
-        if result is not None:
-            tables[name] = result
-    model = _try(bundle, "The mixed model", lambda: stats.mixed_model(scores))
+    pairing = _try(bundle, "Tuned vs base", lambda: stats.resolve_pairing(totals, pairs))
+    pair_args = [(p.control, p.treatment) for p in pairing] if pairing else None
+    if pairing is not None:
+        _tuned_vs_base(bundle, scores, pair_args, power_difference, alpha)
+        slopes = _try(bundle, "The paired slope plot", lambda: plots.paired_slopes(scores, pairs=pair_args))
+        if slopes is not None:
+            figures["paired_slopes"] = slopes
+    model_scores = scores
+    if pairs and pairing:
+        named = {name for p in pairing for name in (p.control, p.treatment)}
+        model_scores = scores[scores["therapist"].isin(named) | ~scores["variant"].isin(["base", "tuned"])]
+    model = _try(bundle, "The mixed model", lambda: stats.mixed_model(model_scores))
     if model is not None:
         bundle.mixed_model = model
         tables["mixed_model"] = model.fixed_effects
@@ -186,6 +265,80 @@ def build_results(
             ]
         )
         bundle.notes.extend(f"Mixed model warning: {warning}" for warning in model.warnings)
+    _friedman(bundle, scores)
+    _judges(bundle, scores, ratings, pair_args)
+    if preferences is not None:
+        _arena(bundle, preferences)
+    tables["transcript_totals"] = totals
+    figures["item_bars"] = plots.item_bars(scores)
+    figures["radar"] = plots.radar(scores)
+    figures["totals_distribution"] = plots.totals_distribution(scores)
+    if loss_history:
+        figures["loss_curve"] = plots.loss_curve(loss_history)
+    return bundle
+
+
+def _tuned_vs_base(
+    bundle: ResultsBundle,
+    scores: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]] | None,
+    power_difference: float,
+    alpha: float,
+) -> None:
+    tables = bundle.tables
+    computations = (
+        ("pairing", lambda: stats.pairing_summary(scores, pairs=pairs)),
+        ("tuned_vs_base", lambda: patient_level.tuned_vs_base_summary(scores, pairs=pairs)),
+        ("patient_level", lambda: patient_level.patient_level_comparison(scores, pairs=pairs)),
+        ("paired", lambda: stats.paired_comparison(scores, pairs=pairs)),
+        ("paired_by_family", lambda: stats.paired_comparison(scores, by="family", pairs=pairs)),
+    )
+    for name, compute in computations:
+        result = _try(bundle, TABLE_TITLES[name], compute)
+        if result is not None:
+            tables[name] = result
+    if "pairing" in tables:
+        unmatched = tables["pairing"][["unmatched_control", "unmatched_treatment"]].to_numpy().sum()
+        if unmatched:
+            bundle.notes.append(
+                f"{int(unmatched)} base/tuned transcripts have no partner (no matching therapist pair, patient "
+                "and session) and are left out of the tuned-vs-base analyses; see the pairing table"
+            )
+    slope = _try(bundle, "The random-slope model", lambda: patient_level.random_slope_model(scores, pairs=pairs))
+    if slope is not None:
+        tables["random_slope"] = pd.DataFrame([slope.as_row()])
+        if slope.withheld:
+            bundle.notes.append(f"Random-slope model: estimate withheld, {slope.withheld}")
+    interaction = _try(
+        bundle, "The family x variant interaction", lambda: patient_level.family_interaction(scores, pairs=pairs)
+    )
+    if interaction is not None and len(interaction.follow_ups) > 1:
+        tables["interaction"] = interaction.follow_ups.assign(
+            interaction_lr=interaction.lr_statistic,
+            interaction_df=interaction.df,
+            p_interaction=interaction.p_interaction,
+            interaction_note=interaction.note,
+        )
+    if "patient_level" in tables:
+        row = tables["patient_level"].set_index("measure").loc[TOTAL]
+        achieved = power.achieved_power(int(row["n_pairs"]), float(row["sd_diff"]), power_difference, alpha=alpha)
+        tables["power"] = pd.DataFrame(
+            [
+                {
+                    "analysis": patient_level.PRIMARY,
+                    "n_patients": achieved.n_units,
+                    "sd_of_patient_differences": achieved.sd_of_differences,
+                    "alpha": achieved.alpha_per_test,
+                    "difference": achieved.difference,
+                    "power_for_difference": achieved.power,
+                    "target_power": achieved.target_power,
+                    "minimal_detectable_difference": achieved.minimal_detectable_difference,
+                }
+            ]
+        )
+
+
+def _friedman(bundle: ResultsBundle, scores: pd.DataFrame) -> None:
     friedman_rows, rank_frames = [], []
     for variant in (None, *sorted(scores["variant"].unique())):
         result = _try(bundle, "The Friedman test", lambda v=variant: stats.friedman_test(scores, variant=v))
@@ -202,44 +355,71 @@ def build_results(
                 "chi2": result.statistic,
                 "p_value": result.p_value,
                 "kendalls_w": result.kendalls_w,
+                "kendalls_w_ci_low": result.kendalls_w_ci[0],
+                "kendalls_w_ci_high": result.kendalls_w_ci[1],
                 "note": result.note,
             }
         )
         rank_frames.append(result.mean_ranks.assign(scope=scope)[["scope", "therapist", "mean_rank", "mean"]])
     if friedman_rows:
-        tables["friedman"] = pd.DataFrame(friedman_rows)
-        tables["friedman_ranks"] = pd.concat(rank_frames, ignore_index=True)
+        bundle.tables["friedman"] = pd.DataFrame(friedman_rows)
+        bundle.tables["friedman_ranks"] = pd.concat(rank_frames, ignore_index=True)
+
+
+def _judges(
+    bundle: ResultsBundle,
+    scores: pd.DataFrame,
+    ratings: pd.DataFrame | None,
+    pairs: Sequence[tuple[str, str]] | None,
+) -> None:
+    tables = bundle.tables
     if scores["judge"].nunique() > 1:
         tables["judge_alpha"] = stats.inter_judge_alpha(scores)
+        tables["judge_icc"] = reliability.judge_icc(scores)
     else:
         bundle.notes.append("Inter-judge agreement not computed: the scores come from one judge")
+    consistency = reliability.repeat_consistency(scores)
+    if not consistency.empty:
+        tables["repeat_consistency"] = consistency
     bias = stats.length_bias(scores)
     if bias.empty:
         bundle.notes.append("Length bias not computed: the scores carry no transcript_tokens")
     else:
         tables["length_bias"] = bias
+        bundle.notes.append(
+            "The length-bias table is a correlation: it cannot tell a judge's bias from longer sessions being "
+            "better. Measure it by padding (cbtcompare.ctrs.bias.length_bias_by_padding)"
+        )
     tables["self_preference"] = stats.self_preference(scores)
     if ratings is not None:
         agreement = _try(bundle, "Human vs judge agreement", lambda: stats.human_judge_agreement(scores, ratings))
         if agreement is not None:
             tables["human_agreement"] = agreement
-    tables["transcript_totals"] = totals
-    figures["item_bars"] = plots.item_bars(scores)
-    figures["radar"] = plots.radar(scores)
-    figures["totals_distribution"] = plots.totals_distribution(scores)
-    slopes = _try(bundle, "The paired slope plot", lambda: plots.paired_slopes(scores))
-    if slopes is not None:
-        figures["paired_slopes"] = slopes
-    if loss_history:
-        figures["loss_curve"] = plots.loss_curve(loss_history)
-    return bundle
+        on_totals = _try(
+            bundle, "Human vs judge on totals", lambda: reliability.human_judge_totals(scores, ratings, pairs=pairs)
+        )
+        if on_totals is not None:
+            tables["human_judge_totals"] = on_totals
+
+
+def _arena(bundle: ResultsBundle, preferences: pd.DataFrame) -> None:
+    board = _try(bundle, "The arena leaderboard", lambda: arena.bradley_terry(preferences))
+    if board is None:
+        return
+    bundle.tables["arena"] = board.frame()
+    bundle.figures["arena_ratings"] = plots.arena_ratings(board.frame())
+    raters = arena.rater_flags(preferences)
+    bundle.tables["arena_raters"] = raters
+    flagged = raters[raters["flags"].str.len() > 0]
+    for _, row in flagged.iterrows():
+        bundle.notes.append(f"Arena rater {row['rater']} flagged: {row['flags']}")
 
 
 def _display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     shown = frame.copy()
     for column in shown.columns:
         if pd.api.types.is_float_dtype(shown[column]):
-            pattern = "{:.2g}" if str(column).startswith("p_") else "{:.3f}"
+            pattern = "{:.2g}" if str(column).startswith("p_") else "{:.2f}"
             shown[column] = [("" if math.isnan(v) else pattern.format(v)) for v in shown[column].astype(float)]
     return shown
 
@@ -269,6 +449,9 @@ def render_html(bundle: ResultsBundle, *, title: str, summary: Sequence[str], cs
         parts.append('<div class="note"><strong>Notes</strong><ul>')
         parts.extend(f"<li>{html.escape(note)}</li>" for note in bundle.notes)
         parts.append("</ul></div>")
+    parts.append("<h2>Conventions</h2><ul>")
+    parts.extend(f"<li>{html.escape(line)}</li>" for line in CONVENTIONS)
+    parts.append("</ul>")
     for heading, names in PAGE_SECTIONS:
         present = [name for name in names if name in bundle.tables or name in bundle.figures]
         if not present:
@@ -277,7 +460,7 @@ def render_html(bundle: ResultsBundle, *, title: str, summary: Sequence[str], cs
         if heading == "Mixed model" and bundle.mixed_model is not None:
             formula = html.escape(bundle.mixed_model.formula)
             parts.append(f"<p><code>{formula}</code>, random intercept per patient_id; p_bonferroni adjusts over")
-            parts.append("the non-intercept terms.</p>")
+            parts.append("the non-intercept terms. Secondary: the primary analysis is in Tuned vs base.</p>")
         for name in present:
             if name in bundle.figures:
                 parts.append(f"<h3>{html.escape(FIGURE_TITLES[name])}</h3>{_figure_html(bundle.figures[name])}")
@@ -299,11 +482,13 @@ def write_report(
     ratings: pd.DataFrame | None = None,
     loss_history: LossHistory | None = None,
     title: str = "CBTCompare results",
+    pairs: Sequence[tuple[str, str]] | None = None,
+    preferences: pd.DataFrame | None = None,
 ) -> Path:
     """Write index.html (self-contained, works offline) and one CSV per table into out_dir; return the
     path of index.html. `filters` keep only matching score rows (see apply_filters) before any analysis."""
     scores = apply_filters(scores_df, filters)
-    bundle = build_results(scores, ratings=ratings, loss_history=loss_history)
+    bundle = build_results(scores, ratings=ratings, loss_history=loss_history, pairs=pairs, preferences=preferences)
     return write_results(bundle, scores, out_dir, filters, title=title)
 
 
@@ -327,8 +512,8 @@ def write_results(
         f"{scores['transcript_id'].nunique()} transcripts, {scores['therapist'].nunique()} therapist models, "
         f"{scores['judge'].nunique()} judge(s), {len(scores)} score rows",
         "Filters: " + (_describe_filters(filters) if filters else "none (all scores)"),
-        "Item scores are medians over judges and repeats; totals sum the scored items (partial when some are "
-        "unscored).",
+        "Item scores are medians over judges and repeats; the primary total is prorated to the rubric length "
+        "(see Conventions).",
     ]
     index = out / "index.html"
     index.write_text(render_html(bundle, title=title, summary=summary, csv_names=csv_names), encoding="utf-8")

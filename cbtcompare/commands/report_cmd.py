@@ -2,7 +2,9 @@
 
 Without --scores the scores come from the store through the judge's `scores_frame` (cbtcompare.ctrs);
 when there are none the command exits 2 and says how to get some. --filter applies before validation, so
-`--filter rubric_id=ctrs-paper-1-10` picks one rubric out of a store holding several. This module only
+`--filter rubric_id=ctrs-paper-1-10` picks one rubric out of a store holding several. `--pair BASE=TUNED`
+names the therapist pairs (needed when a family has two base or two tuned therapists), `--preferences`
+adds the arena leaderboard from a votes CSV. This module only
 parses arguments and prints; the analyses live in cbtcompare.stats and the report in cbtcompare.report.
 """
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cbtcompare import report, stats
+from cbtcompare import arena, report, stats
 
 NO_SCORES = (
     "no scores to report: pass --scores FILE.csv (columns: {columns}), or score stored transcripts with "
@@ -39,6 +41,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ratings", type=Path, help="human ratings CSV (transcript_id, item, score) to compare")
     parser.add_argument("--loss", type=Path, help="training log: JSON list of {step, loss} or a trainer_state.json")
     parser.add_argument("--title", default="CBTCompare results", help="the report's title")
+    parser.add_argument(
+        "--pair",
+        action="append",
+        default=[],
+        metavar="BASE=TUNED",
+        help="a (base therapist, tuned therapist) pair to compare (repeatable); default: the one base and one "
+        "tuned therapist of each family, refused when a family has more",
+    )
+    parser.add_argument(
+        "--preferences", type=Path, help="arena votes CSV (model_a, model_b, winner a|b|tie, rater) for the leaderboard"
+    )
+    parser.add_argument(
+        "--power-difference",
+        type=float,
+        default=5.0,
+        help="difference in total points whose power the primary analysis is reported for (default 5)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -82,8 +101,17 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"ratings file not found: {args.ratings}")
         ratings = pd.read_csv(args.ratings)
     loss_history = _load_loss(args.loss) if args.loss is not None else None
+    pairs = stats.parse_pair_args(args.pair)
+    preferences = arena.read_preferences_csv(args.preferences) if args.preferences is not None else None
     filtered = report.apply_filters(scores, filters, source=source, line_offset=line_offset)
-    bundle = report.build_results(filtered, ratings=ratings, loss_history=loss_history)
+    bundle = report.build_results(
+        filtered,
+        ratings=ratings,
+        loss_history=loss_history,
+        pairs=pairs or None,
+        preferences=preferences,
+        power_difference=args.power_difference,
+    )
     index = report.write_results(bundle, filtered, args.out, filters, title=args.title)
     for note in bundle.notes:
         print(f"note: {note}", file=sys.stderr)

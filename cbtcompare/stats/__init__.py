@@ -2,9 +2,13 @@
 
 Every analysis takes the long-format scores table (one row per transcript x judge x repeat x item, see
 SCORES_SCHEMA), validates it, and returns DataFrames or dataclasses; nothing here prints, plots or reads
-the store. Item scores are aggregated over judges and repeats by the median; a transcript's total is the
-sum of its scored items, and a total with unscored (or n/a) items is kept, counted and flagged "partial":
-a missing score is never replaced by a number. Warnings from model fits are captured and returned.
+the store. Item scores are aggregated over judges and repeats by the median. A transcript's primary
+`total` is prorated to the rubric's length (the mean of its scored items x the number of items) when at
+least PRORATE_MIN_FRACTION of the items are scored, else missing; `total_complete` (complete cases only)
+is the sensitivity total and `sum_scored` the plain sum of what was scored. A missing item score is never
+replaced by a number. Warnings from model fits are captured and returned.
+Tuned-vs-base pairs are matched on an explicit (base therapist, tuned therapist) pairing (resolve_pairing);
+the patient-level analyses live in cbtcompare.stats.patient_level.
 This module never imports gradio, a model backend or the store.
 """
 
@@ -22,6 +26,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats as sps
+from scipy.optimize import brentq
 
 from cbtcompare.ctrs.rubric import load_rubric
 
@@ -31,6 +36,12 @@ VARIANTS: tuple[str, ...] = ("base", "tuned", "prompted")
 STATUSES: tuple[str, ...] = ("scored", "unscored", "n/a")
 SCORE_RANGE: tuple[float, float] = (0.0, 10.0)  # covers the paper's 1-10 items and the classic 0-6 items
 TOTAL = "total"
+TOTAL_COMPLETE = "total_complete"
+SUM_SCORED = "sum_scored"
+TOTAL_MEASURES: tuple[str, ...] = (TOTAL, TOTAL_COMPLETE)
+# A total is prorated only when this share of the rubric's items is scored (9 of 11): below it the
+# prorated number would lean on too few items and is left missing instead.
+PRORATE_MIN_FRACTION = 0.8
 ALL_JUDGES = "all judges (median)"
 
 
@@ -257,19 +268,33 @@ def validate_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
 # Aggregation
 
 
+def _totals_of(items: pd.DataFrame) -> pd.DataFrame:
+    """total (prorated), total_complete, sum_scored and scored_items of a frame with one column per item."""
+    n_items = items.shape[1]
+    scored = items.notna().sum(axis=1).astype(int)
+    enough = scored >= math.ceil(PRORATE_MIN_FRACTION * n_items)
+    out = pd.DataFrame(index=items.index)
+    total = items.sum(axis=1)
+    # a complete row keeps its exact sum (no rounding from mean x n), so equal totals stay equal
+    out[TOTAL] = total.where(scored == n_items, total * n_items / scored.clip(lower=1)).where(enough)
+    out[TOTAL_COMPLETE] = items.sum(axis=1).where(scored == n_items)
+    out[SUM_SCORED] = items.sum(axis=1, min_count=1)
+    out["scored_items"] = scored
+    return out
+
+
 def transcript_totals(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per transcript: its metadata, the median score of each item over judges and repeats (NaN
-    when no judge scored it), `total` (sum of the scored items), `scored_items`, `partial` (fewer than 11
-    items scored) and `transcript_tokens` (NaN when not given)."""
+    when no judge scored it), `total` (prorated to the rubric length; NaN below PRORATE_MIN_FRACTION of
+    items scored), `total_complete` (NaN unless every item is scored), `sum_scored`, `scored_items`,
+    `partial` (fewer than 11 items scored) and `transcript_tokens` (NaN when not given)."""
     scores = validate_scores(scores)
     meta = scores.groupby("transcript_id", sort=True)[list(TRANSCRIPT_COLUMNS)].first()
     scored = scores[scores["status"] == "scored"]
     items = scored.groupby(["transcript_id", "item"])["score"].median().unstack("item")
     items = items.reindex(index=meta.index, columns=list(CTRS_ITEMS)).astype(float)
     items.columns.name = None
-    out = meta.join(items)
-    out[TOTAL] = items.sum(axis=1, min_count=1)
-    out["scored_items"] = items.notna().sum(axis=1).astype(int)
+    out = meta.join(items).join(_totals_of(items))
     out["partial"] = out["scored_items"] < len(CTRS_ITEMS)
     if "transcript_tokens" in scores.columns:
         out["transcript_tokens"] = scores.groupby("transcript_id")["transcript_tokens"].median()
@@ -289,13 +314,11 @@ def judge_item_scores(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def _judge_totals(scores: pd.DataFrame) -> pd.DataFrame:
-    """transcript_id x judge: total (sum of that judge's scored items) and scored_items."""
+    """transcript_id x judge: total (prorated, as in transcript_totals) and scored_items."""
     per_item = judge_item_scores(scores)
     wide = per_item.pivot_table(index=["transcript_id", "judge"], columns="item", values="score", aggfunc="first")
     wide = wide.reindex(columns=list(CTRS_ITEMS))
-    out = pd.DataFrame(
-        {TOTAL: wide.sum(axis=1, min_count=1), "scored_items": wide.notna().sum(axis=1).astype(int)}, index=wide.index
-    )
+    out = _totals_of(wide)[[TOTAL, "scored_items"]]
     # transcripts a judge saw but scored nothing on still count (total NaN)
     seen = per_item[["transcript_id", "judge"]].drop_duplicates().set_index(["transcript_id", "judge"]).index
     out = out.reindex(seen)
@@ -322,11 +345,12 @@ def mean_ci(values: Sequence[float] | pd.Series, confidence: float = 0.95) -> tu
 
 
 def descriptive_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per therapist and variant: n transcripts, partial totals, unscored item count, mean and SD (ddof=1) of
-    the total and of every item (columns total_mean, total_sd, agenda_mean, agenda_sd, ...).
+    """Per therapist and variant: n transcripts, partial totals, unscored item count and `unscored_rate`
+    (unscored item cells / all item cells), mean and SD (ddof=1) of the total and of every item (columns
+    total_mean, total_sd, agenda_mean, agenda_sd, ...), and of total_complete (the sensitivity total).
 
-    Partial totals are included in the total's mean (and counted in `partial`); item means use the
-    transcripts where that item was scored.
+    The total is prorated (see transcript_totals), so a partial transcript is not pulled down by its
+    unscored items; item means use the transcripts where that item was scored.
     """
     totals = transcript_totals(scores)
     rows = []
@@ -338,8 +362,12 @@ def descriptive_table(scores: pd.DataFrame) -> pd.DataFrame:
             "n": len(group),
             "partial": int(group["partial"].sum()),
             "unscored_items": int(group[list(CTRS_ITEMS)].isna().sum().sum()),
+            "unscored_rate": float(group[list(CTRS_ITEMS)].isna().to_numpy().mean()),
             "total_mean": group[TOTAL].mean(),
             "total_sd": group[TOTAL].std(ddof=1),
+            "total_complete_n": int(group[TOTAL_COMPLETE].notna().sum()),
+            "total_complete_mean": group[TOTAL_COMPLETE].mean(),
+            "total_complete_sd": group[TOTAL_COMPLETE].std(ddof=1),
         }
         for item in CTRS_ITEMS:
             row[f"{item}_mean"] = group[item].mean()
@@ -375,28 +403,182 @@ def item_means(scores: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
 # Paired tuned vs base
 
 
+@dataclass(frozen=True)
+class TherapistPair:
+    """One (control therapist, treatment therapist) pairing; `family` is the control's family."""
+
+    control: str
+    treatment: str
+    family: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.treatment} vs {self.control}"
+
+
+def parse_pair_args(items: Sequence[str] | None) -> list[tuple[str, str]]:
+    """`["m-base=m-tuned"]` -> [("m-base", "m-tuned")]: each item names a base (control) therapist and the
+    tuned (treatment) therapist whose transcripts are compared with it."""
+    pairs = []
+    for item in items or []:
+        control, sep, treatment = item.partition("=")
+        if not sep or not control.strip() or not treatment.strip():
+            raise ValueError(f"pair {item!r} is not BASE_THERAPIST=TUNED_THERAPIST (for example m-base=m-tuned)")
+        pairs.append((control.strip(), treatment.strip()))
+    return pairs
+
+
+def resolve_pairing(
+    scores: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    *,
+    treatment: str = "tuned",
+    control: str = "base",
+) -> tuple[TherapistPair, ...]:
+    """The therapist pairs to compare: the given (control, treatment) therapist names, each checked against
+    the data (it exists, and has the right variant); or, when none are given, the one control and one
+    treatment therapist of each family. A family with two control (or two treatment) therapists is
+    ambiguous and refused with an AnalysisError naming them: averaging two base models into one would
+    compare the tuned model with neither."""
+    totals = scores if "scored_items" in scores.columns else transcript_totals(scores)
+    variant_of = totals.groupby("therapist")["variant"].first()
+    family_of = totals.groupby("therapist")["family"].first()
+    if pairs:
+        resolved = []
+        for control_name, treatment_name in pairs:
+            for name, wanted in ((control_name, control), (treatment_name, treatment)):
+                if name not in variant_of.index:
+                    raise AnalysisError(
+                        f"pair {control_name}={treatment_name}: no transcripts from therapist {name!r}; "
+                        f"therapists present: {', '.join(sorted(variant_of.index))}"
+                    )
+                if variant_of[name] != wanted:
+                    raise AnalysisError(
+                        f"pair {control_name}={treatment_name}: {name} is a {variant_of[name]} therapist, "
+                        f"expected {wanted} (the pair is {control}={treatment})"
+                    )
+            resolved.append(TherapistPair(control_name, treatment_name, str(family_of[control_name])))
+        return tuple(dict.fromkeys(resolved))
+    resolved = []
+    for family, group in totals.groupby("family", sort=True):
+        controls = sorted(group.loc[group["variant"] == control, "therapist"].unique())
+        treatments = sorted(group.loc[group["variant"] == treatment, "therapist"].unique())
+        if not controls or not treatments:
+            continue
+        if len(controls) > 1 or len(treatments) > 1:
+            example = f"{controls[0]}={treatments[0]}"
+            raise AnalysisError(
+                f"family {family} has {len(controls)} {control} therapist(s) ({', '.join(controls)}) and "
+                f"{len(treatments)} {treatment} therapist(s) ({', '.join(treatments)}): which to compare is "
+                f"ambiguous; name each pair as {control}=tuned therapist (CLI: --pair {example})"
+            )
+        resolved.append(TherapistPair(controls[0], treatments[0], str(family)))
+    if not resolved:
+        raise AnalysisError(f"no family has both a {control} and a {treatment} therapist to pair")
+    return tuple(resolved)
+
+
+PAIR_KEY = ["family", "pair", "patient_id", "session"]
+
+
 def matched_pairs(
-    scores: pd.DataFrame, *, treatment: str = "tuned", control: str = "base"
+    scores: pd.DataFrame,
+    *,
+    treatment: str = "tuned",
+    control: str = "base",
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(control, treatment): two frames indexed alike by (family, patient_id, session), holding the items,
-    total and `partial` (any partial transcript in the cell). Several transcripts in one cell are averaged.
-    Only cells present in both variants are kept."""
+    """(control, treatment): two frames indexed alike by (family, pair, patient_id, session), holding the
+    items, the totals and `partial` (any partial transcript in the cell), for each therapist pair of
+    resolve_pairing. A cell's `total` is prorated over the items scored on both sides of that cell.
+    Several transcripts of one therapist in one cell are averaged; only cells present on both sides are
+    kept (pairing_summary counts the rest)."""
     totals = transcript_totals(scores)
-    measures = [*CTRS_ITEMS, TOTAL]
-    key = ["family", "patient_id", "session"]
-    sides = []
     for variant in (control, treatment):
-        side = totals[totals["variant"] == variant]
-        if side.empty:
+        if not (totals["variant"] == variant).any():
             raise AnalysisError(f"no transcripts with variant '{variant}' to pair")
-        grouped = side.groupby(key, sort=True)
-        cell = grouped[measures].mean()
-        cell["partial"] = grouped["partial"].any()
-        sides.append(cell)
-    common = sides[0].index.intersection(sides[1].index)
-    if len(common) == 0:
-        raise AnalysisError(f"no {treatment} and {control} transcripts share family, patient_id and session")
-    return sides[0].loc[common], sides[1].loc[common]
+    measures = [*CTRS_ITEMS, *TOTAL_MEASURES]
+    controls, treatments = [], []
+    for pair in resolve_pairing(totals, pairs, treatment=treatment, control=control):
+        sides = []
+        for name in (pair.control, pair.treatment):
+            side = totals[totals["therapist"] == name]
+            grouped = side.groupby(["patient_id", "session"], sort=True)
+            cell = grouped[measures].mean()
+            cell["partial"] = grouped["partial"].any()
+            sides.append(cell)
+        common = sides[0].index.intersection(sides[1].index)
+        # Within a pair both sides are prorated over the items scored on both, so an item unscored on
+        # one side cannot move the difference by its own level (homework scores lower than agenda).
+        shared = sides[0].loc[common, list(CTRS_ITEMS)].notna() & sides[1].loc[common, list(CTRS_ITEMS)].notna()
+        for cells in sides:
+            cells.loc[common, TOTAL] = _totals_of(cells.loc[common, list(CTRS_ITEMS)].where(shared))[TOTAL]
+        for cells, out in zip(sides, (controls, treatments), strict=True):
+            chosen = cells.loc[common].copy()
+            chosen.index = pd.MultiIndex.from_tuples(
+                [(pair.family, pair.label, *key) for key in chosen.index], names=PAIR_KEY
+            )
+            out.append(chosen)
+    control_cells, treatment_cells = pd.concat(controls), pd.concat(treatments)
+    if control_cells.empty:
+        raise AnalysisError(f"no {treatment} and {control} transcripts of a pair share patient_id and session")
+    return control_cells, treatment_cells
+
+
+def pairing_summary(
+    scores: pd.DataFrame,
+    *,
+    treatment: str = "tuned",
+    control: str = "base",
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> pd.DataFrame:
+    """One row per therapist pair (pair, control, treatment, family, matched_cells, unmatched_control,
+    unmatched_treatment: transcripts whose patient and session the other side lacks), then one row per
+    control/treatment therapist in no pair (pair empty, its transcripts all unmatched)."""
+    totals = transcript_totals(scores)
+    resolved = resolve_pairing(totals, pairs, treatment=treatment, control=control)
+    rows = []
+    for pair in resolved:
+        keys = [
+            set(map(tuple, totals.loc[totals["therapist"] == name, ["patient_id", "session"]].to_numpy()))
+            for name in (pair.control, pair.treatment)
+        ]
+        counts = [
+            int(
+                totals.loc[totals["therapist"] == name, ["patient_id", "session"]]
+                .apply(tuple, axis=1)
+                .isin(keys[1 - side])
+                .pipe(lambda matched: (~matched).sum())
+            )
+            for side, name in enumerate((pair.control, pair.treatment))
+        ]
+        rows.append(
+            {
+                "pair": pair.label,
+                "control": pair.control,
+                "treatment": pair.treatment,
+                "family": pair.family,
+                "matched_cells": len(keys[0] & keys[1]),
+                "unmatched_control": counts[0],
+                "unmatched_treatment": counts[1],
+            }
+        )
+    paired = {p.control for p in resolved} | {p.treatment for p in resolved}
+    arms = totals[totals["variant"].isin([control, treatment]) & ~totals["therapist"].isin(paired)]
+    for name, group in arms.groupby("therapist", sort=True):
+        variant = group["variant"].iloc[0]
+        rows.append(
+            {
+                "pair": "",
+                "control": name if variant == control else "",
+                "treatment": name if variant == treatment else "",
+                "family": group["family"].iloc[0],
+                "matched_cells": 0,
+                "unmatched_control": len(group) if variant == control else 0,
+                "unmatched_treatment": len(group) if variant == treatment else 0,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _paired_row(measure: str, control: pd.Series, treatment: pd.Series, confidence: float) -> dict[str, object]:
@@ -420,9 +602,14 @@ def _paired_row(measure: str, control: pd.Series, treatment: pd.Series, confiden
         "wilcoxon_w": math.nan,
         "p_wilcoxon": math.nan,
         "cohens_dz": math.nan,
+        "dz_ci_low": math.nan,
+        "dz_ci_high": math.nan,
     }
     if n < 2 or not np.any(diff != diff[0]):
         return row  # too few pairs, or identical differences: no variance to test against
+    # Rounded before ranking: means computed in two orders differ in the last bits, and the Wilcoxon
+    # ranks must see equal differences as ties.
+    ranked_diff = np.round(diff, 9)
     result = sps.ttest_rel(t, c)
     interval = result.confidence_interval(confidence)
     row.update(
@@ -432,8 +619,9 @@ def _paired_row(measure: str, control: pd.Series, treatment: pd.Series, confiden
         p_t=float(result.pvalue),
         cohens_dz=float(diff.mean() / diff.std(ddof=1)),
     )
-    if np.any(diff != 0):
-        statistic, p_value = wilcoxon_signed_rank(diff)
+    row["dz_ci_low"], row["dz_ci_high"] = cohens_dz_interval(float(row["cohens_dz"]), n, confidence)
+    if np.any(ranked_diff != 0):
+        statistic, p_value = wilcoxon_signed_rank(ranked_diff)
         row.update(wilcoxon_w=statistic, p_wilcoxon=p_value)
     return row
 
@@ -486,39 +674,63 @@ def paired_comparison(
     control: str = "base",
     by: str | None = None,
     confidence: float = 0.95,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """Treatment vs control on transcripts matched by family + patient_id + session, per item and total.
+    """Treatment vs control at the session level: transcripts matched by therapist pair (resolve_pairing)
+    + patient_id + session, per item, the primary total and the complete-case total. Session cells of one
+    patient are not independent, so this is the secondary analysis; the primary one is
+    cbtcompare.stats.patient_level.patient_level_comparison.
 
-    Columns: measure, n_pairs, dropped_pairs (a side missing that item), mean_control, mean_treatment,
+    Columns: measure, n_pairs, dropped_pairs (a side missing that measure), mean_control, mean_treatment,
     mean_diff (treatment - control) with its t-based CI, paired t (t, p_t), Wilcoxon signed-rank
-    (wilcoxon_w, p_wilcoxon), cohens_dz (mean diff / SD of diffs), p_t_holm and p_wilcoxon_holm (Holm across
-    the 11 items; NaN on the total row, which is its own test), and partial_pairs (pairs with a partial
-    total on either side; on the total row only). `by="family"` repeats the analysis per family.
+    (wilcoxon_w, p_wilcoxon; zero differences dropped, as scipy's default), cohens_dz (mean diff / SD of
+    diffs) with dz_ci_low/dz_ci_high (noncentral t), p_t_holm and p_wilcoxon_holm (Holm across the 11
+    items; NaN on the total rows, each its own test), and partial_pairs (pairs with a partial transcript on
+    either side; on the total rows only). `by="family"` or `by="pair"` repeats the analysis per group.
     """
-    if by not in (None, "family"):
-        raise ValueError("by must be None or 'family'")
-    control_cells, treatment_cells = matched_pairs(scores, treatment=treatment, control=control)
+    if by not in (None, "family", "pair"):
+        raise ValueError("by must be None, 'family' or 'pair'")
+    control_cells, treatment_cells = matched_pairs(scores, treatment=treatment, control=control, pairs=pairs)
     if by is None:
         groups = [(None, control_cells.index)]
     else:
-        families = control_cells.index.get_level_values("family")
-        groups = [(family, control_cells.index[families == family]) for family in sorted(set(families))]
+        labels = control_cells.index.get_level_values(by)
+        groups = [(label, control_cells.index[labels == label]) for label in sorted(set(labels))]
     frames = []
-    for family, index in groups:
+    for label, index in groups:
         c, t = control_cells.loc[index], treatment_cells.loc[index]
-        rows = [_paired_row(measure, c[measure], t[measure], confidence) for measure in (*CTRS_ITEMS, TOTAL)]
+        rows = [_paired_row(m, c[m], t[m], confidence) for m in (*CTRS_ITEMS, *TOTAL_MEASURES)]
         frame = pd.DataFrame(rows)
-        is_item = frame["measure"] != TOTAL
+        is_item = ~frame["measure"].isin(TOTAL_MEASURES)
         for column in ("p_t", "p_wilcoxon"):
             frame[f"{column}_holm"] = np.nan
             frame.loc[is_item, f"{column}_holm"] = holm_adjust(frame.loc[is_item, column])
         frame["partial_pairs"] = np.nan
         frame.loc[~is_item, "partial_pairs"] = int((c["partial"] | t["partial"]).sum())
         frame.insert(0, "contrast", f"{treatment} - {control}")
-        if family is not None:
-            frame.insert(0, "family", family)
+        if label is not None:
+            frame.insert(0, by, label)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def cohens_dz_interval(dz: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact CI for a paired standardised mean difference (Cohen's dz) from n differences, by inverting
+    the noncentral t distribution of dz*sqrt(n) (normal differences assumed); NaN when undefined."""
+    if n < 2 or not math.isfinite(dz):
+        return (math.nan, math.nan)
+    t_observed, df = dz * math.sqrt(n), n - 1
+    tail = (1 - confidence) / 2
+
+    def solve(target: float) -> float:
+        # the noncentrality whose distribution puts `target` of its mass above t_observed
+        def gap(ncp: float) -> float:
+            return float(sps.nct.sf(t_observed, df, ncp)) - target
+
+        width = 10 + abs(t_observed) * 2
+        return float(brentq(gap, t_observed - width, t_observed + width))
+
+    return (solve(tail) / math.sqrt(n), solve(1 - tail) / math.sqrt(n))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -647,6 +859,7 @@ class FriedmanResult:
     statistic: float
     p_value: float
     kendalls_w: float
+    kendalls_w_ci: tuple[float, float]  # percentile bootstrap over blocks (stats.reliability)
     mean_ranks: pd.DataFrame
     note: str
 
@@ -672,7 +885,7 @@ def friedman_test(scores: pd.DataFrame, *, measure: str = TOTAL, variant: str | 
     mean_ranks = pd.DataFrame(
         {"therapist": list(therapists), "mean_rank": ranks.mean().to_numpy(), "mean": table.mean().to_numpy()}
     )
-    statistic = p_value = kendalls_w = math.nan
+    statistic = p_value = kendalls_w = w_low = w_high = math.nan
     note = ""
     if len(therapists) < 3:
         note = f"the Friedman test needs at least 3 therapists; found {len(therapists)}"
@@ -682,6 +895,9 @@ def friedman_test(scores: pd.DataFrame, *, measure: str = TOTAL, variant: str | 
         result = sps.friedmanchisquare(*(table[column].to_numpy() for column in table.columns))
         statistic, p_value = float(result.statistic), float(result.pvalue)
         kendalls_w = statistic / (len(table) * (len(therapists) - 1))
+        from cbtcompare.stats.reliability import kendalls_w_interval
+
+        w_low, w_high = kendalls_w_interval(table.to_numpy(dtype=float))
     return FriedmanResult(
         measure=measure,
         therapists=therapists,
@@ -690,6 +906,7 @@ def friedman_test(scores: pd.DataFrame, *, measure: str = TOTAL, variant: str | 
         statistic=statistic,
         p_value=p_value,
         kendalls_w=kendalls_w,
+        kendalls_w_ci=(w_low, w_high),
         mean_ranks=mean_ranks,
         note=note,
     )
