@@ -2,16 +2,20 @@
 
 `python -m cbtcompare judge --rubric paper|classic|FILE --judge NAME --transcript FILE [--repeats R] --json`
 prints one JSON object: {"items": {ITEM: {"score", "status", "justification", "evidence"}}, "total",
-"scored_items", "partial", ...}. With several judges or repeats, items carry the median over the runs
-and its spread. `--store` saves the transcript (when read from a file) and every score row.
+"scored_items", "partial", "turns": [{"role", "text"}, ...], ...}: the turns as parsed, numbered from 0 as
+the evidence cites them. With several judges or repeats, items carry the median over the runs and its
+spread. `--store` saves the transcript (when read from a file, once the judges have loaded) and every
+score row. Exit status: 0 when at least one item was scored (or n/a), 1 when the judges ran but scored
+nothing (every item unscored; the reasons are on stderr), 2 for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from cbtcompare.ctrs import JudgeConfig, aggregate_results, load_rubric, save_results, score_many
+from cbtcompare.ctrs import JudgeConfig, JudgeResult, aggregate_results, load_rubric, save_results, score_many
 from cbtcompare.importers import import_file, save_imported
 from cbtcompare.models.registry import Registry
 from cbtcompare.redact import redact_url
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for name in args.judge:
         registry.spec(name)  # unknown names fail before anything loads
     store = Store(args.store or None) if args.store is not None else None
-    transcript = _transcript(args, store)
+    transcript, from_file = _transcript(args, store)
     overrides = {
         "mode": args.mode,
         "retries": args.retries,
@@ -64,22 +68,36 @@ def run(args: argparse.Namespace) -> int:
     }
     config = JudgeConfig(**{k: v for k, v in overrides.items() if v is not None})
     judges = [registry.load(name) for name in args.judge]
+    if store is not None and from_file:  # only now that everything it needs has loaded
+        (stored_id,) = save_imported(store, [transcript])
+        transcript = store.get_transcript(stored_id)
     results = score_many([transcript], judges, rubric, config, repeats=args.repeats)
     if store is not None:
         save_results(store, results)
     summary = results[0].summary_dict() if len(results) == 1 else aggregate_results(results).summary_dict()
     if store is not None:
         summary["stored"] = {"url": redact_url(store.url), "result_ids": [r.id for r in results]}
+    summary["turns"] = [{"role": turn.role, "text": turn.text} for turn in transcript.turns]
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
     else:
         _print_table(summary)
+    if not any(r.scored_items or r.na_items for r in results):
+        print(f"error: no item was scored: {_unscored_reasons(results)}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _transcript(args: argparse.Namespace, store: Store | None) -> Transcript:
+def _unscored_reasons(results: list[JudgeResult], limit: int = 3) -> str:
+    reasons = list(dict.fromkeys(i.reason or "no valid answer" for r in results for i in r.items.values()))
+    more = f" (and {len(reasons) - limit} other reasons)" if len(reasons) > limit else ""
+    return "; ".join(reasons[:limit]) + more
+
+
+def _transcript(args: argparse.Namespace, store: Store | None) -> tuple[Transcript, bool]:
+    """The transcript to judge, and whether it came from a file (and so is not in the store yet)."""
     if args.transcript_id:
-        return (store or Store()).get_transcript(args.transcript_id)
+        return (store or Store()).get_transcript(args.transcript_id), False
     transcripts = import_file(args.transcript)
     if args.index is not None:
         if not 0 <= args.index < len(transcripts):
@@ -87,9 +105,7 @@ def _transcript(args: argparse.Namespace, store: Store | None) -> Transcript:
         transcripts = [transcripts[args.index]]
     elif len(transcripts) > 1:
         raise ValueError(f"{args.transcript} holds {len(transcripts)} transcripts; choose one with --index N")
-    if store is not None:
-        save_imported(store, transcripts)
-    return transcripts[0]
+    return transcripts[0], True
 
 
 def _print_table(summary: dict) -> None:
