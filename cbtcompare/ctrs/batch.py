@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from cbtcompare.ctrs.judge import JudgeConfig, JudgeResult, score_transcript
 from cbtcompare.ctrs.pairwise import PairwiseResult, compare_pair
 from cbtcompare.ctrs.render import build_pairwise_prompt, build_score_prompt
-from cbtcompare.ctrs.results import load_pairwise, load_results, save_pairwise, save_results
+from cbtcompare.ctrs.results import load_pairwise, load_results, save_pairwise, save_results, transcript_columns
 from cbtcompare.ctrs.rubric import Rubric
 from cbtcompare.models.base import ChatModel, Message
 from cbtcompare.store import Store
@@ -120,6 +120,35 @@ def compared_repeats(store: Store, judge: str, rubric: Rubric, config: JudgeConf
         if _same_judgement(result, rubric, config, versions):
             done.setdefault((result.transcript_a, result.transcript_b), set()).add(result.repeat)
     return done
+
+
+# What to judge ------------------------------------------------------------------------------------------
+
+
+def batch_transcript_ids(store: Store, batch_id: str) -> list[str]:
+    """The finished sessions of a simulation batch (cbtcompare.simulate.run_batch), in run-key order."""
+    runs = store.batch_runs(batch_id)
+    if not runs:
+        raise ValueError(f"no batch {batch_id!r} in {store.url}; batch ids look like NAME@FINGERPRINT")
+    return [runs[key].transcript_id for key in sorted(runs) if runs[key].transcript_id]  # type: ignore[misc]
+
+
+def variant_pairs(
+    store: Store, transcript_ids: Sequence[str], variant_a: str = "tuned", variant_b: str = "base"
+) -> list[tuple[str, str]]:
+    """Matched pairs (same group: patient, opening, seeds and session) of the same family, variant A vs B,
+    as the transcripts themselves record them (cbtcompare.ctrs.results.transcript_columns)."""
+    by_group: dict[tuple[str, str], dict[str, str]] = {}
+    for transcript_id in transcript_ids:
+        columns = transcript_columns(store.get_transcript(transcript_id))
+        if columns["group_id"]:
+            key = (str(columns["group_id"]), str(columns["family"]))
+            by_group.setdefault(key, {}).setdefault(str(columns["variant"]), transcript_id)
+    return [
+        (variants[variant_a], variants[variant_b])
+        for variants in by_group.values()
+        if variant_a in variants and variant_b in variants
+    ]
 
 
 # Running ------------------------------------------------------------------------------------------------
