@@ -7,7 +7,9 @@ as dead, with the checkpoint it can resume from. `abort_job` sends SIGTERM to th
 the trainer finishes the step in flight, saves a checkpoint and the adapter, and logs `aborted`.
 `resume_job` continues a run from its last checkpoint. One job at a time per device: the launcher takes
 an exclusive flock on runs/.lock-<device> and hands it to the child, so the kernel frees it when the job
-ends, however it ends. A finished adapter appears in adapters/<name>/ only through an atomic rename.
+ends, however it ends. A finished adapter appears in adapters/<name>/ only through an atomic rename; the
+unfinished copy a publish killed midway leaves behind is removed on the next start, resume, publish or
+`train list`, and logged. A resume sets an incomplete checkpoint (killed while saving) aside, untouched.
 
 Nothing here trains, imports gradio or runs training inside the caller's process or threads.
 """
@@ -30,11 +32,13 @@ from typing import Any, Literal
 
 from cbtcompare.models.base import ModelSpec, Sampling
 from cbtcompare.paths import REPO_ROOT
-from training.config import TrainConfig
+from training.config import ConfigError, TrainConfig
+from training.staging import clean_partial_outputs
 from training.train_lora import (
     CONFIG_NAME,
     LOG_NAME,
     MANIFEST_NAME,
+    RunLog,
     TrainingError,
     check_publish_target,
     last_checkpoint,
@@ -289,6 +293,22 @@ def list_jobs(runs_dir: Path | None = None) -> list[JobStatus]:
     return statuses
 
 
+def clean_stale_outputs(runs_dir: Path | None = None) -> list[str]:
+    """Remove the unfinished copies killed publishes left in adapters/ (the default folder and each run's).
+
+    Returns one line per action; a copy whose publishing process is still alive is left alone.
+    """
+    folders = {TrainConfig().adapters_path()}
+    runs_dir = runs_dir or TrainConfig().runs_path()
+    if runs_dir.is_dir():
+        for config_file in runs_dir.glob(f"*/{CONFIG_NAME}"):
+            try:
+                folders.add(TrainConfig.from_yaml(config_file).adapters_path())
+            except ConfigError:
+                continue
+    return [action for folder in sorted(folders) for action in clean_partial_outputs(folder)]
+
+
 def find_run(run: str | Path, runs_dir: Path | None = None) -> Path:
     """A run folder from its path, its id, or a unique prefix of its id."""
     path = Path(run)
@@ -364,6 +384,7 @@ def start_job(config: TrainConfig, launcher: Launcher | None = None, *, device: 
         run_dir = runs_dir / new_run_id(config.name)
         run_dir.mkdir(parents=True)
         (run_dir / CONFIG_NAME).write_text(config.to_yaml(), encoding="utf-8")
+        _log_cleanup(run_dir, config)
         return _launch(run_dir, config, launcher or Launcher(), fd, device, resume=False)
     finally:
         os.close(fd)
@@ -383,9 +404,17 @@ def resume_job(run: str | Path, launcher: Launcher | None = None, *, runs_dir: P
     fd = _take_lock(device)
     try:
         (run_dir / ABORT_MARKER).unlink(missing_ok=True)
+        _log_cleanup(run_dir, config)
         return _launch(run_dir, config, launcher or Launcher(), fd, device, resume=True)
     finally:
         os.close(fd)
+
+
+def _log_cleanup(run_dir: Path, config: TrainConfig) -> None:
+    """Clear what killed publishes left in this run's adapters folder, and say so in the run's log."""
+    log = RunLog(run_dir / LOG_NAME)
+    for action in clean_partial_outputs(config.adapters_path()):
+        log.write("cleanup", note=action)
 
 
 def _launch(run_dir: Path, config: TrainConfig, launcher: Launcher, lock_fd: int, device: str,

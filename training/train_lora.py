@@ -6,7 +6,7 @@ holds config.yaml, train_log.jsonl (one JSON object per line: events and per-ste
 checkpoints/ (resumable), adapter/ (the PEFT adapter), adapter.gguf (llama.cpp LoRA, when the base is a
 GGUF) and manifest.json. A finished adapter is published to adapters/<name>/ through a temporary folder
 and a rename. SIGTERM (or Ctrl-C) stops after the current step, saves a checkpoint and the adapter, and
-logs `aborted`; `--resume` continues from the last checkpoint.
+logs `aborted`; `--resume` continues from the last complete checkpoint, never past max_steps.
 
 Loss: chat templates such as SmolLM2's carry no {% generation %} markers, so the assistant mask is built
 here: each therapist turn's content and its end-of-turn token are marked (1), system and patient tokens
@@ -39,7 +39,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cbtcompare.models.base import ModelError, ModelNotFound, ModelSpec
 from cbtcompare.paths import REPO_ROOT
+from training.checkpoints import checkpoint_state, last_complete_checkpoint, set_aside_incomplete
 from training.config import ConfigError, TrainConfig, field_help, parse_override
+from training.staging import clean_partial_outputs, move_into_place, staging_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -161,7 +163,8 @@ def gguf_as_transformers_folder(gguf: Path) -> Path:
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = folder.with_name(f".partial-{folder.name}-{uuid.uuid4().hex[:8]}")
+    clean_partial_outputs(folder.parent)
+    partial = staging_dir(folder.parent, folder.name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -384,10 +387,16 @@ def session_windows(
 
 
 def read_sessions(path: Path) -> list[dict[str, Any]]:
+    """The sessions of a dataset the validator has passed (lines split as the validator splits them)."""
+    from training.validate import jsonl_lines, parse_line
+
     sessions = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), start=1):
         if line.strip():
-            sessions.append(json.loads(line))
+            record, problem = parse_line(line)
+            if problem:
+                raise DatasetError(f"{path}: line {number}: {problem}")
+            sessions.append(record)
     return sessions
 
 
@@ -684,13 +693,8 @@ def code_version() -> str | None:
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = run_dir / "checkpoints"
-    if not folder.is_dir():
-        return None
-    found = get_last_checkpoint(str(folder))
-    return Path(found) if found else None
+    """The run's last complete checkpoint (an incomplete newer one, from a kill while saving, is skipped)."""
+    return last_complete_checkpoint(run_dir)
 
 
 def check_publish_target(config: TrainConfig) -> None:
@@ -756,14 +760,24 @@ def _train(
     if stop.is_set:
         return RunResult(run_dir, "aborted")
 
-    checkpoint = last_checkpoint(run_dir) if resume else None
-    if resume:
-        log.write("resume", checkpoint=str(checkpoint) if checkpoint else None)
-    trainer = build_trainer(
-        config, placement, model, tokenizer, examples, run_dir / "checkpoints", make_callbacks(log, stop)
-    )
-    log.write("phase", phase="training")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    checkpoint = _resume_point(run_dir, log, main_process) if resume else None
+    saved = checkpoint_state(checkpoint) if checkpoint else None
+    if saved is not None and saved.global_step >= saved.max_steps:
+        # transformers would still run one more step from a checkpoint at the limit: finish from it instead.
+        from peft import PeftModel
+        from transformers import TrainerState
+
+        log.write("phase", phase="finishing", step=saved.global_step,
+                  note=f"checkpoint {checkpoint.name} already reached max_steps {saved.max_steps}; no further steps")
+        model = PeftModel.from_pretrained(model, str(checkpoint), is_trainable=True)
+        trainer = build_trainer(config, placement, model, tokenizer, examples, run_dir / "checkpoints")
+        trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    else:
+        trainer = build_trainer(
+            config, placement, model, tokenizer, examples, run_dir / "checkpoints", make_callbacks(log, stop)
+        )
+        log.write("phase", phase="training")
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     steps = trainer.state.global_step
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     final_loss = float(losses[-1]) if losses else None
@@ -830,6 +844,21 @@ def _train(
     return result
 
 
+def _resume_point(run_dir: Path, log: RunLog, main_process: bool) -> Path | None:
+    """Set incomplete checkpoints aside (logged), then the last complete one; None starts from step 0.
+
+    Only the main process moves folders; every rank picks the same last complete checkpoint either way.
+    """
+    for moved_from, moved_to in set_aside_incomplete(run_dir) if main_process else []:
+        log.write("checkpoint_set_aside", path=str(moved_from), moved_to=str(moved_to),
+                  note=f"{moved_from.name} is incomplete (the process was killed while saving it); moved, not "
+                       f"deleted, to {moved_to}")
+    checkpoint = last_checkpoint(run_dir)
+    log.write("resume", checkpoint=str(checkpoint) if checkpoint else None,
+              note=None if checkpoint else "no complete checkpoint: training starts again from step 0")
+    return checkpoint
+
+
 def _gguf_for_export(config: TrainConfig, source: BaseModelSource) -> Path | None:
     from cbtcompare.models.weights import resolve_weights
 
@@ -866,13 +895,16 @@ def _prompt_version(name: str | None) -> dict[str, str] | None:
 def publish_adapter(run_dir: Path, config: TrainConfig) -> Path:
     """Copy the finished adapter into adapters/<name>/ atomically: a temporary folder beside it, then a rename.
 
-    An adapter already published under the name (only with overwrite) is moved aside first and deleted only
-    after the new one is in place, so a reader finds the old or the new adapter, never half of one.
+    An adapter already published under the name (only with overwrite) is swapped out in one step and deleted
+    only after the new one is in place, so a reader finds the old or the new adapter, never half of one.
+    Staging folders left by an earlier publish that was killed are removed first (noted in the run log).
     """
     adapters = config.adapters_path()
     adapters.mkdir(parents=True, exist_ok=True)
     target = adapters / config.name
-    staging = adapters / f".partial-{config.name}-{uuid.uuid4().hex[:8]}"
+    for action in clean_partial_outputs(adapters):
+        RunLog(run_dir / LOG_NAME).write("cleanup", note=action)
+    staging = staging_dir(adapters, config.name)
     staging.mkdir()
     try:
         for name in ADAPTER_FILES:
@@ -882,15 +914,9 @@ def publish_adapter(run_dir: Path, config: TrainConfig) -> Path:
         shutil.copy2(run_dir / MANIFEST_NAME, staging / MANIFEST_NAME)
         (staging / "README.md").write_text(model_card(json.loads((run_dir / MANIFEST_NAME).read_text())), "utf-8")
         _fsync_tree(staging)
-        if target.exists():
-            if not config.overwrite:
-                raise TrainingError(f"an adapter named {config.name!r} appeared at {target} while training")
-            aside = adapters / f".replaced-{config.name}-{uuid.uuid4().hex[:8]}"
-            os.rename(target, aside)
-            os.rename(staging, target)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rename(staging, target)
+        if target.exists() and not config.overwrite:
+            raise TrainingError(f"an adapter named {config.name!r} appeared at {target} while training")
+        move_into_place(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

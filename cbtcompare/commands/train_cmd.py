@@ -23,6 +23,7 @@ from training.jobs import (
     JobStatus,
     Launcher,
     abort_job,
+    clean_stale_outputs,
     find_run,
     job_status,
     list_jobs,
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"started {status.run_id} (pid {status.pid}); log: {status.run_dir}")
             return _follow(status) if args.wait else 0
         if args.train_action == "list":
+            for action in clean_stale_outputs():
+                print(f"note: {action}", file=sys.stderr)
             statuses = list_jobs()
             if args.json:
                 print(json.dumps([s.as_dict() for s in statuses], indent=2, default=str))
