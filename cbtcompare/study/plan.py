@@ -9,6 +9,7 @@ never loads a model, never downloads anything and never writes to the store, so 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -314,24 +315,26 @@ class Speed:
     source: str
 
 
-def measured_speeds(store: Store, out: Path) -> dict[str, Speed]:
-    """Decode speed per model name from the study's own usage log (every stage appends to it)."""
-    totals: dict[str, list[float]] = {}
+def measured_speeds(store: Store, out: Path) -> dict[tuple[str, str], Speed]:
+    """Effective speed (reply tokens per second of wall time, prompt processing included) per (model, role)
+    from the study's own usage log, which every stage appends to."""
+    totals: dict[tuple[str, str], list[float]] = {}
     ledger = out / USAGE_FILE
     if ledger.is_file():
         for line in ledger.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
+                key = (str(row["model"]), str(row["role"]))
                 tokens, seconds = float(row["completion_tokens"]), float(row["seconds"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut by a kill: skip it
             if tokens > 0 and seconds > 0:
-                entry = totals.setdefault(str(row["model"]), [0.0, 0.0])
+                entry = totals.setdefault(key, [0.0, 0.0])
                 entry[0] += tokens
                 entry[1] += seconds
     return {
-        name: Speed(tokens / seconds, tokens / seconds * DEFAULT_PREFILL_FACTOR, f"measured here ({tokens:.0f} tokens)")
-        for name, (tokens, seconds) in totals.items()
+        key: Speed(tokens / seconds, math.inf, f"measured here ({tokens:.0f} tokens in {seconds:.0f} s)")
+        for key, (tokens, seconds) in totals.items()
     }
 
 
@@ -352,12 +355,12 @@ def estimate(study: StudyFile, state: StudyState, registry: Registry, store: Sto
     prefill speed, divided by the parallel requests an endpoint takes. Speeds come from this study's own
     measurements, else the study file's `throughput`, else they are unknown (and said so)."""
     spec = study.spec
-    speeds = measured_speeds(store, state.out)
+    measured = measured_speeds(store, state.out)
+    assumed_speeds: dict[str, Speed] = {}
     for name, assumed in spec.throughput.items():
-        if name not in speeds:
-            prefill = assumed.prompt_tokens_per_second or assumed.tokens_per_second * DEFAULT_PREFILL_FACTOR
-            where = f" on {assumed.where}" if assumed.where else ""
-            speeds[name] = Speed(assumed.tokens_per_second, prefill, f"assumed in the study file{where}")
+        prefill = assumed.prompt_tokens_per_second or assumed.tokens_per_second * DEFAULT_PREFILL_FACTOR
+        where = f" on {assumed.where}" if assumed.where else ""
+        assumed_speeds[name] = Speed(assumed.tokens_per_second, prefill, f"assumed in the study file{where}")
 
     def budget(overrides: dict, name: str) -> int:
         try:
@@ -407,7 +410,7 @@ def estimate(study: StudyFile, state: StudyState, registry: Registry, store: Sto
             parallel = spec.concurrency.get(backend, 4) if backend in ENDPOINT_BACKENDS else 1  # type: ignore[call-overload]
         else:
             parallel = session_parallel
-        speed = speeds.get(name)
+        speed = measured.get((name, role)) or assumed_speeds.get(name)
         seconds = None
         if speed is not None:
             seconds = (completion / speed.tokens_per_second + prompt / speed.prompt_tokens_per_second) / parallel
