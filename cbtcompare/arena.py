@@ -129,7 +129,7 @@ def parse_preferences_csv(text: str, *, source: str = "preferences") -> pd.DataF
     except csv.Error as exc:
         raise PreferencesError(f"{source}: line {reader.line_num}: not readable CSV ({exc})") from exc
     if not rows:
-        raise PreferencesError(f"{source}: no votes below the header")
+        raise PreferencesError(f"{source}: no votes below the header line; add a row per vote")
     frames = []
     for number, row in rows:
         frames.append(validate_preferences([row], source=source, first_line=number))
