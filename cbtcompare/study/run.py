@@ -13,7 +13,8 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -38,6 +39,7 @@ from cbtcompare.study.results import write_study_report
 from cbtcompare.study.spec import StudyFile
 
 QUALITY_FILE = "quality.json"
+LOCK_FILE = ".study.lock"
 
 
 def _bar(stage: str, total: int, initial: int, stream: TextIO | None):  # type: ignore[no-untyped-def]
@@ -63,6 +65,26 @@ def _add(tally: dict[str, dict[str, float]], role: str, completion: float, promp
     entry["seconds"] = round(entry["seconds"] + seconds, 3)
 
 
+class StudyBusy(ValueError):
+    """Another process is running this study (into the same output folder) right now."""
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """One `study run` per output folder at a time; the OS drops the lock when the holder dies (kill -9)."""
+    import fcntl
+
+    with (folder / LOCK_FILE).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudyBusy(f"another `study run` is writing into {folder} right now; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_study(
     study: StudyFile,
     *,
@@ -73,12 +95,24 @@ def run_study(
     stop_event: threading.Event | None = None,
 ) -> dict[str, object]:
     """Run what is due and write the report; returns the summary (see the `study run --json` shape)."""
-    started = time.perf_counter()
-    spec = study.spec
     folder = output_folder(study, out)
     registry = registry or build_registry(study)
     require_ready(study, registry)
     folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder):
+        return _run(study, folder, registry, store, progress_stream, stop_event)
+
+
+def _run(
+    study: StudyFile,
+    folder: Path,
+    registry: Registry,
+    store: Store | None,
+    progress_stream: TextIO | None,
+    stop_event: threading.Event | None,
+) -> dict[str, object]:
+    started = time.perf_counter()
+    spec = study.spec
     store = store or store_for(study, folder)
     rubric = rubric_of(study)
     config = batch_config(study, registry)
