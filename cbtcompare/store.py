@@ -4,14 +4,24 @@ SQLite in WAL mode through SQLAlchemy Core by default; CBTCOMPARE_DB_URL selects
 a PostgreSQL URL works unchanged (only portable types and statements are used). The schema evolves by
 numbered migrations, each applied once, in order, inside one transaction. Writes on SQLite take the
 write lock up front (BEGIN IMMEDIATE) so concurrent writers wait instead of failing.
+
+A stored transcript is never changed: saving one whose id is already stored is a no-op when the content
+(every field but created_at) is identical and a TranscriptConflict otherwise (the stored turns, and
+every score attached to them, stay exactly as they were). The one exception is a session still in
+progress: `save_transcript` may append turns to a transcript that nothing has judged or put in a
+rating study yet; the turns already stored are never touched. Database failures (a read-only folder,
+a server that is down) surface as StoreUnavailable with a message a person can act on, and never
+with the URL's password.
 This module never imports a model backend or gradio.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +42,16 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
-    delete,
     event,
     func,
     insert,
+    make_url,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
+from cbtcompare.limits import DEFAULT_LIMITS, first_offset_too_deep
 from cbtcompare.paths import data_dir
 from cbtcompare.transcript import Transcript, Turn, utc_now
 
@@ -268,6 +279,30 @@ class ImportFailed(ValueError):
     """An import was refused as a whole; the message names the line and the problem."""
 
 
+class TranscriptConflict(ImportFailed):
+    """A transcript with this id is already stored with different content; nothing was written."""
+
+    def __init__(self, transcript_id: str, message: str):
+        self.transcript_id = transcript_id
+        super().__init__(message)
+
+
+class StoreUnavailable(ValueError):
+    """The database cannot be opened or written (read-only folder, server down, disk full)."""
+
+
+@dataclass(frozen=True)
+class SaveReport:
+    """What `save_transcripts` did: ids written now, and ids already stored with identical content."""
+
+    stored: list[str]
+    unchanged: list[str]
+
+    @property
+    def ids(self) -> list[str]:
+        return [*self.stored, *self.unchanged]
+
+
 @dataclass(frozen=True)
 class TranscriptSummary:
     id: str
@@ -301,11 +336,38 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the user:password part of every URL in it replaced by ***."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+
+
+THERAPIST_NAME_CHARS = 200  # the width of transcripts.therapist_name
+
+
 class Store:
     def __init__(self, url: str | None = None):
-        self.url = url or default_url()
+        try:
+            self.url = url or default_url()
+        except OSError as exc:  # the data folder could not be created
+            raise StoreUnavailable(
+                f"cannot create the data folder {exc.filename} ({exc.strerror}); make it writable, or point "
+                "CBTCOMPARE_DATA_DIR or CBTCOMPARE_DB_URL at a writable place"
+            ) from None
+        self.display_url = redact_url(self.url)
         if self.url.startswith("sqlite"):
-            Path(self.url.split("///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+            database = make_url(self.url).database or ""
+            if database and database != ":memory:":
+                folder = Path(database.removeprefix("file:")).parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreUnavailable(
+                        f"cannot create the data folder {folder} ({exc.strerror}); make it writable, or point "
+                        "CBTCOMPARE_DATA_DIR or CBTCOMPARE_DB_URL at a writable place"
+                    ) from None
             self.engine = _sqlite_engine(self.url)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True)
@@ -314,15 +376,30 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction: committed whole or not at all."""
-        with self.engine.connect() as conn:
+        with self._database_errors("write to"), self.engine.connect() as conn:
             conn.execution_options(write=True)
             with conn.begin():
                 yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
+        with self._database_errors("read"), self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def _database_errors(self, action: str) -> Iterator[None]:
+        """Operational failures (read-only file, locked, server down) become StoreUnavailable."""
+        try:
+            yield
+        except OperationalError as exc:
+            reason = redact_url(str(exc.orig) if exc.orig is not None else str(exc)).strip()
+            hint = (
+                "make the database file and its folder writable, or point CBTCOMPARE_DATA_DIR or "
+                "CBTCOMPARE_DB_URL at a writable place"
+                if self.url.startswith("sqlite")
+                else "check that the database server is running and CBTCOMPARE_DB_URL is right"
+            )
+            raise StoreUnavailable(f"cannot {action} the database {self.display_url}: {reason}; {hint}") from None
 
     def schema_version(self) -> int:
         with self.read() as conn:
@@ -342,47 +419,104 @@ class Store:
     # Transcripts -------------------------------------------------------------------------------------
 
     def save_transcript(self, transcript: Transcript) -> str:
-        """Insert or replace a transcript and all its turns, atomically."""
-        with self.write() as conn:
-            self._save_transcript(conn, transcript)
-        return transcript.id
+        """Store a new transcript, or append the new turns of a session still in progress, atomically.
 
-    def _save_transcript(self, conn: Connection, transcript: Transcript) -> None:
-        row = {
-            "id": transcript.id,
-            "group_id": transcript.group_id,
-            "kind": transcript.kind,
-            "created_at": transcript.created_at,
-            "therapist_name": transcript.therapist_name,
-            "therapist": transcript.therapist,
-            "system_prompt": transcript.system_prompt,
-            "sampling": transcript.sampling,
-            "seed": transcript.seed,
-            "prompt_versions": transcript.prompt_versions,
-            "context_policy": transcript.context_policy,
-            "meta": transcript.meta,
-        }
-        if not _insert_unless_present(conn, transcripts, transcripts.c.id, transcript.id, row):
-            conn.execute(update(transcripts).where(transcripts.c.id == transcript.id).values(**row))
-            conn.execute(delete(turns).where(turns.c.transcript_id == transcript.id))
-        if transcript.turns:
+        Identical content already stored is a no-op. Anything else that would change a stored transcript
+        (a changed turn or field, or new turns on one already judged or in a rating study) raises
+        TranscriptConflict and writes nothing.
+        """
+        checked = check_storable(transcript)
+        with self.write() as conn:
+            self._write_transcript(conn, checked, allow_growth=True)
+        return checked.id
+
+    def save_transcripts(self, transcripts: Sequence[Transcript]) -> SaveReport:
+        """Store new transcripts in one transaction, after validating all of them; never changes a stored one.
+
+        A transcript already stored with identical content is left alone and reported as unchanged; one
+        stored with different content raises TranscriptConflict, and then nothing at all is written.
+        """
+        checked = [check_storable(t) for t in transcripts]
+        unique: dict[str, Transcript] = {}
+        for transcript in checked:
+            seen = unique.setdefault(transcript.id, transcript)
+            if seen is not transcript and _canonical(seen) != _canonical(transcript):
+                raise TranscriptConflict(
+                    transcript.id, f"two different transcripts have the id {transcript.id!r}; give each its own id"
+                )
+        stored: list[str] = []
+        unchanged: list[str] = []
+        with self.write() as conn:
+            for transcript in unique.values():
+                outcome = self._write_transcript(conn, transcript, allow_growth=False)
+                (unchanged if outcome == "unchanged" else stored).append(transcript.id)
+        return SaveReport(stored=stored, unchanged=unchanged)
+
+    def _write_transcript(self, conn: Connection, transcript: Transcript, *, allow_growth: bool) -> str:
+        """Insert `transcript` unless its id is stored; returns "stored", "unchanged" or "grown"."""
+        if _insert_unless_present(conn, transcripts, transcripts.c.id, transcript.id, _transcript_row(transcript)):
+            self._insert_turns(conn, transcript.id, transcript.turns, start=0)
+            return "stored"
+        existing = _read_transcript(conn, transcript.id)
+        if existing is None:  # deleted between the two statements: cannot happen inside one transaction
+            raise StoreUnavailable(f"transcript {transcript.id!r} vanished during the write; try again")
+        if _canonical(existing) == _canonical(transcript):
+            return "unchanged"
+        difference = _difference(existing, transcript)
+        if allow_growth and difference is None:
+            if self._is_referenced(conn, transcript.id):
+                raise TranscriptConflict(
+                    transcript.id,
+                    f"transcript {transcript.id!r} is already judged or in a rating study, so its stored turns "
+                    "are final; save the longer session as a new transcript (a new id)",
+                )
+            self._insert_turns(conn, transcript.id, transcript.turns[len(existing.turns) :], start=len(existing.turns))
+            return "grown"
+        raise TranscriptConflict(
+            transcript.id,
+            f"transcript {transcript.id!r} is already stored with different content "
+            f"({difference or 'new turns after the stored ones'}); a stored transcript is never changed. "
+            'Remove its "id" (or give it a new one) to store it as a separate transcript',
+        )
+
+    @staticmethod
+    def _insert_turns(conn: Connection, transcript_id: str, new_turns: Sequence[Turn], *, start: int) -> None:
+        if new_turns:
             conn.execute(
                 insert(turns),
                 [
-                    {"transcript_id": transcript.id, "idx": i, **turn.model_dump(mode="json")}
-                    for i, turn in enumerate(transcript.turns)
+                    {"transcript_id": transcript_id, "idx": start + i, **turn.model_dump(mode="json")}
+                    for i, turn in enumerate(new_turns)
                 ],
             )
 
+    @staticmethod
+    def _is_referenced(conn: Connection, transcript_id: str) -> bool:
+        probes = [
+            select(scores.c.id).where(scores.c.transcript_id == transcript_id),
+            select(pairwise_scores.c.id).where(
+                (pairwise_scores.c.transcript_a == transcript_id) | (pairwise_scores.c.transcript_b == transcript_id)
+            ),
+            select(rating_pairs.c.id).where(
+                (rating_pairs.c.transcript_1 == transcript_id) | (rating_pairs.c.transcript_2 == transcript_id)
+            ),
+        ]
+        return any(conn.execute(probe.limit(1)).first() for probe in probes)
+
     def get_transcript(self, transcript_id: str) -> Transcript:
         with self.read() as conn:
-            row = conn.execute(select(transcripts).where(transcripts.c.id == transcript_id)).mappings().first()
-            if row is None:
-                raise KeyError(f"no transcript with id {transcript_id!r} in {self.url}")
-            turn_rows = conn.execute(
-                select(turns).where(turns.c.transcript_id == transcript_id).order_by(turns.c.idx)
-            ).mappings()
-            return _transcript_from_rows(row, turn_rows)
+            transcript = _read_transcript(conn, transcript_id)
+        if transcript is None:
+            raise KeyError(f"no transcript with id {transcript_id!r} in {self.display_url}")
+        return transcript
+
+    def iter_transcripts(self) -> Iterator[Transcript]:
+        """Every stored transcript, oldest first (ties by id): the order exports use."""
+        with self.read() as conn:
+            query = select(transcripts.c.id).order_by(transcripts.c.created_at, transcripts.c.id)
+            all_ids = [r[0] for r in conn.execute(query)]
+        for transcript_id in all_ids:
+            yield self.get_transcript(transcript_id)
 
     def list_transcripts(
         self, *, kind: str | None = None, group_id: str | None = None, limit: int = 500
@@ -417,7 +551,7 @@ class Store:
         """Record one batch run (and store its transcript) in one transaction, so a kill never half-records it."""
         with self.write() as conn:
             if transcript is not None:
-                self._save_transcript(conn, transcript)
+                self._write_transcript(conn, check_storable(transcript), allow_growth=True)
             row = {
                 "batch_id": batch_id,
                 "transcript_id": transcript.id if transcript is not None else None,
@@ -436,21 +570,21 @@ class Store:
 
     def export_jsonl(self, out: IO[str], ids: Iterable[str] | None = None) -> int:
         """Write one transcript per line (oldest first); returns how many were written."""
-        with self.read() as conn:
-            query = select(transcripts.c.id).order_by(transcripts.c.created_at, transcripts.c.id)
-            all_ids = [r[0] for r in conn.execute(query)]
-        chosen = all_ids if ids is None else [i for i in all_ids if i in set(ids)]
-        for transcript_id in chosen:
-            out.write(self.get_transcript(transcript_id).to_json_line() + "\n")
-        return len(chosen)
+        chosen = None if ids is None else set(ids)
+        count = 0
+        for transcript in self.iter_transcripts():
+            if chosen is None or transcript.id in chosen:
+                out.write(transcript.to_json_line() + "\n")
+                count += 1
+        return count
 
     def import_jsonl(self, source: IO[str]) -> list[str]:
-        """Validate every line first, then store all of them in one transaction; nothing half-imported."""
-        parsed = parse_transcripts_jsonl(source)
-        with self.write() as conn:
-            for transcript in parsed:
-                self._save_transcript(conn, transcript)
-        return [t.id for t in parsed]
+        """Validate every line first, then store all of them in one transaction; nothing half-imported.
+
+        Same rules as `save_transcripts`: identical transcripts already stored are left alone, a different
+        one under a stored id is refused. Returns every id in the file.
+        """
+        return self.save_transcripts(parse_transcripts_jsonl(source)).ids
 
     # Scores (rows built and read by cbtcompare.ctrs.results) -------------------------------------------
 
@@ -508,21 +642,137 @@ def _insert_unless_present(conn: Connection, table: Table, key: Column, value: s
 
 
 def parse_transcripts_jsonl(source: IO[str]) -> list[Transcript]:
+    """Our own JSONL (one Transcript per line), as `export_jsonl` writes it."""
     parsed: list[Transcript] = []
     for number, line in enumerate(source, start=1):
         if not line.strip():
             continue
+        if first_offset_too_deep(line, DEFAULT_LIMITS.max_json_depth) is not None:
+            raise ImportFailed(f"line {number}: JSON nested deeper than {DEFAULT_LIMITS.max_json_depth} levels")
         try:
-            parsed.append(Transcript.model_validate(json.loads(line)))
+            parsed.append(Transcript.model_validate(json.loads(line, parse_constant=_refuse_constant)))
         except json.JSONDecodeError as exc:
-            raise ImportFailed(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+            raise ImportFailed(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise ImportFailed(f"line {number}: field {where!r}: {first['msg']}") from exc
+            raise ImportFailed(f"line {number}: field {where!r}: {first['msg']}") from None
+        except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
+            raise ImportFailed(f"line {number}: {exc}") from None
     if not parsed:
         raise ImportFailed("the file holds no transcripts")
     return parsed
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number; write null or a finite number")
+
+
+def check_storable(transcript: Transcript) -> Transcript:
+    """Validate again (fields may have been assigned after construction) and check it stores losslessly.
+
+    Returns the validated copy; ImportFailed says which field to fix. Every save goes through this."""
+    try:
+        checked = Transcript.model_validate(transcript.model_dump())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ImportFailed(f"transcript {transcript.id!r}: field {where!r}: {first['msg']}") from None
+    if len(checked.therapist_name) > THERAPIST_NAME_CHARS:
+        raise ImportFailed(
+            f"transcript {transcript.id!r}: the therapist name is {len(checked.therapist_name)} characters; "
+            f"the most is {THERAPIST_NAME_CHARS}"
+        )
+    problem = _unstorable_value(checked.model_dump()) if _may_be_unstorable(checked) else None
+    if problem:
+        raise ImportFailed(f"transcript {transcript.id!r}: {problem}")
+    return checked
+
+
+def _may_be_unstorable(transcript: Transcript) -> bool:
+    """A fast screen (one serialisation) before the slower walk that says which field is the problem."""
+    try:
+        dumped = json.dumps(transcript.model_dump(), ensure_ascii=False, allow_nan=False, default=str)
+        dumped.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):  # NaN/infinity, or an unpaired surrogate
+        return True
+    return "\\u0000" in dumped
+
+
+def _unstorable_value(document: object) -> str | None:
+    """The first value no database stores faithfully: NaN or infinity (JSON has neither), a NUL character
+    or an unpaired surrogate in a string or key."""
+    stack: list[tuple[str, object]] = [("", document)]
+    while stack:  # iterative: deeply nested meta must not recurse
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+            stack.extend((f"{where} (a key)", key) for key in value if isinstance(key, str))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{where}.{index}", item) for index, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"field {where!r} is {value}, which JSON cannot hold; use null or a finite number"
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return f"field {where!r} contains a NUL character (U+0000), which databases cannot store; remove it"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return (
+                    f"field {where!r} contains an unpaired surrogate (U+{ord(value[exc.start]):04X}), which is "
+                    "not text; fix the \\u escape that produced it"
+                )
+    return None
+
+
+def _canonical(transcript: Transcript) -> dict:
+    """What "the same transcript" means: every field as the database stores it (JSON types), except
+    created_at, which a file without timestamps gets anew each time it is read."""
+    document = json.loads(transcript.to_json_line())
+    document.pop("created_at")
+    return document
+
+
+def _difference(stored: Transcript, new: Transcript) -> str | None:
+    """What differs between a stored transcript and a new one with its id; None when `new` only adds turns."""
+    old_fields, new_fields = _canonical(stored), _canonical(new)
+    keys = (old_fields.keys() | new_fields.keys()) - {"turns"}
+    changed = sorted(k for k in keys if old_fields.get(k) != new_fields.get(k))
+    if changed:
+        return "different " + ", ".join(changed)
+    old_turns, new_turns = old_fields["turns"], new_fields["turns"]
+    for index, (old_turn, new_turn) in enumerate(zip(old_turns, new_turns, strict=False)):
+        if old_turn != new_turn:
+            return f"turn {index + 1} differs"
+    if len(new_turns) < len(old_turns):
+        return f"{len(new_turns)} turns where {len(old_turns)} are stored"
+    return None
+
+
+def _transcript_row(transcript: Transcript) -> dict:
+    return {
+        "id": transcript.id,
+        "group_id": transcript.group_id,
+        "kind": transcript.kind,
+        "created_at": transcript.created_at,
+        "therapist_name": transcript.therapist_name,
+        "therapist": transcript.therapist,
+        "system_prompt": transcript.system_prompt,
+        "sampling": transcript.sampling,
+        "seed": transcript.seed,
+        "prompt_versions": transcript.prompt_versions,
+        "context_policy": transcript.context_policy,
+        "meta": transcript.meta,
+    }
+
+
+def _read_transcript(conn: Connection, transcript_id: str) -> Transcript | None:
+    row = conn.execute(select(transcripts).where(transcripts.c.id == transcript_id)).mappings().first()
+    if row is None:
+        return None
+    turn_query = select(turns).where(turns.c.transcript_id == transcript_id).order_by(turns.c.idx)
+    turn_rows = conn.execute(turn_query).mappings()
+    return _transcript_from_rows(row, turn_rows)
 
 
 def _transcript_from_rows(row, turn_rows) -> Transcript:  # type: ignore[no-untyped-def]

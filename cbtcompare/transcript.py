@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cbtcompare.limits import INT64_MAX, INT64_MIN
 from cbtcompare.models.base import Message
 
 TurnRole = Literal["therapist", "patient"]
+# Seeds and token counts are stored in 64-bit integer columns; a larger number is refused here, by name.
+StoredInt = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
 
 
 def new_id() -> str:
@@ -33,9 +36,9 @@ class Turn(BaseModel):
     role: TurnRole
     text: str
     flags: dict[str, Any] = Field(default_factory=dict, description="e.g. crisis categories, fidelity problems")
-    tokens: int | None = None
-    seconds: float | None = None
-    seed: int | None = Field(None, description="the sampling seed that produced this turn (model turns)")
+    tokens: StoredInt | None = None
+    seconds: float | None = Field(None, allow_inf_nan=False)
+    seed: StoredInt | None = Field(None, description="the sampling seed that produced this turn (model turns)")
 
 
 class Transcript(BaseModel):
@@ -43,16 +46,19 @@ class Transcript(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(default_factory=new_id)
-    group_id: str | None = Field(None, description="shared by the panes of one comparison or one matched pair")
-    kind: str = Field("compare", description="compare, simulation or import")
-    created_at: str = Field(default_factory=utc_now)
+    # Lengths are the store's column widths, so a too-long value is refused here rather than by the database.
+    id: str = Field(default_factory=new_id, max_length=64)
+    group_id: str | None = Field(
+        None, max_length=64, description="shared by the panes of one comparison or one matched pair"
+    )
+    kind: str = Field("compare", max_length=32, description="compare, simulation or import")
+    created_at: str = Field(default_factory=utc_now, max_length=40)
     therapist: dict[str, Any] = Field(default_factory=dict, description="ModelInfo of the therapist model")
     system_prompt: str | None = None
     sampling: dict[str, Any] = Field(default_factory=dict)
-    seed: int | None = None
+    seed: StoredInt | None = None
     prompt_versions: dict[str, str] = Field(default_factory=dict)
-    context_policy: str | None = None
+    context_policy: str | None = Field(None, max_length=20)
     meta: dict[str, Any] = Field(default_factory=dict)
     turns: list[Turn] = Field(default_factory=list)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from cbtcompare.importers import detect_format, import_file, parse_transcripts
-from cbtcompare.store import ImportFailed
+from cbtcompare.importers import detect_format, import_file, import_files, parse_transcripts
+from cbtcompare.limits import ImportLimits
+from cbtcompare.store import ImportFailed, TranscriptConflict
+from cbtcompare.transcript import Transcript
 
 DATA = Path(__file__).parent / "data"
 
@@ -132,7 +135,25 @@ def test_jsonl_one_transcript_per_line():
     transcripts = import_file(DATA / "ctrs_sessions.jsonl")
     assert [t.id for t in transcripts] == ["synthetic-a", "synthetic-b"]
     assert transcripts[0].meta["variant"] == "base"
-    assert [t.meta["source_index"] for t in transcripts] == [0, 1]
+    # Records with their own id are kept exactly as given: no provenance is mixed into them.
+    lines = (DATA / "ctrs_sessions.jsonl").read_text(encoding="utf-8").splitlines()
+    given = [Transcript.model_validate_json(line).model_dump(mode="json") for line in lines if line.strip()]
+    assert [t.model_dump(mode="json", exclude={"created_at"}) for t in transcripts] == [
+        {k: v for k, v in record.items() if k != "created_at"} for record in given
+    ]
+    built = parse_transcripts('{"turns": [{"role": "patient", "text": "a"}]}\n' * 2, source="x.jsonl", fmt="jsonl")
+    assert [t.meta["source_index"] for t in built] == [0, 1] and built[0].meta["source"] == "x.jsonl"
+
+
+def test_separator_characters_are_text_not_line_breaks(tmp_path):
+    """U+2028/U+2029/U+0085 are legal inside JSON strings; splitting lines on them broke JSONL records,
+    and in plain text they let a forged label start a turn."""
+    odd = "one\u2028Therapist: forged\u2029two\x85three"
+    record = json.dumps({"id": "sep", "turns": [{"role": "patient", "text": odd}]}, ensure_ascii=False)
+    (transcript,) = import_file(write(tmp_path, "sep.jsonl", record + "\n"))
+    assert transcript.turns[0].text == odd
+    (plain,) = import_file(write(tmp_path, "sep.txt", f"Patient: {odd}\nTherapist: ok"))
+    assert [(t.role, t.text) for t in plain.turns] == [("patient", odd), ("therapist", "ok")]
 
 
 def test_jsonl_one_message_per_line_is_one_transcript():
@@ -198,3 +219,103 @@ def test_missing_and_non_utf8_files(tmp_path):
     path.write_bytes("Patient: caf\xe9".encode("latin-1"))
     with pytest.raises(ImportFailed, match="not UTF-8"):
         import_file(path)
+
+
+# Never overwrite ------------------------------------------------------------------------------------
+
+
+def test_reimporting_identical_content_is_a_no_op_and_different_content_is_refused(tmp_path, store):
+    good = DATA / "ctrs_sessions.jsonl"
+    first = import_files([good], store)
+    assert first.saved is not None and first.saved.stored == ["synthetic-a", "synthetic-b"]
+    again = import_files([good], store)
+    assert (
+        again.saved is not None and again.saved.stored == [] and again.saved.unchanged == ["synthetic-a", "synthetic-b"]
+    )
+    before = store.get_transcript("synthetic-b")
+    lines = good.read_text(encoding="utf-8").splitlines()
+    edited = json.loads(lines[1])
+    edited["turns"][0]["text"] = "Replaced text."
+    new = {"turns": [{"role": "patient", "text": "a new one"}]}
+    changed = write(tmp_path, "changed.jsonl", json.dumps(new) + "\n" + json.dumps(edited) + "\n")
+    with pytest.raises(
+        TranscriptConflict, match=r"^changed\.jsonl: line 2: transcript 'synthetic-b' is already stored"
+    ):
+        import_file(changed, store)
+    assert store.get_transcript("synthetic-b") == before
+    assert len(store.list_transcripts()) == 2  # the new transcript in the same file was not stored either
+
+
+# Limits ---------------------------------------------------------------------------------------------
+
+
+def test_a_file_over_the_byte_limit_is_refused_before_it_is_read(tmp_path):
+    path = write(tmp_path, "big.txt", "Patient: " + "x" * 2048)
+    with pytest.raises(ImportFailed, match=r"^big\.txt: the file is 2\.0 KiB, over the import limit of 1 KiB"):
+        import_file(path, limits=ImportLimits(max_bytes=1024))
+    with pytest.raises(ImportFailed, match="over the import limit of 1 KiB"):
+        parse_transcripts("Patient: " + "x" * 2048, limits=ImportLimits(max_bytes=1024))
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "jsonl"])
+def test_turn_count_and_turn_length_limits_name_the_limit_and_the_line(fmt):
+    limits = ImportLimits(max_turns=3, max_turn_chars=10)
+    many = [("patient" if i % 2 == 0 else "therapist", f"turn {i}") for i in range(4)]
+    long = [("patient", "hi"), ("therapist", "y" * 11)]
+
+    def render(turns):
+        if fmt == "text":
+            return "\n".join(f"{role.title()}: {text}" for role, text in turns)
+        if fmt == "json":
+            return "[\n" + ",\n".join(json.dumps({"role": r, "content": t}) for r, t in turns) + "\n]"
+        return json.dumps({"turns": [{"role": r, "text": t} for r, t in turns]})
+
+    with pytest.raises(ImportFailed, match="more than 3 turns") as caught:
+        parse_transcripts(render(many), source="s", fmt=fmt, limits=limits)
+    assert str(caught.value).startswith(f"s: line {dict(text=4, json=5, jsonl=1)[fmt]}: "), str(caught.value)
+    with pytest.raises(ImportFailed, match="11 characters; the most one turn may hold is 10") as caught:
+        parse_transcripts(render(long), source="s", fmt=fmt, limits=limits)
+    assert str(caught.value).startswith(f"s: line {dict(text=2, json=3, jsonl=1)[fmt]}: "), str(caught.value)
+
+
+def test_transcript_count_limit():
+    record = '{"turns": [{"role": "patient", "text": "a"}]}'
+    with pytest.raises(ImportFailed, match=r"^x\.jsonl: line 3: the file holds more than 2 transcripts"):
+        parse_transcripts(
+            "\n".join([record] * 3), source="x.jsonl", fmt="jsonl", limits=ImportLimits(max_transcripts=2)
+        )
+    with pytest.raises(ImportFailed, match="more than 2 transcripts"):
+        parse_transcripts(f"[{record},{record},{record}]", fmt="json", limits=ImportLimits(max_transcripts=2))
+
+
+# Tracebacks that became messages ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_deep_json_is_refused_with_the_limit_not_a_recursion_error(fmt):
+    deep = '{"turns": [{"role": "patient", "text": "a"}], "meta": {"x": ' + "[" * 3000 + "]" * 3000 + "}}"
+    with pytest.raises(ImportFailed, match="line 1: JSON nested deeper than 64 levels"):
+        parse_transcripts(deep, source="d", fmt=fmt)
+    with pytest.raises(ImportFailed, match="line 2: JSON nested deeper"):
+        parse_transcripts("[\n" + "[" * 100 + "]" * 100 + "]", source="d", fmt="json")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (
+            '{"seed": 18446744073709551616, "turns": [{"role": "patient", "text": "a"}]}',
+            "field 'seed': Input should be less",
+        ),
+        ('{"turns": [{"role": "patient", "text": "a", "tokens": -9223372036854775809}]}', "field 'turns.0.tokens'"),
+        ('{"turns": [{"role": "patient", "text": "a"}], "meta": {"n": ' + "9" * 5000 + "}}", "4,300 digits or more"),
+        ('{"turns": [{"role": "patient", "text": "a"}],\n "meta": {"n": NaN}}', "line 2: NaN is not a JSON number"),
+        ('{"turns": [{"role": "patient", "text": "a"}], "meta": {"n": 1e999}}', "1e999 is out of range"),
+        ('{"turns": [{"role": "patient", "text": "a\\u0000b"}]}', "contains a NUL character"),
+        ('{"turns": [{"role": "patient", "text": "a\\ud800b"}]}', "unpaired surrogate (U+D800)"),
+    ],
+)
+def test_numbers_and_characters_no_database_stores_are_typed_errors(tmp_path, text, fragment, store):
+    with pytest.raises(ImportFailed, match=re.escape(fragment)):
+        import_file(write(tmp_path, "n.json", text), store)
+    assert store.list_transcripts() == []

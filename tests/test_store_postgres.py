@@ -25,7 +25,15 @@ from cbtcompare import rating
 from cbtcompare.ctrs import load_pairwise, load_results, save_pairwise, save_results, scores_frame
 from cbtcompare.ctrs.judge import EvidenceOut, ItemScore, JudgeResult
 from cbtcompare.ctrs.pairwise import PairwiseAnswer, PairwiseItem, PairwiseResult
-from cbtcompare.store import MIGRATIONS, ImportFailed, Store, metadata, ratings, schema_migrations
+from cbtcompare.store import (
+    MIGRATIONS,
+    ImportFailed,
+    Store,
+    TranscriptConflict,
+    metadata,
+    ratings,
+    schema_migrations,
+)
 from cbtcompare.transcript import Turn
 
 NewStore = Callable[[], Store]
@@ -68,21 +76,25 @@ def test_migrations_apply_once_on_postgresql(pg_store: Store, postgres_server):
     assert "PostgreSQL" in postgres_server.version
 
 
-def test_save_read_back_and_replace(pg_store: Store):
+def test_save_read_back_grow_and_never_replace(pg_store: Store):
     original = sample(1, group="g")
     pg_store.save_transcript(original)
     back = pg_store.get_transcript(original.id)
     assert back == original
     assert back.turns[1].text.endswith("«ünïcode»") and back.meta["score"] == 0.1 + 1 / 3
     original.turns.append(Turn(role="patient", text="More."))
+    pg_store.save_transcript(original)  # a session in progress grows; its stored turns stay
+    grown = pg_store.get_transcript(original.id)
+    assert grown == original and len(grown.turns) == 3
     original.meta["note"] = "replaced"
-    pg_store.save_transcript(original)
-    replaced = pg_store.get_transcript(original.id)
-    assert replaced == original and len(replaced.turns) == 3
+    with pytest.raises(TranscriptConflict, match="different meta"):
+        pg_store.save_transcript(original)
+    assert pg_store.get_transcript(original.id) == grown
     [summary] = pg_store.list_transcripts(group_id="g")
     assert summary.turn_count == 3 and summary.therapist_name == "model-1"
     with pytest.raises(KeyError):
         pg_store.get_transcript("no-such-id")
+    assert "***@" in pg_store.display_url and pg_store.url.split("@")[0] not in pg_store.display_url
 
 
 def test_jsonl_round_trip_is_exact_across_databases(new_pg_store: NewStore, tmp_path: Path):
@@ -141,23 +153,28 @@ def test_concurrent_writers_lose_nothing(pg_store: Store):
     assert len(pg_store.list_transcripts(limit=1000)) == 80
 
 
-def test_concurrent_saves_of_one_transcript_all_succeed_and_one_version_wins(pg_store: Store):
+def test_concurrent_saves_of_one_transcript_one_version_wins_whole(pg_store: Store):
     """Writers racing to create the same new transcript (or batch run key): on SQLite BEGIN IMMEDIATE
-    serialises them; on PostgreSQL the store must not fail the losers on the primary key either."""
+    serialises them; on PostgreSQL the losers must not fail on the primary key. Identical copies all
+    succeed; different versions: exactly one is stored, whole, and every other writer gets a conflict."""
     for round_ in range(4):
         base = sample(round_)
+        assert _in_threads(lambda worker, b=base: pg_store.save_transcript(b.model_copy(deep=True)), 8) == []
+        assert pg_store.get_transcript(base.id) == base
+        rival = sample(10 + round_)
         versions = []
         for worker in range(8):
-            version = base.model_copy(deep=True)
-            version.turns = [Turn(role="patient", text=f"writer {worker} turn {i}") for i in range(worker + 1)]
+            version = rival.model_copy(deep=True)
+            version.turns = [Turn(role="patient", text=f"writer {worker} turn {i}") for i in range(2)]
             versions.append(version)
-        assert _in_threads(lambda worker, v=versions: pg_store.save_transcript(v[worker]), 8) == []
-        assert pg_store.get_transcript(base.id) in versions  # one writer's version, whole: never a mix of turns
+        errors = _in_threads(lambda worker, v=versions: pg_store.save_transcripts([v[worker]]), 8)
+        assert len(errors) == 7 and all(isinstance(e, TranscriptConflict) for e in errors), errors
+        assert pg_store.get_transcript(rival.id) in versions  # one writer's version, whole: never a mix of turns
         key = f"b/run-{round_}"
         errors = _in_threads(lambda worker, k=key: pg_store.save_batch_run(k, "b", None, f"failed-{worker}"), 8)
         assert errors == []
         assert pg_store.batch_runs("b")[key].status in {f"failed-{w}" for w in range(8)}
-    assert len(pg_store.list_transcripts()) == 4 and len(pg_store.batch_runs("b")) == 4
+    assert len(pg_store.list_transcripts()) == 8 and len(pg_store.batch_runs("b")) == 4
 
 
 def test_batch_runs_record_and_resume(pg_store: Store):
