@@ -1,14 +1,26 @@
 """Entry point (Hugging Face Space app_file): build the CBTCompare Blocks and launch it.
 
 Honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (read by Gradio itself); data goes under /data when
-that folder exists (Spaces persistent storage), else under ./data (see cbtcompare.paths).
+that folder exists (Spaces persistent storage), else under ./data (see cbtcompare.paths). Before anything
+is built, every log record and every line on stdout/stderr goes through cbtcompare.redact, so no secret
+reaches the server's logs; uploads are capped by Gradio's own upload route (upload_limit_bytes).
 """
 
 from __future__ import annotations
 
-from cbtcompare.ui import CSS, build_app
+import logging
+
+from cbtcompare import access
+from cbtcompare.redact import install_log_redaction, install_stream_redaction
+
+install_log_redaction()
+install_stream_redaction()
+
+from cbtcompare.ui import CSS, build_app, upload_limit_bytes  # noqa: E402  (after the redaction hooks)
 
 demo = build_app()
 
 if __name__ == "__main__":
-    demo.launch(css=CSS)
+    if reason := access.disabled_reason():
+        logging.getLogger("cbtcompare").warning("%s", reason)
+    demo.launch(css=CSS, max_file_size=upload_limit_bytes())

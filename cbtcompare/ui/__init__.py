@@ -1,20 +1,30 @@
 """The Gradio app: one Blocks built from one module per tab, each thin over cbtcompare's core functions.
 
 Adding a tab is one new module exposing `TITLE` and `render(context)` plus one line in TAB_MODULES.
+Three things every tab shares are decided here: the admin gate for events that change shared state
+(`require_admin`), the upload size limit (`upload_limit_bytes`, `check_upload_size`), and that no error
+message reaches a browser before secrets are masked (`redact_event_errors`, applied to every event).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import gradio as gr
 
+from cbtcompare import access
+from cbtcompare.limits import DEFAULT_LIMITS, describe_bytes
 from cbtcompare.models.registry import Registry
+from cbtcompare.redact import redact
 from cbtcompare.store import Store
 
 TAB_MODULES = [
@@ -76,6 +86,104 @@ def warm_up_crisis_screening() -> None:
     threading.Thread(target=detect_crisis, args=("hello",), daemon=True, name="crisis-warm-up").start()
 
 
+# A rating app has no file inputs at all; Gradio's upload route still exists, so it gets a token limit.
+RATING_MODE_UPLOAD_BYTES = 1024
+
+
+def upload_limit_bytes(mode: str | None = None) -> int:
+    """The largest file this app accepts, enforced by Gradio's upload route and again in every handler."""
+    return RATING_MODE_UPLOAD_BYTES if (mode or app_mode()) == "rating" else DEFAULT_LIMITS.max_bytes
+
+
+def check_upload_size(path: str | Path | None, what: str = "the upload") -> None:
+    """gr.Error, saying the limit, when an uploaded file is over upload_limit_bytes (before it is read)."""
+    if not path:
+        return
+    limit = upload_limit_bytes()
+    try:
+        size = Path(path).stat().st_size
+    except OSError as exc:
+        raise gr.Error(f"{what} is gone ({exc.strerror}); upload it again") from None
+    if size > limit:
+        raise gr.Error(f"{what} is {describe_bytes(size)}; files are limited to {describe_bytes(limit)} here")
+
+
+def client_of(request: gr.Request | None) -> str | None:
+    """Who sent an event, for counting wrong admin secrets: the connecting address (a proxy in front of
+    the app makes every visitor one client; the overall limit still holds)."""
+    if request is None:
+        return None
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or None
+
+
+def current_request() -> gr.Request | None:
+    """The request of the event being handled (Gradio keeps it in a context variable while a handler runs)."""
+    from gradio.context import LocalContext
+
+    return LocalContext.request.get(None)
+
+
+def require_admin(secret: str | None, request: gr.Request | None = None) -> None:
+    """The server-side admin gate for one event: returns for the right secret, else gr.Error saying why.
+    Without `request`, the client is the one whose event is being handled."""
+    try:
+        access.require_admin(secret, client_of(request or current_request()))
+    except access.AdminRefused as exc:
+        raise gr.Error(str(exc), title="Admin secret needed") from None
+
+
+def _redacted_error(error: gr.Error) -> gr.Error:
+    masked = gr.Error(redact(error.message), duration=error.duration, visible=error.visible,
+                      title=redact(error.title), print_exception=error.print_exception)
+    return masked
+
+
+def _redacting(fn: Callable) -> Callable:
+    """`fn` with the message of any gr.Error it raises (the only kind shown to a visitor) masked."""
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def async_gen(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except gr.Error as error:
+                raise _redacted_error(error) from error
+        return async_gen
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error as error:
+                raise _redacted_error(error) from error
+        return gen
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def coroutine(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                return await fn(*args, **kwargs)
+            except gr.Error as error:
+                raise _redacted_error(error) from error
+        return coroutine
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as error:
+            raise _redacted_error(error) from error
+    return plain
+
+
+def redact_event_errors(app: gr.Blocks) -> None:
+    """Wrap every event function of `app` so that no error message reaches a browser unmasked."""
+    for block_fn in app.fns.values():
+        if block_fn.fn is not None and not getattr(block_fn.fn, "__redacting__", False):
+            block_fn.fn = _redacting(block_fn.fn)
+            block_fn.fn.__redacting__ = True  # type: ignore[attr-defined]
+
+
 def build_app(context: AppContext | None = None) -> gr.Blocks:
     context = context or AppContext(registry=Registry.from_files(), store=Store())
     warm_up_crisis_screening()
@@ -86,5 +194,6 @@ def build_app(context: AppContext | None = None) -> gr.Blocks:
             with gr.Tab(module.TITLE):
                 banner()
                 module.render(context)
+    redact_event_errors(app)
     app.queue(default_concurrency_limit=generation_concurrency())
     return app

@@ -1,9 +1,11 @@
-"""Models tab: what the registry holds and whether each model can run here."""
+"""Models tab: what the registry holds and whether each model can run here (notes masked by cbtcompare.redact:
+a model's description or failure reason may name an endpoint URL with a key in it)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
+from cbtcompare.redact import redact
 from cbtcompare.ui import AppContext, ui_copy
 
 TITLE = "Models"
@@ -13,7 +15,7 @@ def availability_rows(context: AppContext) -> list[list[str]]:
     rows = []
     for name in context.registry.names():
         row = context.registry.availability(name)
-        rows.append([row.name, row.backend, "yes" if row.available else "no", row.reason or row.description])
+        rows.append([row.name, row.backend, "yes" if row.available else "no", redact(row.reason or row.description)])
     return rows
 
 

@@ -2,6 +2,8 @@
 
 The job is a subprocess (training/jobs.py), never a thread of this server; the selected run lives in
 gr.State, so each browser follows its own run, and any run can be picked again after the browser closed.
+Starting, aborting and resuming a job and uploading a dataset change what every visitor shares (a job can
+replace a published adapter): each of those events checks the admin secret on the server first.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from cbtcompare.ui import AppContext, ui_copy
+from cbtcompare.redact import redact
+from cbtcompare.ui import AppContext, check_upload_size, require_admin, ui_copy
 from training.config import ConfigError, TrainConfig, preset_names
 from training.jobs import (
     JobError,
@@ -45,6 +48,8 @@ def render(context: AppContext) -> None:
     run_state = gr.State(None)  # the run folder this browser follows
 
     gr.Markdown(ui_copy("train_intro"))
+    secret = gr.Textbox(label="Admin secret (CBTCOMPARE_ADMIN_SECRET): needed to upload, start, abort or resume",
+                        type="password", elem_id="train-admin-secret")
     with gr.Row():
         with gr.Column():
             dataset = gr.Dropdown(dataset_choices(), value=start_values.dataset, label="Dataset",
@@ -101,18 +106,24 @@ def render(context: AppContext) -> None:
         values = TrainConfig.from_yaml(preset_name)
         return [values.dataset, values.base_model, *(getattr(values, f) for f in SETTINGS)]
 
-    def on_upload(path: str | None) -> list[object]:
+    def on_upload(secret_text: str, path: str | None, request: gr.Request) -> list[object]:
+        require_admin(secret_text, request)
         if not path:
             return [gr.update(), gr.update()]
+        check_upload_size(path, "the uploaded dataset")
         try:
             stored = store_uploaded_dataset(path)
         except JobError as exc:
             raise gr.Error(str(exc)) from exc
         return [gr.update(choices=dataset_choices(), value=str(stored)), dataset_report(str(stored))]
 
-    def on_start(*values: object) -> list[object]:
+    def on_start(secret_text: str, preset_name: str, dataset_path: str, base_model: str, adapter_name: str,
+                 rate: float, steps: float, n_epochs: float, seq_len: float, rank: float, alpha: float,
+                 replace: bool, request: gr.Request) -> list[object]:
+        require_admin(secret_text, request)
         try:
-            status = start_job(config_from(*values))  # type: ignore[arg-type]
+            status = start_job(config_from(preset_name, dataset_path, base_model, adapter_name, rate, steps,
+                                           n_epochs, seq_len, rank, alpha, replace))
         except (JobError, ConfigError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         return [str(status.run_dir), *views(status), gr.update(choices=_run_choices(), value=status.run_id)]
@@ -126,14 +137,15 @@ def render(context: AppContext) -> None:
     def views(status: JobStatus) -> list[object]:
         text = f"**{status.summary().splitlines()[0]}**"
         if status.error:
-            text += "\n\n```\n" + status.error + "\n```"
+            text += "\n\n```\n" + redact(status.error) + "\n```"  # a job's log tail may name a URL with a key
         registered = ensure_registered(context.registry, status)
         if registered:
             text += (f"\n\nRegistered as **{registered}** in this app's registry; Compare and Simulate list it "
                      "after the app restarts.")
         return [text, loss_figure(status)]
 
-    def on_abort(run_dir: str | None) -> list[object]:
+    def on_abort(secret_text: str, run_dir: str | None, request: gr.Request) -> list[object]:
+        require_admin(secret_text, request)
         if not run_dir:
             raise gr.Error("No run selected: start one or pick one under Runs.")
         try:
@@ -142,7 +154,8 @@ def render(context: AppContext) -> None:
             raise gr.Error(str(exc)) from exc
         return views(status)
 
-    def on_resume(run_dir: str | None) -> list[object]:
+    def on_resume(secret_text: str, run_dir: str | None, request: gr.Request) -> list[object]:
+        require_admin(secret_text, request)
         if not run_dir:
             raise gr.Error("No run selected: pick an aborted or dead run under Runs.")
         try:
@@ -162,14 +175,14 @@ def render(context: AppContext) -> None:
 
     status_outputs = [status_text, plot]
     validate.click(dataset_report, [dataset], [report], api_name="train_validate")
-    upload.upload(on_upload, [upload], [dataset, report], api_name="train_upload")
+    upload.upload(on_upload, [secret, upload], [dataset, report], api_name="train_upload")
     preset.change(on_preset, [preset], [dataset, base, name, learning_rate, max_steps, epochs, max_seq_len, lora_r,
                                         lora_alpha], api_name=False)
     for widget in form:
         widget.change(on_preview, form, [command], api_name=False)
-    start.click(on_start, form, [run_state, *status_outputs, runs], api_name="train_start")
-    abort.click(on_abort, [run_state], status_outputs, api_name="train_abort")
-    resume.click(on_resume, [run_state], status_outputs, api_name="train_resume")
+    start.click(on_start, [secret, *form], [run_state, *status_outputs, runs], api_name="train_start")
+    abort.click(on_abort, [secret, run_state], status_outputs, api_name="train_abort")
+    resume.click(on_resume, [secret, run_state], status_outputs, api_name="train_resume")
     runs.change(on_pick_run, [runs], [run_state, *status_outputs], api_name="train_pick_run")
     refresh.click(lambda: gr.update(choices=_run_choices()), None, [runs], api_name="train_runs")
     timer.tick(on_poll, [run_state], status_outputs, api_name="train_poll")
