@@ -83,7 +83,8 @@ class ScrubList(BaseModel):
     def with_terms(self, terms: list[str] | tuple[str, ...]) -> ScrubList:
         """This list plus literal terms (kept when at least MIN_TERM_LENGTH long and not a common word)."""
         kept = sorted({t.strip() for t in terms if _worth_scrubbing(t)} | set(self.extra_terms), key=str.lower)
-        return self.model_copy(update={"extra_terms": tuple(kept)})
+        # A new model, not model_copy: a copy would carry this list's compiled patterns, without the terms.
+        return ScrubList.model_validate({**self.model_dump(), "extra_terms": tuple(kept)})
 
     @cached_property
     def _training_pattern(self) -> re.Pattern[str]:

@@ -108,6 +108,13 @@ def test_the_reported_leak_and_training_descriptions_are_removed():
         assert SCRUB.scrub(sentence).text == sentence
 
 
+def test_study_terms_are_scrubbed_even_after_the_base_list_has_been_used():
+    base = load_scrub_list()
+    assert base.scrub("I am zorblat-therapist-7b.").text == "I am zorblat-therapist-7b."
+    study = base.with_terms(["zorblat-therapist-7b"])
+    assert study.scrub("I am zorblat-therapist-7b.").text == f"I am {study.replacement}."
+
+
 def test_a_bad_rule_is_refused_with_the_pattern_named():
     with pytest.raises(ValueError, match=r"does not compile"):
         ScrubList(version="x", markers=("(unclosed",))
