@@ -71,6 +71,7 @@ def write_json_atomically(path: Path, data: object) -> None:
             json.dump(data, out, ensure_ascii=False, indent=2, sort_keys=True)
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only; these files are meant to be read
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
