@@ -152,6 +152,7 @@ def write_study_report(
     for stale in folder.parent.glob(f".{folder.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)  # a report a kill interrupted
     fresh = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    fresh.chmod(0o755)  # mkdtemp makes it owner-only; a report is meant to be opened
     report.write_results(bundle, scores, fresh, title=f"CBTCompare study: {study.spec.name}")
     old = folder.parent / f".{folder.name}-old"
     if folder.exists():
