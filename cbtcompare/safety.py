@@ -1,36 +1,42 @@
 """Crisis-language detection for people's turns, harm checks for models' replies, and the crisis resources.
 
 What it is for: every patient turn (typed by a person or written by a simulated patient) goes through
-`flag_turn`, which marks crisis language (suicidal ideation, passive included; self-harm; intent or plan;
-harm to others; abuse) so the UI can show `crisis_panel_markdown` and the stored transcript carries the
-flag; every therapist turn is checked for replies that encourage self-harm or give methods.
+`flag_turn`, which marks crisis language so the UI can show `crisis_panel_markdown` and the stored
+transcript carries the flag; every therapist turn is checked for replies that encourage self-harm or give
+methods.
 
-How a statement is screened (`detect_crisis`, `detect_crisis_batch`): crisis = the rules hit OR the
-semantic classifier's probability >= its threshold.
-- The rules in `safety_data/crisis_rules.yaml` (normalisation of slang and typos, regex patterns per
-  category, clause-scoped negation, per-rule exceptions) are deterministic, take about a millisecond a
-  statement, and every flag names the rule and words that fired. Their known limit: they catch the
-  phrasings they were written for; on passive ideation worded in ways not seen before (tests/data/
-  crisis_fresh4.jsonl) they recall 0.30.
-- The classifier (cbtcompare/safety_classifier.py: all-MiniLM-L6-v2 embeddings of the normalised text, a
-  logistic-regression head trained on the development set only, threshold chosen by cross-validation)
-  catches some paraphrases the rules miss (rules OR classifier: 0.70 on that set, FPR 0.033) at the cost
-  of some false alarms (held-out FPR 0.078, where the rules alone have none). A classifier-only hit is
-  labelled suicidal_ideation, with evidence `classifier: p=...`; categories come from the rules whenever
-  they hit.
-- Negation veto, the one way the rules overrule the classifier: when a crisis rule's words matched but
-  the rules' negation logic discarded them (an explicit denial: "I'd never hurt myself", "I'm not
-  suicidal", "I don't want to die"), the clause holding that denial is taken out of what the classifier
-  reads; the rest of the statement is still scored ("I'm not suicidal, just tired" -> "just tired"). A
-  statement that is all denial is not scored. Nothing else vetoes a classifier hit.
-- No model at import: the embedding model loads on first use, once per process. When it cannot be had
-  (package missing, CBTCOMPARE_CRISIS_CLASSIFIER=off) screening falls back to the rules and the result
-  says so (`screened_by == "rules"`, `fallback_reason`). Tuned for recall: a false alarm costs a panel of
-  phone numbers, a miss costs far more. Figures are in tests/test_safety.py and test_safety_classifier.py.
+What a hit says: its kinds, organised by the Columbia Suicide Severity Rating Scale (wish to be dead;
+active ideation without method, with method, with intent, with plan; preparatory behaviour; past, aborted
+or interrupted attempts; non-suicidal self-injury) plus harm from others, harm to others and acute danger
+(KINDS), and the five broad categories flags have always stored (CATEGORIES), each kind mapping onto one or
+two of them. Every piece of evidence names its rule, the words and the kind.
+
+How a statement is screened (`detect_crisis`, `detect_crisis_batch`):
+- Language (cbtcompare/safety_language.py, offline). English, Spanish, German, French, Portuguese and
+  Italian have rules; a statement confidently in another language is `screened=False` (not read, not
+  "safe"), and the panel shows the resources anyway.
+- The rules (safety_data/crisis_rules.yaml for English, crisis_rules_intl.yaml for the other five) are
+  deterministic, about a millisecond a statement: normalisation of slang and typos, patterns per kind,
+  clause-scoped negation that does not cross out of an if-clause ("if things don't improve by Friday I'll
+  ..."), and statement-level excuses for a past the speaker says is over, a third party's story, and
+  discussion (news, research, fiction).
+- The classifier (cbtcompare/safety_classifier.py: all-MiniLM-L6-v2 embeddings, a logistic-regression head
+  trained on the English dev sets only) reads English statements the rules did not flag; its threshold was
+  set by cross-validation on dev, lower for statements closest to a high-risk kind (method, intent, plan,
+  preparatory behaviour, acute danger) because a miss there is worse than a false alarm. A classifier-only
+  hit takes the kind whose dev centroid is nearest.
+- Negation veto, the one way the rules overrule the classifier: the clause of an explicit denial ("I'm not
+  suicidal, just tired" -> "just tired") is not read by the classifier.
+- No model at import: the embedding model loads on first use, once per process; when it cannot be had the
+  rules screen alone and the result says so (`screened_by == "rules"`, `fallback_reason`). Simulated
+  patients are screened by the rules alone, so runs reproduce exactly.
+Known limits, measured on tests/data/crisis_heldout_v2.jsonl (frozen before this design, never tuned on;
+benchmarks/crisis_eval.py): implicit passive ideation and plans worded in new ways are still missed more
+than the rest; the other five languages have rules only, fewer of them.
 
 What it must never do: reach the network, call a generative model, block or rewrite what a person wrote,
-or give advice of its own beyond pointing to people who can help (988, findahelpline.com, local
-emergency services). It is a screening aid for a research tool, not a clinical risk assessment.
+or give advice of its own beyond pointing to people who can help (helplines, local emergency services). It
+is a screening aid for a research tool, not a clinical risk assessment.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ KINDS: tuple[str, ...] = (
 )
 _DATA = resources.files("cbtcompare") / "safety_data"
 _EVIDENCE_CHARS = 60
+_ELLIPSIS_WORDS = 5
 _SURELY_NOT_ENGLISH = 0.9  # detector confidence above which a supported non-English statement skips the classifier
 
 
@@ -340,6 +347,8 @@ def _negated(text: str, start: int, end: int, negation: _Negation, excuses: _Exc
     before_text = text[clause_start:start]
     if excuses is not None:
         before_text = _main_clause(before_text, excuses)
+        if excuses.main_subject.match(text, start) and excuses.conditional_opens.search(before_text):
+            before_text = ""  # the hit opens the main clause itself: "if it isn't good on monday | i'll ..."
     before = before_text.split()
     window = " ".join(before[-negation.window_words :]) + " " + text[start:end]
     window = negation.pseudo.sub(" ", window)
@@ -427,7 +436,19 @@ def _classifier_reading(text: str) -> tuple[str, bool]:
     for start, end in spans:
         norm = norm[:start] + " " * (end - start) + norm[end:]
     norm = re.sub(r"\s+", " ", norm).strip(" .,!?;:-")
+    if spans and _is_elliptical_denial(norm, rules.negation):
+        norm = ""  # "I haven't self-harmed and I don't want to": the rest only repeats the denial
     return (norm if re.search(r"\w", norm) else ""), bool(spans)
+
+
+def _is_elliptical_denial(rest: str, negation: _Negation) -> bool:
+    """A short negated remainder with nothing of its own to read ("and i don't want to", "and i won't")."""
+    rest = re.sub(r"^(?:and|but|so|or)\s+", "", rest)
+    return (
+        len(rest.split()) <= _ELLIPSIS_WORDS
+        and bool(negation.cues.search(rest))
+        and bool(re.search(r"(?:\bto|\bwill|'ll|\bwon't|\bdo|\bdon't|\bam|\bi'm not)$", rest))
+    )
 
 
 def classifier_input(text: str) -> str:
@@ -495,7 +516,7 @@ def detect_crisis_batch(texts: Sequence[str], *, use_classifier: bool = True) ->
     readings = [_classifier_reading(t) if en else ("", False) for t, en in zip(texts, english, strict=True)]
     try:
         probabilities, kinds = safety_classifier.crisis_scores([read for read, _ in readings])
-        threshold = safety_classifier.load_head().threshold
+        head = safety_classifier.load_head()
     except safety_classifier.ClassifierUnavailable as exc:
         return [replace(v, fallback_reason=str(exc)) for v in verdicts]
     labels = load_rules().kinds
@@ -507,6 +528,7 @@ def detect_crisis_batch(texts: Sequence[str], *, use_classifier: bool = True) ->
             reason = f"the classifier reads English only; this statement reads as {verdict.language!r}"
             results.append(replace(verdict, fallback_reason=reason))
             continue
+        threshold = head.threshold_for(kind)
         if not verdict.crisis and read and p >= threshold:
             how = "classifier (denied clauses set aside)" if denied else "classifier"
             verdict = replace(

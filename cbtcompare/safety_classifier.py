@@ -64,6 +64,14 @@ class ClassifierHead:
     version: str
     kind_names: tuple[str, ...] = ()
     kind_centroids: np.ndarray | None = None  # one unit row per kind: the mean dev embedding of that kind
+    high_risk_threshold: float | None = None  # a lower bar for the kinds where a miss costs most
+    high_risk_kinds: tuple[str, ...] = ()
+
+    def threshold_for(self, kind: str) -> float:
+        """The decision threshold for a statement whose closest kind is `kind`."""
+        if self.high_risk_threshold is not None and kind in self.high_risk_kinds:
+            return min(self.threshold, self.high_risk_threshold)
+        return self.threshold
 
     def closest_kinds(self, embeddings: np.ndarray) -> list[str]:
         """The kind whose dev centroid is nearest each row (cosine); the default kind without centroids."""
@@ -93,6 +101,8 @@ def load_head() -> ClassifierHead:
         min_window_words=int(raw["min_window_words"]),
         max_windows=int(raw["max_windows"]),
         version="crisis_classifier@" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
+        high_risk_threshold=float(raw["high_risk_threshold"]) if "high_risk_threshold" in raw else None,
+        high_risk_kinds=tuple(raw.get("high_risk_kinds", ())),
         kind_names=tuple(raw.get("kind_centroids", {})),
         kind_centroids=(
             np.asarray(list(raw["kind_centroids"].values()), dtype=np.float64) if raw.get("kind_centroids") else None

@@ -41,13 +41,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cbtcompare.safety import (
     CATEGORIES,
     CRISIS_RESOURCES,
+    KINDS,
     CrisisResult,
     check_model_reply,
     crisis_panel_markdown,
+    crisis_resources,
+    crisis_result_from_flags,
     detect_crisis,
     detect_crisis_batch,
     flag_turn,
@@ -412,9 +417,273 @@ def test_crisis_check_cli_contract() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [set(row) for row in rows] == [{"text", "crisis", "categories"}] * 4
+    assert [set(row) for row in rows] == [{"text", "crisis", "categories", "screened", "language"}] * 4
+    assert all(row["screened"] for row in rows) and rows[0]["language"] == "en"
     assert [row["text"] for row in rows] == [lines[0], lines[2], lines[4], lines[5]]
     assert [row["crisis"] for row in rows] == [True, False, True, False]
     assert rows[0]["categories"] == ["suicidal_ideation"]
     assert rows[2]["categories"] == ["abuse"]
     assert rows[1]["categories"] == [] and rows[3]["categories"] == []
+
+
+# ------------------------------------------------------------------ issue 13: C-SSRS kinds, scoping, languages
+HELDOUT_V2 = DATA / "crisis_heldout_v2.jsonl"
+# Frozen when committed (b92e094), before any rule or classifier change of issue 13: never edit, never tune on.
+HELDOUT_V2_SHA256 = "91fbcd863f5f40bae04c8005d0ecea3fe8dcc7b2919458291d734e786ef41192"
+OTHER_LANGUAGES = ("es", "de", "fr", "pt", "it")
+
+
+def load_heldout_v2() -> list[dict]:
+    with HELDOUT_V2.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def test_heldout_v2_is_frozen_and_covers_every_kind_and_language() -> None:
+    import hashlib
+
+    assert hashlib.sha256(HELDOUT_V2.read_bytes()).hexdigest() == HELDOUT_V2_SHA256, "the held-out set was edited"
+    rows = load_heldout_v2()
+    crisis = [r for r in rows if r["label"] == "crisis"]
+    safe = [r for r in rows if r["label"] == "safe"]
+    assert len(crisis) >= 70 and len(safe) >= 70 and len(crisis) + len(safe) == len(rows)
+    for kind in KINDS:
+        assert sum(r["category"] == kind for r in crisis) >= 5, kind
+    for language in OTHER_LANGUAGES:
+        assert sum(r["language"] == language for r in crisis) >= 5, language
+        assert sum(r["language"] == language for r in safe) >= 5, language
+    dev_texts = {r["text"] for r in load_dev_v2()} | {r["text"] for r in load_set("dev")}
+    assert not dev_texts & {r["text"] for r in rows}, "a held-out statement is in a dev set"
+
+
+def test_dev_v2_covers_every_kind_and_language_and_the_rules_meet_the_bar_on_it() -> None:
+    """The tuning set for issue 13 (the rules were tuned on it: this is a floor, not a measure of unseen text)."""
+    rows = load_dev_v2()
+    for kind in KINDS:
+        assert sum(r["label"] == "crisis" and r["category"] == kind for r in rows) >= 5, kind
+    results = detect_crisis_batch([r["text"] for r in rows], use_classifier=False)
+    missed = [r["text"] for r, res in zip(rows, results, strict=True) if r["label"] == "crisis" and not res.crisis]
+    alarms = [r["text"] for r, res in zip(rows, results, strict=True) if r["label"] == "safe" and res.crisis]
+    assert len(missed) / sum(r["label"] == "crisis" for r in rows) <= 0.05, missed
+    assert len(alarms) / sum(r["label"] == "safe" for r in rows) <= 0.10, alarms
+
+
+def test_heldout_v2_rules_floor() -> None:
+    """A regression floor on the frozen held-out set for the deterministic part (what simulated patients get
+    and what screens when the model is missing): first measured at recall 0.848, FPR 0.000. The targets
+    (recall >= 0.95) are NOT met there; benchmarks/crisis_eval.py reports the figures per kind and language."""
+    rows = load_heldout_v2()
+    results = detect_crisis_batch([r["text"] for r in rows], use_classifier=False)
+    hits = [res.crisis for res in results]
+    recall = sum(h for r, h in zip(rows, hits, strict=True) if r["label"] == "crisis") / sum(
+        r["label"] == "crisis" for r in rows
+    )
+    fpr = sum(h for r, h in zip(rows, hits, strict=True) if r["label"] == "safe") / sum(
+        r["label"] == "safe" for r in rows
+    )
+    assert recall >= 0.84 and fpr <= 0.10, (recall, fpr)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Sometimes I wish I could just stop being alive", "wish_to_be_dead"),
+        ("I keep thinking about killing myself", "ideation_no_method"),
+        ("I've imagined jumping off the car park roof", "ideation_with_method"),
+        ("If the test results aren't good on Monday I'll kill myself", "ideation_with_intent"),
+        ("I have a plan to end my life next week", "ideation_with_plan"),
+        ("I've been hoarding my sleeping pills in a drawer", "preparatory_behaviour"),
+        ("I wrote notes for my kids to find after I'm gone", "preparatory_behaviour"),
+        ("My grandad's shotgun is in the loft and I know where the key is", "preparatory_behaviour"),
+        ("I tried to hang myself on Tuesday but the belt snapped", "past_attempt"),
+        ("I burn myself with matches when I'm stressed", "self_injury"),
+        ("My stepfather hits me when mum is at work", "harm_from_others"),
+        ("I have horrible thoughts of drowning my baby in the bath", "harm_to_others"),
+        ("The car is running in the closed garage and I'm sitting in it", "acute_danger"),
+        ("I stopped my insulin on purpose last week", "acute_danger"),
+    ],
+)
+def test_each_hit_names_its_kind(text: str, kind: str) -> None:
+    result = detect_crisis(text, use_classifier=False)
+    assert result.crisis and kind in result.kinds, result
+    assert set(result.categories) >= set(load_rules().kinds[kind].categories)
+    assert any(m.endswith(f"[{kind}]") for m in result.matched), result.matched
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "If things don't get better by Sunday I'm going to end my life",
+        "if he doesnt call me back tonight im gonna kill myself",
+        "Unless I hear back by Friday I will kill myself",
+        "If I don't get the job, I'll end it all",
+    ],
+)
+def test_a_negation_inside_the_if_clause_does_not_silence_the_main_clause(text: str) -> None:
+    result = detect_crisis(text, use_classifier=False)
+    assert result.crisis and "ideation_with_intent" in result.kinds, result
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Even if it gets really bad I would never kill myself",
+        "I used to self-harm in school, but I haven't since and I'm doing well",
+        "My friend tried to kill herself years ago; she's doing great now and I'm proud of her",
+        "The documentary was about suicide prevention in prisons",
+        "This meeting is killing me",
+        "I gave my old bike to my nephew because I'm moving abroad",
+        "In the novel the hero is stabbed in chapter two",
+        "I need to stop living in the past",
+    ],
+)
+def test_hard_negatives_stay_safe(text: str) -> None:
+    assert detect_crisis(text, use_classifier=False) == CrisisResult(crisis=False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I used to cut myself years ago and I started again last week",
+        "I tried to kill myself years ago and I still think about it every day",
+        "My sister attempted suicide and now I want to die too",
+    ],
+)
+def test_a_past_that_is_not_over_or_the_speakers_own_risk_still_hits(text: str) -> None:
+    assert detect_crisis(text, use_classifier=False).crisis
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "kind"),
+    [
+        ("Ya no quiero vivir", "es", "wish_to_be_dead"),
+        ("Si me deja esta semana me voy a matar", "es", "ideation_with_intent"),
+        ("Ich habe Tabletten gesammelt, um Schluss zu machen", "de", "preparatory_behaviour"),
+        ("Mein Stiefvater schlägt mich jeden Tag", "de", "harm_from_others"),
+        ("Je pense à me suicider tous les jours", "fr", "ideation_no_method"),
+        ("Je me coupe les bras le soir", "fr", "self_injury"),
+        ("Não quero mais viver, estou cansada", "pt", "wish_to_be_dead"),
+        ("Tentei me matar ontem", "pt", "past_attempt"),
+        ("Vorrei morire, non ce la faccio più", "it", "wish_to_be_dead"),
+        ("Ho paura di fare del male a mia figlia", "it", "harm_to_others"),
+    ],
+)
+def test_other_languages_have_their_own_rules_and_helplines(text: str, language: str, kind: str) -> None:
+    result = detect_crisis(text, use_classifier=False)
+    assert result.crisis and result.screened and kind in result.kinds, result
+    panel = crisis_panel_markdown(result)
+    assert CRISIS_RESOURCES in panel
+    if result.language == language:
+        assert crisis_resources(language) in panel and crisis_resources(language) != CRISIS_RESOURCES
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No quiero morir, solo estoy cansado",
+        "Diese Woche bringt mich um",
+        "Je ne veux pas me tuer, je suis juste fatigué",
+        "Estou morrendo de rir com esse filme",
+        "Non ho nessun pensiero suicida",
+    ],
+)
+def test_other_languages_negations_and_idioms_stay_safe(text: str) -> None:
+    result = detect_crisis(text, use_classifier=False)
+    assert not result.crisis and result.screened, result
+
+
+@pytest.mark.parametrize(
+    "text", ["Ik wil niet meer leven", "Chcę się zabić", "Jag vill inte leva längre", "死にたい", "Хочу умереть"]
+)
+def test_an_unsupported_language_is_not_screened_and_still_gets_the_resources(text: str) -> None:
+    result = detect_crisis(text)
+    assert not result.crisis and not result.screened and result.language not in ("en", *OTHER_LANGUAGES)
+    panel = crisis_panel_markdown(result)
+    assert CRISIS_RESOURCES in panel and result.language in panel and "$" not in panel
+    flagged = flag_turn(Turn(role="patient", text=text), use_classifier=False)
+    assert flagged.flags["crisis_screened"] is False and flagged.flags["crisis_language"] == result.language
+    assert "crisis" not in flagged.flags, "an unread message is not a crisis flag (a simulation does not stop)"
+    assert crisis_result_from_flags(flagged.flags) == CrisisResult(False, screened=False)
+
+
+def test_short_english_is_screened_as_english() -> None:
+    for text in ("ok", "thanks", "kms", "hi there", "lol", "yes"):
+        result = detect_crisis(text, use_classifier=False)
+        assert result.screened and result.language == "en", (text, result)
+
+
+def test_stored_flags_keep_the_old_shape_and_add_the_kinds() -> None:
+    flagged = flag_turn(Turn(role="patient", text="I've been stockpiling my meds for weeks"), use_classifier=False)
+    assert flagged.flags["crisis"] == ["intent_or_plan"], "flags['crisis'] keeps the five broad categories"
+    assert flagged.flags["crisis_kinds"] == ["preparatory_behaviour"] and flagged.flags["crisis_language"] == "en"
+    assert set(flagged.flags["crisis"]) <= set(CATEGORIES) and set(flagged.flags["crisis_kinds"]) <= set(KINDS)
+    found = crisis_result_from_flags(flagged.flags)
+    assert found is not None and found.crisis and found.kinds == ("preparatory_behaviour",)
+    # A flag stored before kinds existed still gives a panel.
+    old = crisis_result_from_flags({"crisis": ["abuse"], "crisis_evidence": ['ab_disclosure: "x"']})
+    assert old is not None and "someone hurting or threatening you" in crisis_panel_markdown(old)
+    assert crisis_result_from_flags({}) is None
+
+
+def test_simulated_patients_get_a_deterministic_screen() -> None:
+    from cbtcompare.annotate import annotate_turn
+
+    texts = ["I've written goodbye letters", "Quiero matarme", "Ik wil niet meer leven", "I had a good week"]
+    first = [annotate_turn(Turn(role="patient", text=t), use_classifier=False).flags for t in texts]
+    again = [annotate_turn(Turn(role="patient", text=t), use_classifier=False).flags for t in texts]
+    assert first == again and "safety_classifier" not in str(first)
+    assert [bool(f.get("crisis")) for f in first] == [True, True, False, False]
+
+
+# Text nobody wrote by hand: arbitrary Unicode, the line and paragraph separators, control characters, chat
+# template tokens, quotes and backslashes, long runs and deep nesting.
+_TRICKY = st.sampled_from(
+    [
+        "\u2028",
+        "\u2029",
+        "\u0085",
+        "\x00",
+        "\x1b[31m",
+        "\r\n",
+        "<|im_start|>",
+        "<|im_end|>",
+        "[INST]",
+        "<</SYS>>",
+        '"',
+        "'",
+        "\\",
+        "\\n",
+        "kill myself",
+        "if",
+        "not",
+        "no",
+        "\u00df",
+        "e\u0301",
+        "\ufeff",
+        "\U0001f480",
+    ]
+)
+_STATEMENTS = st.lists(st.one_of(st.text(max_size=40), _TRICKY), max_size=30).map("".join)
+
+
+@settings(deadline=None, max_examples=150)
+@given(_STATEMENTS)
+def test_rules_screen_never_crashes_and_is_deterministic(text: str) -> None:
+    first = detect_crisis(text, use_classifier=False)
+    assert isinstance(first, CrisisResult) and first == detect_crisis(text, use_classifier=False)
+    assert set(first.categories) <= set(CATEGORIES) and set(first.kinds) <= set(KINDS)
+    assert first.crisis == bool(first.kinds) and (first.crisis or not first.matched)
+    panel = crisis_panel_markdown(first)
+    assert "$" not in panel.replace("$$", "") or "$" in text
+    flagged = flag_turn(Turn(role="patient", text=text or "x"), use_classifier=False)
+    assert Turn.model_validate_json(flagged.model_dump_json()) == flagged
+
+
+@settings(deadline=None, max_examples=8)
+@given(st.integers(min_value=1, max_value=6), _STATEMENTS)
+def test_huge_and_deeply_nested_input_is_screened_in_bounded_time(depth: int, text: str) -> None:
+    nested = "(" * (2000 * depth) + text + ")" * (2000 * depth)
+    huge = (text + " I had a long day at work, if I'm honest. ") * (20_000 // max(len(text) + 42, 1))
+    for statement in (nested, huge, "\u2028".join([text] * 500)):
+        started = time.perf_counter()
+        result = detect_crisis(statement, use_classifier=False)
+        assert isinstance(result, CrisisResult) and time.perf_counter() - started < 5.0

