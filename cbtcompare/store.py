@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cbtcompare.limits import DEFAULT_LIMITS, first_offset_too_deep
 from cbtcompare.paths import data_dir
+from cbtcompare.redact import redact, redact_url
 from cbtcompare.transcript import Transcript, Turn, utc_now
 
 metadata = MetaData()
@@ -336,14 +336,6 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
-
-
-def redact_url(text: str) -> str:
-    """`text` with the user:password part of every URL in it replaced by ***."""
-    return _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
-
-
 THERAPIST_NAME_CHARS = 200  # the width of transcripts.therapist_name
 
 
@@ -356,7 +348,7 @@ class Store:
                 f"cannot create the data folder {exc.filename} ({exc.strerror}); make it writable, or point "
                 "CBTCOMPARE_DATA_DIR or CBTCOMPARE_DB_URL at a writable place"
             ) from None
-        self.display_url = redact_url(self.url)
+        self.display_url = redact_url(self.url)  # safe to show: the password is masked
         if self.url.startswith("sqlite"):
             database = make_url(self.url).database or ""
             if database and database != ":memory:":
@@ -392,7 +384,7 @@ class Store:
         try:
             yield
         except OperationalError as exc:
-            reason = redact_url(str(exc.orig) if exc.orig is not None else str(exc)).strip()
+            reason = redact(str(exc.orig) if exc.orig is not None else str(exc)).strip()
             hint = (
                 "make the database file and its folder writable, or point CBTCOMPARE_DATA_DIR or "
                 "CBTCOMPARE_DB_URL at a writable place"

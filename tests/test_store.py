@@ -19,7 +19,6 @@ from cbtcompare.store import (
     Store,
     StoreUnavailable,
     TranscriptConflict,
-    redact_url,
 )
 from cbtcompare.transcript import Transcript, Turn
 
@@ -184,12 +183,15 @@ def test_a_read_only_data_folder_is_a_message_not_a_traceback(tmp_path):
         folder.chmod(0o755)
 
 
-def test_database_errors_never_show_the_password():
+def test_database_errors_never_show_the_password(tmp_path):
     secret = "s3cret-Passw0rd"
     with pytest.raises(StoreUnavailable) as caught:
         Store(f"postgresql+psycopg://cbt:{secret}@127.0.0.1:1/cbt?connect_timeout=2")
     assert secret not in str(caught.value) and "***@127.0.0.1:1/cbt" in str(caught.value)
-    assert redact_url(f"see https://me:{secret}@host/x and sqlite:///a.db") == "see https://***@host/x and sqlite:///a.db"
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with pytest.raises(KeyError) as missing:
+        store.get_transcript("nope")
+    assert str(tmp_path) in str(missing.value)
 
 
 def test_jsonl_export_import_round_trip_is_exact(store, tmp_path):
