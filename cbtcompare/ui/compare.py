@@ -141,7 +141,10 @@ def render(context: AppContext) -> None:
     def on_save(state: CompareSession | None) -> str:
         if state is None or not any(p.transcript.turns for p in state.panes):
             raise gr.Error("Nothing to save yet; send a message first.")
-        ids = [context.store.save_transcript(t) for t in state.transcripts()]
+        try:
+            ids = [context.store.save_transcript(t) for t in state.transcripts()]
+        except ValueError as exc:  # a stored transcript is never changed (TranscriptConflict), or the store is down
+            raise gr.Error(str(exc)) from exc
         gr.Info(f"Saved {len(ids)} transcripts (comparison {state.group_id[:8]}).")
         return state.group_id
 

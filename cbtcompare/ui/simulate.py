@@ -137,8 +137,11 @@ def render(context: AppContext) -> None:
     def on_save(transcripts: list[Transcript] | None) -> str:
         if not transcripts:
             raise gr.Error("Nothing to save yet; run a session first.")
-        for transcript in transcripts:
-            context.store.save_transcript(transcript)
+        try:
+            for transcript in transcripts:
+                context.store.save_transcript(transcript)
+        except ValueError as exc:  # a stored transcript is never changed (TranscriptConflict), or the store is down
+            raise gr.Error(str(exc)) from exc
         return f"Saved {len(transcripts)} transcripts (group {transcripts[0].group_id})."
 
     def on_batch(
