@@ -52,7 +52,7 @@ def fastchat_mle_elo(votes: pd.DataFrame) -> dict[str, float]:
         x += [row, row]
         y += [1, 0]
         w += [weight, 0.0]  # sklearn needs both classes present; the zero-weight row adds nothing
-    fit = LogisticRegression(fit_intercept=False, penalty=None, tol=1e-8, max_iter=1000)
+    fit = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-8, max_iter=1000)
     fit.fit(np.array(x), np.array(y), sample_weight=np.array(w))
     ratings = 400 * fit.coef_[0]
     return dict(zip(models, ratings - ratings.mean() + 1000, strict=True))

@@ -7,8 +7,8 @@ simply be better), so each bias here is measured by changing only the suspected 
 - position: in pairwise mode every item is asked in both orders (cbtcompare.ctrs.pairwise); the flip
   rate is the share of items whose two orders name different transcripts, and the first-position rate
   the share of decisive answers that chose whichever transcript was shown first (0.5 when unbiased).
-- self-preference: per transcript, the judge's total minus the other judges' mean total; the judge's
-  mean of that on its own family minus its mean on the other families, so general leniency cancels.
+- self-preference: one fit of all judges' totals, total ~ transcript + judge + own-family indicator per
+  judge: quality and leniency are absorbed, and the indicator is the judge's preference for its family.
 Each comes per judge with a CI. Padded copies get fresh ids and are never stored: stored transcripts
 are never changed. Nothing here imports gradio or the store.
 """
@@ -218,9 +218,9 @@ SELF_PREFERENCE_COLUMNS = [
     "own_family",
     "n_own",
     "n_other",
-    "own_minus_others",
-    "other_families_minus_others",
+    "leniency",
     "relative_self_preference",
+    "std_error",
     "ci_low",
     "ci_high",
     "p_value",
@@ -231,45 +231,53 @@ def relative_self_preference(
     scores: pd.DataFrame, own_family: dict[str, str] | None = None, confidence: float = 0.95
 ) -> pd.DataFrame:
     """Per judge with an own family among the therapists (own_family maps judge -> family; by default
-    cbtcompare.stats.same_family decides): how much more the judge exceeds the other judges on its own
-    family's transcripts than on the other families' (Welch t CI). Needs at least two judges."""
+    cbtcompare.stats.same_family decides): its self-preference in total points, net of leniency.
+
+    One least-squares fit of every judge's transcript totals, total ~ transcript + judge + one
+    own-family indicator per judge: the transcript terms absorb quality, the judge terms leniency, and
+    each judge's indicator is how much more it gives its own family than its leniency predicts (t CI).
+    `leniency` is the judge's term against the mean judge. Needs at least two judges."""
+    import statsmodels.formula.api as smf
+
     from cbtcompare.stats import TOTAL, _judge_totals, same_family, validate_scores
 
     scores = validate_scores(scores)
-    per_judge = _judge_totals(scores)
-    family = scores.groupby("transcript_id")["family"].first()
-    per_judge["family"] = per_judge["transcript_id"].map(family)
-    wide = per_judge.pivot_table(index="transcript_id", columns="judge", values=TOTAL, aggfunc="first")
+    data = _judge_totals(scores).dropna(subset=[TOTAL])
+    data["family"] = data["transcript_id"].map(scores.groupby("transcript_id")["family"].first())
+    judges = sorted(data["judge"].unique())
+
+    def is_own(judge: str, fam: str) -> bool:
+        return own_family[judge] == fam if own_family and judge in own_family else same_family(judge, fam)
+
+    terms = {}
+    for k, judge in enumerate(judges):
+        indicator = (data["judge"] == judge) & np.array([is_own(judge, str(f)) for f in data["family"]])
+        if indicator.any() and (~indicator[data["judge"] == judge]).any():
+            terms[judge] = f"own_{k}"
+            data[f"own_{k}"] = indicator.astype(float)
+    if len(judges) < 2 or not terms:
+        return pd.DataFrame(columns=SELF_PREFERENCE_COLUMNS)
+    data["transcript_id"] = data["transcript_id"].astype(str)
+    formula = "total ~ C(transcript_id) + C(judge, Sum) + " + " + ".join(terms.values())
+    fit = smf.ols(formula, data=data.rename(columns={TOTAL: "total"})).fit()
+    interval = fit.conf_int(alpha=1 - confidence)
+    leniency = {judges[i]: float(fit.params.get(f"C(judge, Sum)[S.{judges[i]}]", math.nan)) for i in range(len(judges))}
+    leniency[judges[-1]] = -sum(v for j, v in leniency.items() if j != judges[-1])  # sum-to-zero coding
     rows = []
-    for judge in wide.columns:
-        others = wide.drop(columns=[judge]).mean(axis=1)
-        excess = (wide[judge] - others).dropna()
-        if excess.empty:
-            continue
-        families = excess.index.map(family)
-        mine = (own_family or {}).get(judge)
-        own_mask = np.asarray(families == mine) if mine else np.array([same_family(judge, str(f)) for f in families])
-        if not own_mask.any():
-            continue
-        own, other = excess[own_mask].to_numpy(), excess[~own_mask].to_numpy()
-        difference = float(own.mean() - other.mean()) if other.size else math.nan
-        low = high = p = math.nan
-        if own.size >= 2 and other.size >= 2:
-            test = sps.ttest_ind(own, other, equal_var=False)
-            interval = test.confidence_interval(confidence)
-            low, high, p = float(interval.low), float(interval.high), float(test.pvalue)
+    for judge, term in terms.items():
+        own = data[term] == 1
         rows.append(
             {
                 "judge": judge,
-                "own_family": mine or ", ".join(sorted({str(f) for f in families[own_mask]})),
-                "n_own": int(own.size),
-                "n_other": int(other.size),
-                "own_minus_others": float(own.mean()),
-                "other_families_minus_others": float(other.mean()) if other.size else math.nan,
-                "relative_self_preference": difference,
-                "ci_low": low,
-                "ci_high": high,
-                "p_value": p,
+                "own_family": ", ".join(sorted(data.loc[own, "family"].astype(str).unique())),
+                "n_own": int(own.sum()),
+                "n_other": int(((data["judge"] == judge) & ~own).sum()),
+                "leniency": leniency[judge],
+                "relative_self_preference": float(fit.params[term]),
+                "std_error": float(fit.bse[term]),
+                "ci_low": float(interval.loc[term, 0]),
+                "ci_high": float(interval.loc[term, 1]),
+                "p_value": float(fit.pvalues[term]),
             }
         )
     return pd.DataFrame(rows, columns=SELF_PREFERENCE_COLUMNS)
