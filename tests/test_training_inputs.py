@@ -65,7 +65,7 @@ def test_the_validator_names_the_line_of_deep_json_and_huge_integers(tmp_path):
     assert "Traceback" not in done.stderr, done.stderr
     out = done.stdout
     assert "line 2: error: JSON nested 3000 levels deep" in out
-    assert "line 3: error: 'messages' must be a non-empty list" in out
+    assert "line 3: error: messages[0] is not an object with 'role' and 'content'" in out
     assert f"line 4: error: 'phase' 'assessment' does not match session_index {HUGE}" in out
     assert "line 5: error: 'id' must be a non-empty string" in out and "line 5: error: 'phase' is [" in out
     assert "line 6: error: not usable JSON: Exceeds the limit (4300 digits)" in out
