@@ -50,7 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from cbtcompare.limits import DEFAULT_LIMITS, first_offset_too_deep
+from cbtcompare.limits import DEFAULT_LIMITS, describe_bytes, first_offset_too_deep
 from cbtcompare.paths import data_dir
 from cbtcompare.redact import redact, redact_url
 from cbtcompare.transcript import Transcript, Turn, utc_now
@@ -636,7 +636,14 @@ def _insert_unless_present(conn: Connection, table: Table, key: Column, value: s
 def parse_transcripts_jsonl(source: IO[str]) -> list[Transcript]:
     """Our own JSONL (one Transcript per line), as `export_jsonl` writes it."""
     parsed: list[Transcript] = []
+    read = 0
     for number, line in enumerate(source, start=1):
+        read += len(line)  # characters: never more than the bytes they came from
+        if read > DEFAULT_LIMITS.max_bytes:
+            raise ImportFailed(
+                f"line {number}: the input is over the import limit of {describe_bytes(DEFAULT_LIMITS.max_bytes)}; "
+                "split it into smaller files"
+            )
         if not line.strip():
             continue
         if first_offset_too_deep(line, DEFAULT_LIMITS.max_json_depth) is not None:

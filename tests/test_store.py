@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from cbtcompare.ctrs import load_results, save_results
 from cbtcompare.ctrs.judge import EvidenceOut, ItemScore, JudgeResult
+from cbtcompare.limits import DEFAULT_LIMITS
 from cbtcompare.store import (
     MIGRATIONS,
     ImportFailed,
@@ -220,6 +221,15 @@ def test_bad_import_names_the_line_and_stores_nothing(store):
         store.import_jsonl(io.StringIO(good + "\n" + "[" * 3000 + "]" * 3000 + "\n"))
     with pytest.raises(ImportFailed, match="line 2: NaN is not a JSON number"):
         store.import_jsonl(io.StringIO(good + "\n" + '{"turns": [], "meta": {"x": NaN}}' + "\n"))
+    assert store.list_transcripts() == []
+
+
+def test_an_oversized_jsonl_stream_is_refused_while_reading(store):
+    padding = " " * (1024 * 1024) + "\n"  # blank lines: only the byte count can refuse them
+    lines = iter([sample(1).to_json_line() + "\n"] + [padding] * (DEFAULT_LIMITS.max_bytes // len(padding) + 2))
+    with pytest.raises(ImportFailed, match=r"over the import limit of 16 MiB"):
+        store.import_jsonl(lines)  # type: ignore[arg-type]
+    assert next(lines) == padding  # refused at the limit: the rest of the stream was never read
     assert store.list_transcripts() == []
 
 
