@@ -23,7 +23,7 @@ from cbtcompare import rating
 from cbtcompare.access import admin_panel_allowed
 from cbtcompare.ctrs.rubric import load_rubric
 from cbtcompare.rating.view import pair_html, progress_html
-from cbtcompare.ui import AppContext, app_mode, ui_copy
+from cbtcompare.ui import AppContext, app_mode, check_upload_size, require_admin, ui_copy
 
 TITLE = "Rate"
 ITEM_IDS: list[str] = load_rubric("paper").item_ids
@@ -52,6 +52,7 @@ def scale_text(study: rating.Study) -> str:
 
 def render(context: AppContext) -> None:
     store = context.store
+    rating.ReadingPace.from_env()  # a bad CBTCOMPARE_READING_WPM stops the app at start, saying what to set
     session_state = gr.State(None)
     gr.Markdown(ui_copy("rate_intro"))
     with gr.Row(equal_height=True):
@@ -193,10 +194,7 @@ def render(context: AppContext) -> None:
 
 
 def _require_admin(secret: str | None) -> None:
-    try:
-        rating.require_admin(secret)
-    except rating.AdminRefused as exc:
-        raise gr.Error(str(exc)) from exc
+    require_admin(secret)  # the app's one admin gate: counts wrong secrets per client and overall
 
 
 def study_choices(store) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
@@ -272,6 +270,7 @@ def render_admin(context: AppContext) -> None:
         study_name: str,
     ) -> list[object]:
         _require_admin(secret_text)
+        check_upload_size(upload, "the pairs file")
         try:
             spec = rating.StudySpec(
                 name=study_name or "",
