@@ -1,7 +1,8 @@
 """Judge tab: score stored or uploaded transcripts on a CTRS rubric with one or more judges.
 
-Wires widgets to cbtcompare.ctrs (score_many, save_results, aggregate_results, scores_frame) and
-cbtcompare.importers; the evidence view and the radar come from small formatting helpers here.
+Wires widgets to cbtcompare.ctrs (check_request then run_request, aggregate_results, scores_frame): a
+request is checked in full before anything is stored. The evidence view and the radar come from small
+formatting helpers here.
 """
 
 from __future__ import annotations
@@ -14,17 +15,13 @@ import pandas as pd
 
 from cbtcompare import plots
 from cbtcompare.ctrs import (
-    JudgeConfig,
     JudgeResult,
     TranscriptAggregate,
     aggregate_results,
-    load_rubric,
     rubric_names,
-    save_results,
-    score_many,
     scores_frame,
 )
-from cbtcompare.importers import import_file
+from cbtcompare.ctrs.request import MAX_REPEATS, check_request, run_request
 from cbtcompare.transcript import Transcript
 from cbtcompare.ui import AppContext, ui_copy
 
@@ -116,7 +113,7 @@ def render(context: AppContext) -> None:
                 context.registry.names(), value=context.registry.names()[:1], multiselect=True, label="Judges"
             )
             with gr.Row():
-                repeats = gr.Number(1, precision=0, minimum=1, maximum=10, label="Repeats per judge")
+                repeats = gr.Number(1, precision=0, minimum=1, maximum=MAX_REPEATS, label="Repeats per judge")
                 mode = gr.Radio(["all", "per-item"], value="all", label="One call for all items, or one per item")
     run = gr.Button("Judge", variant="primary")
     status = gr.Markdown()
@@ -134,34 +131,32 @@ def render(context: AppContext) -> None:
         progress=gr.Progress(),
     ) -> list[object]:
         try:
-            transcripts = [context.store.get_transcript(i) for i in ids or []]
-            if file:
-                transcripts += import_file(file, context.store)
-            if not transcripts:
-                raise ValueError("pick stored transcripts or upload a file first")
-            if not judge_names:
-                raise ValueError("pick at least one judge model")
-            models = [context.registry.load(name) for name in judge_names]
-            results = score_many(
-                transcripts,
-                models,
-                load_rubric(rubric_name),
-                JudgeConfig(mode=mode_name),
-                repeats=int(repeat_count or 1),
+            request = check_request(
+                context.registry,
+                context.store,
+                stored_ids=ids or [],
+                upload=file,
+                rubric_name=rubric_name,
+                judge_names=judge_names or [],
+                repeats=repeat_count,
+                mode=mode_name,
+            )
+            transcripts, results = run_request(
+                context.store,
+                request,
                 progress=lambda done, total, what: progress(done / max(total, 1), desc=what),
             )
-        except Exception as exc:  # shown to the user; nothing stored was changed
+        except Exception as exc:  # shown to the user; a refused request stored nothing
             raise gr.Error(str(exc)) from exc
-        save_results(context.store, results)
         judged = JudgeRun(transcripts={t.id: t for t in transcripts}, results=results)
         for transcript in transcripts:
             own = [r for r in results if r.transcript_id == transcript.id]
             judged.aggregates.append(aggregate_results(own))
-        frame = scores_frame(context.store, transcript_ids=list(judged.transcripts), rubric=load_rubric(rubric_name).id)
+        frame = scores_frame(context.store, transcript_ids=list(judged.transcripts), rubric=request.rubric.id)
         figure = plots.radar(frame) if len(frame) else None
         unscored = sum(r.unscored_items for r in results)
         summary = (
-            f"Judged {len(transcripts)} transcript(s) with {len(models)} judge(s) x {int(repeat_count or 1)} "
+            f"Judged {len(transcripts)} transcript(s) with {len(request.judges)} judge(s) x {request.repeats} "
             f"repeat(s); {unscored} item answers ended unscored (never filled in). Click an item row to see "
             "its evidence."
         )
