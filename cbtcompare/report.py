@@ -54,6 +54,7 @@ TABLE_TITLES: dict[str, str] = {
     "human_judge_totals": "Human vs judge on totals and on the tuned - base contrast",
     "arena": "Arena leaderboard: Bradley-Terry ratings from blind preferences (95% bootstrap CIs)",
     "arena_raters": "Arena raters: vote shares, agreement with the others' leaderboard, anomaly flags",
+    "part_subtotals": "Part subtotals per therapist (the rubric's parts, prorated within each part)",
     "transcript_totals": "Per-transcript totals",
 }
 FIGURE_TITLES: dict[str, str] = {
@@ -66,7 +67,10 @@ FIGURE_TITLES: dict[str, str] = {
 }
 # Where each table and figure appears in the page, in order; transcript_totals is a CSV only.
 PAGE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Scores per model", ("paper_table", "unscored_by_arm", "item_bars", "radar", "totals_distribution")),
+    (
+        "Scores per model",
+        ("paper_table", "part_subtotals", "unscored_by_arm", "item_bars", "radar", "totals_distribution"),
+    ),
     (
         "Tuned vs base",
         (
@@ -228,6 +232,13 @@ def build_results(
         ["therapist", "family", "variant", "n", "partial", "unscored_items", "unscored_rate", "total_complete_n"]
     ]
     totals = stats.transcript_totals(scores)
+    rubric = stats.rubric_for_scores(scores)
+    if rubric is not None and rubric.parts:
+        parts = stats.part_subtotals(scores, rubric)
+        columns = [c for c in parts.columns if c.startswith("part_")]
+        summary = parts.groupby(["therapist", "variant"], sort=True)[columns].agg(["mean", "std"])
+        summary.columns = [f"{column}_{stat}" for column, stat in summary.columns]
+        tables["part_subtotals"] = summary.reset_index()
     partial = int(totals["partial"].sum())
     if partial:
         bundle.notes.append(

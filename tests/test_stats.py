@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import krippendorff
 import numpy as np
@@ -778,3 +779,57 @@ def test_human_vs_judge_on_totals_and_on_the_contrast(planted):
     assert table.loc["totals", "n"] == 480 and table.loc["totals", "spearman_rho"] > 0.8
     assert table.loc["tuned - base", "n"] == 240 and table.loc["tuned - base", "sign_agreement"] > 0.8
     assert table.loc["totals", "icc21_ci_low"] < table.loc["totals", "icc21"] <= 1
+
+
+def test_classic_rubric_follows_young_and_beck():
+    from cbtcompare.ctrs import load_rubric
+    from cbtcompare.ctrs.render import build_score_prompt
+    from cbtcompare.transcript import Turn
+
+    classic = load_rubric("classic")
+    for rubric_item in classic.items:
+        by_level = {a.low: a for a in rubric_item.anchors}
+        assert all(a.low == a.high for a in rubric_item.anchors)  # one description per point
+        for level in (0, 2, 4, 6):
+            assert not by_level[level].text.startswith("Between")
+        for level in (1, 3, 5):
+            assert by_level[level].text == f"Between the descriptions for {level - 1} and {level + 1}."
+    assert [i.part for i in classic.items] == ["I"] * 6 + ["II"] * 5  # Part I items 1-6, Part II 7-11
+    assert "patient's difficulty" in classic.instructions
+    prompt = build_score_prompt(
+        classic, [Turn(role="therapist", text="Hello.")], classic.item_ids, per_item=False, anchors=True, max_evidence=1
+    )
+    assert "patient's difficulty" in prompt.messages[-1].content
+    assert "Between the descriptions for 2 and 4." in prompt.messages[-1].content
+
+
+def test_part_subtotals_add_up_to_the_total_and_reach_the_report(small_planted_classic):
+    from cbtcompare import report
+    from cbtcompare.ctrs import load_rubric
+
+    classic = load_rubric("classic")
+    parts = stats.part_subtotals(small_planted_classic, classic).set_index("transcript_id")
+    totals = stats.transcript_totals(small_planted_classic).set_index("transcript_id")
+    first_six = list(CTRS_ITEMS[:6])
+    assert np.allclose(parts["part_I"], totals[first_six].sum(axis=1))
+    assert np.allclose(parts["part_I"] + parts["part_II"], totals["total"])
+    assert stats.rubric_for_scores(small_planted_classic).id == classic.id
+    bundle = report.build_results(small_planted_classic)
+    assert {"part_I_mean", "part_II_mean"} <= set(bundle.tables["part_subtotals"].columns)
+
+
+@pytest.fixture(scope="module")
+def small_planted_classic() -> pd.DataFrame:
+    scores = make_planted_scores(seed=12, n_patients=4, n_sessions=2, judges=(JUDGES[0],))
+    scores["score"] = np.clip(scores["score"] - 3, 0, 6)  # on the classic 0-6 scale
+    return scores.assign(rubric_id="ctrs-classic-0-6")
+
+
+def test_a_rubric_part_must_be_declared(tmp_path):
+    from cbtcompare.ctrs import load_rubric
+
+    text = (Path(stats.__file__).parent.parent / "rubrics" / "classic_0_6.yaml").read_text(encoding="utf-8")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text.replace("    part: II\n", "    part: III\n", 1), encoding="utf-8")
+    with pytest.raises(ValueError, match="III not declared under 'parts'"):
+        load_rubric(broken)

@@ -104,7 +104,7 @@ def build_score_prompt(
         min=rubric.scale.min,
         max=rubric.scale.max,
         scale=rubric.scale_text(),
-        items="\n".join(rubric.item_text(i, anchors=anchors) for i in item_ids),
+        items=rubric.items_text(list(item_ids), anchors=anchors),
         tag=tag,
         transcript=render_turns(turns),
         item_ids=", ".join(item_ids),
@@ -146,7 +146,7 @@ def build_pairwise_prompt(
     task = load_prompt("judge_pairwise")
     user = task.render(
         rubric_name=rubric.name,
-        items="\n".join(rubric.item_text(i, anchors=anchors) for i in item_ids),
+        items=rubric.items_text(list(item_ids), anchors=anchors),
         first_tag=first_tag,
         second_tag=second_tag,
         first=render_turns(first),

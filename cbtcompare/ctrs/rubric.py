@@ -69,6 +69,7 @@ class RubricItem(BaseModel):
     description: str = Field(description="what the item rates, one or two sentences")
     anchors: tuple[Anchor, ...] = Field(description="level range ('1-2' or '6') -> what that range looks like")
     allow_na: bool = Field(False, description="may the judge answer 'n/a' (not applicable) for this item")
+    part: str | None = Field(None, description="the rubric part the item belongs to (a key of Rubric.parts)")
 
     @field_validator("id")
     @classmethod
@@ -104,6 +105,8 @@ class Rubric(BaseModel):
     description: str = ""
     scale: Scale
     items: tuple[RubricItem, ...]
+    instructions: str = Field("", description="general rating instructions shown to the judge before the items")
+    parts: dict[str, str] = Field(default_factory=dict, description="part key -> title, for part subtotals")
     source: str = Field("", description="the file it came from")
 
     @model_validator(mode="after")
@@ -114,6 +117,9 @@ class Rubric(BaseModel):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"duplicate item ids: {', '.join(duplicates)}")
+        unknown = sorted({i.part for i in self.items if i.part is not None and i.part not in self.parts})
+        if unknown:
+            raise ValueError(f"item part(s) {', '.join(unknown)} not declared under 'parts'")
         levels = self.scale.levels
         for item in self.items:
             covered: list[int] = []
@@ -159,6 +165,11 @@ class Rubric(BaseModel):
         if item.allow_na:
             lines.append("  n/a: allowed only when the session gave no opportunity for this item at all.")
         return "\n".join(lines)
+
+    def items_text(self, item_ids: list[str] | tuple[str, ...], *, anchors: bool = True) -> str:
+        """The items block of a judge prompt: the rubric's general instructions, then each item."""
+        lines = [self.instructions.strip()] if self.instructions.strip() else []
+        return "\n".join(lines + [self.item_text(i, anchors=anchors) for i in item_ids])
 
 
 def rubric_names() -> list[str]:

@@ -28,7 +28,7 @@ import statsmodels.formula.api as smf
 from scipy import stats as sps
 from scipy.optimize import brentq
 
-from cbtcompare.ctrs.rubric import load_rubric
+from cbtcompare.ctrs.rubric import Rubric, load_rubric, rubric_names
 
 # The item ids come from the shipped rubric files (the paper's and the classic CTRS share them): one source.
 CTRS_ITEMS: tuple[str, ...] = tuple(load_rubric("paper").item_ids)
@@ -301,6 +301,36 @@ def transcript_totals(scores: pd.DataFrame) -> pd.DataFrame:
     else:
         out["transcript_tokens"] = np.nan
     return out.reset_index()
+
+
+def rubric_for_scores(scores: pd.DataFrame) -> Rubric | None:
+    """The shipped rubric whose id the scores' rubric_id names (None when absent or not shipped)."""
+    if "rubric_id" not in scores.columns:
+        return None
+    ids = {str(r).strip() for r in scores["rubric_id"].dropna()} - {""}
+    if len(ids) != 1:
+        return None
+    (wanted,) = ids
+    for name in rubric_names():
+        rubric = load_rubric(name)
+        if rubric.id == wanted:
+            return rubric
+    return None
+
+
+def part_subtotals(scores: pd.DataFrame, rubric: Rubric) -> pd.DataFrame:
+    """Per transcript: for each part of the rubric (e.g. the classic CTRS's Part I, items 1-6, and Part II,
+    items 7-11), `part_<key>` prorated over the part's scored items (the PRORATE_MIN_FRACTION rule of
+    the total, applied within the part) and `part_<key>_complete` (NaN unless every item of it is scored);
+    empty when the rubric has no parts."""
+    totals = transcript_totals(scores)
+    out = totals[["transcript_id", *TRANSCRIPT_COLUMNS]].copy()
+    for key in rubric.parts:
+        items = [item.id for item in rubric.items if item.part == key]
+        part = _totals_of(totals[items])
+        out[f"part_{key}"] = part[TOTAL].to_numpy()
+        out[f"part_{key}_complete"] = part[TOTAL_COMPLETE].to_numpy()
+    return out if rubric.parts else out.iloc[0:0]
 
 
 def judge_item_scores(scores: pd.DataFrame) -> pd.DataFrame:
