@@ -194,10 +194,13 @@ def test_schema_constrains_scores_items_and_quotes(paper):
     assert na == {"anyOf": [{"type": "integer", "enum": [1, 2, 3]}, {"type": "string", "enum": ["n/a"]}]}
 
 
-def test_the_schema_compiles_to_a_llamacpp_grammar(paper):
-    grammar = pytest.importorskip("llama_cpp.llama_grammar")
+@pytest.mark.slow
+def test_the_schema_compiles_to_a_llamacpp_grammar(paper, instruct_model):
+    """Compiled by llama.cpp itself (LlamaGrammar alone only stores the text; see tests/test_judge_grammar.py)."""
+    from cbtcompare.models.llamacpp import compile_grammar, schema_to_grammar
+
     schema = score_schema(paper, paper.item_ids, session().turns, per_item=False)
-    assert grammar.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False) is not None
+    assert compile_grammar(schema_to_grammar(schema), instruct_model.shared.model.vocab) is not None
 
 
 def test_a_valid_answer_is_accepted(paper):
