@@ -37,10 +37,11 @@ _SECRET_PARAM = (
 # environment layer still masks such a password when it is the configured one.
 _URL_TOKEN = re.compile(r"[^\s\"'<>`]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
-_PARAM_VALUE = re.compile(rf"(?i)(?<![\w.-])(?P<name>{_SECRET_PARAM})=(?P<value>[^&\s\"'#;,]+)")
-_JSON_FIELD = re.compile(
-    rf'(?i)(?P<name>"{_SECRET_PARAM}"\s*:\s*)"(?P<value>(?:[^"\\]|\\.)+)"'
-)
+_SECRET_NAME = re.compile(rf"(?i){_SECRET_PARAM}")
+# Candidate names are matched loosely and then checked against _SECRET_NAME: one cheap pattern per
+# position keeps huge inputs linear and fast.
+_PARAM_VALUE = re.compile(r"(?<![\w.-])(?P<name>[\w.-]+)=(?P<value>[^&\s\"'#;,]+)")
+_JSON_FIELD = re.compile(r'(?P<name>"(?P<key>[\w.-]+)"\s*:\s*)"(?P<value>(?:[^"\\]|\\.)+)"')
 _BEARER = re.compile(r"(?i)\b(?P<name>bearer\s+)(?P<value>[A-Za-z0-9._~+/=\-]{8,})")
 _USER_NAME = re.compile(r"[^:/?#]*")
 
@@ -80,10 +81,19 @@ def redact_url(url: str) -> str:
 
 
 def _redact_patterns(text: str) -> str:
-    text = _URL_TOKEN.sub(_mask_url_token, text)
-    text = _JSON_FIELD.sub(lambda m: f'{m.group("name")}"{MASK}"', text)
-    text = _PARAM_VALUE.sub(lambda m: f"{m.group('name')}={MASK}", text)
-    return _BEARER.sub(lambda m: f"{m.group('name')}{MASK}", text)
+    if "://" in text:
+        text = _URL_TOKEN.sub(_mask_url_token, text)
+    if '"' in text:
+        text = _JSON_FIELD.sub(
+            lambda m: f'{m.group("name")}"{MASK}"' if _SECRET_NAME.fullmatch(m.group("key")) else m.group(0), text
+        )
+    if "=" in text:
+        text = _PARAM_VALUE.sub(
+            lambda m: f"{m.group('name')}={MASK}" if _SECRET_NAME.fullmatch(m.group("name")) else m.group(0), text
+        )
+    if "bearer" in text.lower():
+        text = _BEARER.sub(lambda m: f"{m.group('name')}{MASK}", text)
+    return text
 
 
 def _url_password(url: str) -> str | None:
@@ -134,7 +144,9 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:
             return True  # a broken format string is reported by the handler itself
-        record.msg, record.args = redact(message), None
+        masked = redact(message)
+        if masked != message:  # untouched records keep their args (uvicorn's access formatter unpacks them)
+            record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

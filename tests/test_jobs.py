@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -156,26 +157,41 @@ def test_an_invalid_dataset_fails_the_job_with_the_validator_report(workspace):
     assert device_busy(device_name()) is None
 
 
+@pytest.fixture
+def train_app_url(tmp_path) -> Iterator[str]:
+    """An app of its own with an admin secret: starting, aborting and resuming jobs need it."""
+    from fixtures_app import start_app
+
+    (tmp_path / "app").mkdir()
+    process, url = start_app(tmp_path / "app", {"CBTCOMPARE_ADMIN_SECRET": TRAIN_TAB_SECRET})
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+TRAIN_TAB_SECRET = "train-tab-admin-secret-for-tests"
+
+
 @pytest.mark.slow
-def test_the_train_tab_shows_the_validator_report_and_refuses_bad_starts(app_url, tmp_path):
+def test_the_train_tab_shows_the_validator_report_and_refuses_bad_starts(train_app_url, tmp_path):
     from gradio_client import Client
 
-    client = Client(app_url, verbose=False)
+    client = Client(train_app_url, verbose=False)
     bad = write_sessions(tmp_path / "bad.jsonl")
     bad.write_text(bad.read_text() + "not json\n")
     report = client.predict(str(bad), api_name="/train_validate")
     assert "INVALID" in report and "line 4: error: not valid JSON" in report
-    form = ["smollm2-135m-cpu", str(tmp_path / "missing.jsonl"), "embedded:smollm2", "ui-cbt", 1e-3, 2, 1, 128, 8,
-            16, False]
+    form = [TRAIN_TAB_SECRET, "smollm2-135m-cpu", str(tmp_path / "missing.jsonl"), "embedded:smollm2", "ui-cbt",
+            1e-3, 2, 1, 128, 8, 16, False]
     with pytest.raises(Exception, match="does not exist"):
         client.predict(*form, api_name="/train_start")
-    form[1], form[2] = str(bad), "no-such-model"
+    form[2], form[3] = str(bad), "no-such-model"
     with pytest.raises(Exception, match="unknown base model"):
         client.predict(*form, api_name="/train_start")
 
     # A real job from the tab: it starts, the poll shows its progress, abort stops it with a checkpoint.
     good = write_sessions(tmp_path / "good.jsonl")
-    form[1], form[2], form[3], form[5] = str(good), "embedded:smollm2", "ui-cbt-test", 50
+    form[2], form[3], form[4], form[6] = str(good), "embedded:smollm2", "ui-cbt-test", 50
     status, _plot, runs = client.predict(*form, api_name="/train_start")
     assert "ui-cbt-test" in status and ("starting" in status or "running" in status)
     deadline = time.monotonic() + 120
@@ -183,7 +199,7 @@ def test_the_train_tab_shows_the_validator_report_and_refuses_bad_starts(app_url
         time.sleep(1)
         status, _plot = client.predict(api_name="/train_poll")
     assert "running" in status, status
-    client.predict(api_name="/train_abort")
+    client.predict(TRAIN_TAB_SECRET, api_name="/train_abort")
     while "aborted" not in status and time.monotonic() < deadline:
         time.sleep(1)
         status, _plot = client.predict(api_name="/train_poll")
