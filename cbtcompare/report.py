@@ -426,7 +426,8 @@ def _arena(bundle: ResultsBundle, preferences: pd.DataFrame) -> None:
         bundle.notes.append(f"Arena rater {row['rater']} flagged: {row['flags']}")
 
 
-def _display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as people read it: floats rounded (p-values to 2 significant digits, others to 2 decimals)."""
     shown = frame.copy()
     for column in shown.columns:
         if pd.api.types.is_float_dtype(shown[column]):
@@ -436,7 +437,7 @@ def _display_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table_html(frame: pd.DataFrame) -> str:
-    return _display_frame(frame).to_html(index=False, escape=True, border=0, na_rep="")
+    return display_frame(frame).to_html(index=False, escape=True, border=0, na_rep="")
 
 
 def _figure_html(figure: go.Figure) -> str:

@@ -181,3 +181,20 @@ def test_a_rating_studys_votes_come_from_the_store(tmp_path, monkeypatch, capsys
     assert cli.main(["arena", "--study", created.study_id, "--json", "--rounds", "20"]) == 0
     ratings = json.loads(capsys.readouterr().out)["ratings"]
     assert ratings[0]["model"] == CANARY["name_a"] and ratings[0]["n"] == 12
+
+
+def test_the_results_tab_fits_the_leaderboard_through_the_official_client(app_url, tmp_path, votes):
+    from gradio_client import Client, handle_file
+
+    path = tmp_path / "votes.csv"
+    votes.to_csv(path, index=False)
+    client = Client(app_url, verbose=False)
+    board, raters, _ = client.predict(handle_file(str(path)), api_name="/arena")
+    models = [row[0] for row in board["data"]]
+    assert models[0] == "alpha-tuned" and len(models) == 4
+    assert all(len(str(row[1]).split(".")[1]) == 2 for row in board["data"])  # rounded for people
+    assert len(raters["data"]) == 6
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model_a,model_b,winner,rater\nx,y,maybe,r\n", encoding="utf-8")
+    with pytest.raises(Exception, match="line 2, column winner"):
+        client.predict(handle_file(str(bad)), api_name="/arena")

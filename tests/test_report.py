@@ -407,7 +407,7 @@ def test_report_leads_with_the_patient_level_analysis_and_states_its_conventions
         effect * power_row["sd_of_patient_differences"], rel=1e-3
     )
     full = pd.read_csv(tmp_path / "tuned_vs_base.csv")
-    shown = report._display_frame(full)
+    shown = report.display_frame(full)
     assert str(full.loc[0, "mean_diff"]) != shown.loc[0, "mean_diff"]  # the CSV keeps full precision
     assert len(shown.loc[0, "mean_diff"].split(".")[1]) == 2  # the page rounds for people
 
