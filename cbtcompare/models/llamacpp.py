@@ -60,10 +60,11 @@ def warm_contexts() -> int:
     return max(1, int(os.environ.get(WARM_CONTEXTS_ENV, "1")))
 
 
-def aligned_reusable_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+def aligned_reusable_prefix(cached: Sequence[int], prompt: Sequence[int], valid: int | None = None) -> int:
     """How many leading positions of `prompt` a cache holding `cached` can keep: the common prefix, at
-    most all but the prompt's last token (always decoded alone), floored to a chunk boundary."""
-    limit = min(len(cached), len(prompt) - 1)
+    most all but the prompt's last token (always decoded alone) and at most `valid` (the positions that
+    were evaluated in whole aligned chunks), floored to a chunk boundary."""
+    limit = min(len(cached), len(prompt) - 1, len(cached) if valid is None else valid)
     common = 0
     while common < limit and cached[common] == prompt[common]:
         common += 1
@@ -74,14 +75,18 @@ def prefill_aligned(llama: object, prompt: Sequence[int]) -> int:
     """Evaluate all but the last prompt token in aligned chunks, keeping the reusable cached prefix.
 
     llama-cpp-python's generate() then finds every token but the last cached and decodes that one alone,
-    whether or not a prefix was reused, so both paths compute exactly the same batches. Returns the number
+    whether or not a prefix was reused, so both paths compute exactly the same batches. Only whole aligned
+    chunks are ever reused: the partial last chunk, the last prompt token and the generated tokens were
+    evaluated in other batches than a longer prompt evaluated from scratch would use. Returns the number
     of positions reused.
     """
-    keep = aligned_reusable_prefix(llama._input_ids, prompt)  # type: ignore[attr-defined]
+    valid = getattr(llama, "_cbt_aligned_valid", 0)
+    keep = aligned_reusable_prefix(llama._input_ids, prompt, valid)  # type: ignore[attr-defined]
     llama.n_tokens = keep  # type: ignore[attr-defined]
     target = len(prompt) - 1
     for start in range(keep, target, PREFIX_CHUNK_TOKENS):
         llama.eval(prompt[start : min(target, start + PREFIX_CHUNK_TOKENS)])  # type: ignore[attr-defined]
+    llama._cbt_aligned_valid = max(keep, target - target % PREFIX_CHUNK_TOKENS)  # type: ignore[attr-defined]
     return keep
 
 
@@ -215,7 +220,8 @@ class SharedWeights:
         def reusable(llama: object) -> int:
             if getattr(llama, "_cbt_kv_key", None) != key:
                 return 0
-            return aligned_reusable_prefix(llama._input_ids, prompt)  # type: ignore[attr-defined]
+            valid = getattr(llama, "_cbt_aligned_valid", 0)
+            return aligned_reusable_prefix(llama._input_ids, prompt, valid)  # type: ignore[attr-defined]
 
         best = max(self._idle, key=reusable)
         if reusable(best) == 0:

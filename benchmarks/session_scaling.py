@@ -1,0 +1,89 @@
+"""Cost of a 12-turn conversation: our llama.cpp backend vs raw llama-cpp-python with its own prefix reuse.
+
+Both sides run the same conversation (the same fixed replies are appended, so both see the same prompts)
+over the same GGUF in this process; rounds alternate which side goes first. Printed: time to first token
+per turn for each side (it must stay flat as the conversation grows), the last-turns TTFT ratio (turns
+10-12; target <= 1.3) and the session-total ratio (target <= 1.2). Last line: ratio=<session total ours /
+raw>. Run on an idle machine: llama.cpp's threads spin-wait, so other work on the cores swings timings 5-10x.
+"""
+
+from __future__ import annotations
+
+import time
+
+import _common
+from llama_cpp import Llama
+
+from cbtcompare.models.base import Message, ModelSpec, Sampling
+from cbtcompare.models.defaults import default_gguf_path
+from cbtcompare.models.llamacpp import LlamaCppModel
+
+ROUNDS = 3
+TURNS = 12
+MAX_TOKENS = 48
+SYSTEM = "You are a supportive CBT therapist. Keep each reply to three sentences. " * 4
+PATIENT = "This week I kept thinking that everyone at work is judging me, and I stayed home twice. " * 2
+REPLY = "That sounds hard. What went through your mind just before you decided to stay home? " * 2
+
+
+def conversation(turn: int) -> list[Message]:
+    messages = [Message("system", SYSTEM)]
+    for k in range(turn + 1):
+        messages.append(Message("user", f"Turn {k}. {PATIENT}"))
+        if k < turn:
+            messages.append(Message("assistant", REPLY))
+    return messages
+
+
+def ours_session(model: LlamaCppModel) -> list[tuple[float, float]]:
+    model.shared.forget_caches()
+    timings = []
+    for turn in range(TURNS):
+        started = time.perf_counter()
+        first = None
+        for _ in model.stream(conversation(turn), Sampling(temperature=0.7, max_tokens=MAX_TOKENS, seed=turn)):
+            first = first or time.perf_counter() - started
+        timings.append((first or 0.0, time.perf_counter() - started))
+    return timings
+
+
+def raw_session(llama: Llama, model: LlamaCppModel) -> list[tuple[float, float]]:
+    llama.reset()
+    timings = []
+    for turn in range(TURNS):
+        tokens = model._render(conversation(turn))[0]
+        started = time.perf_counter()
+        first = None
+        for _ in llama.create_completion(
+            prompt=tokens, max_tokens=MAX_TOKENS, temperature=0.7, seed=turn, stream=True, stop=["<|im_end|>"]
+        ):
+            first = first or time.perf_counter() - started
+        timings.append((first or 0.0, time.perf_counter() - started))
+    return timings
+
+
+def main() -> None:
+    model = LlamaCppModel(ModelSpec(name="scaling", backend="llamacpp", weights="embedded:smollm2"))
+    llama = Llama(model_path=str(default_gguf_path()), n_ctx=model.spec.n_ctx, verbose=False, seed=0)
+    ours_runs, raw_runs = [], []
+    for round_index in range(ROUNDS):
+        sides = [("ours", lambda: ours_session(model)), ("raw", lambda: raw_session(llama, model))]
+        for name, run in sides if round_index % 2 == 0 else reversed(sides):
+            (ours_runs if name == "ours" else raw_runs).append(run())
+
+    def per_turn(runs: list[list[tuple[float, float]]], index: int) -> list[float]:
+        return [_common.median([run[turn][index] for run in runs]) for turn in range(TURNS)]
+
+    ours_ttft, raw_ttft = per_turn(ours_runs, 0), per_turn(raw_runs, 0)
+    ours_total = _common.median([sum(t for _, t in run) for run in ours_runs])
+    raw_total = _common.median([sum(t for _, t in run) for run in raw_runs])
+    for turn in range(TURNS):
+        print(f"turn {turn + 1:2d}: ttft ours {ours_ttft[turn] * 1000:7.1f} ms   raw {raw_ttft[turn] * 1000:7.1f} ms")
+    last = sum(ours_ttft[-3:]) / sum(raw_ttft[-3:])
+    print(f"last-turns TTFT ratio (turns {TURNS - 2}-{TURNS}, medians of {ROUNDS}): {last:.3f}  (target <= 1.3)")
+    print(f"session total: ours {ours_total:.2f} s, raw {raw_total:.2f} s  (target ratio <= 1.2)")
+    print(f"ratio={ours_total / raw_total:.3f}")
+
+
+if __name__ == "__main__":
+    main()
