@@ -16,11 +16,19 @@ from cbtcompare.redact import install_log_redaction, install_stream_redaction
 install_log_redaction()
 install_stream_redaction()
 
-from cbtcompare.ui import CSS, build_app, upload_limit_bytes  # noqa: E402  (after the redaction hooks)
+from cbtcompare.ui import (  # noqa: E402  (after the redaction hooks)
+    CSS,
+    build_app,
+    upload_limit_bytes,
+    warm_up_crisis_screening,
+)
 
-demo = build_app()
+demo = build_app(warm_up=__name__ != "__main__")
 
 if __name__ == "__main__":
     if reason := access.disabled_reason():
         logging.getLogger("cbtcompare").warning("%s", reason)
-    demo.launch(css=CSS, max_file_size=upload_limit_bytes())
+    # Gradio checks that its first page answers within 3 s; the classifier's heavy imports wait until after.
+    demo.launch(css=CSS, max_file_size=upload_limit_bytes(), prevent_thread_lock=True)
+    warm_up_crisis_screening()
+    demo.block_thread()

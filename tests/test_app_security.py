@@ -2,7 +2,8 @@
 the official gradio_client.
 
 - Training, aborting, resuming and dataset uploads need the admin secret, checked on the server; without it
-  the shipped adapter stays byte for byte what it was and no run folder appears.
+  the shipped adapter stays byte for byte what it was and no run folder appears. A public demo
+  (CBTCOMPARE_PUBLIC_DEMO=1) refuses them even with the secret.
 - Repeated wrong secrets lock the client out, even for the right secret, with the time to wait.
 - A rating app serves no admin endpoint at all, and refuses uploads over its limit while still answering.
 - An error shown to a visitor (the Judge tab naming the database) never carries the database password,
@@ -125,6 +126,29 @@ def test_an_upload_over_the_limit_is_refused_and_the_server_still_answers(secure
         client.predict(SECRET, handle_file(str(big)), api_name="/train_upload")
     assert not (data_dir / "uploads" / "datasets").exists()
     assert Client(url, verbose=False).predict(api_name="/models")  # still serving
+
+
+@pytest.fixture(scope="module")
+def demo_app(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    from fixtures_app import start_app
+
+    data_dir = tmp_path_factory.mktemp("demo-app")
+    process, url = start_app(data_dir, {"CBTCOMPARE_ADMIN_SECRET": SECRET, "CBTCOMPARE_PUBLIC_DEMO": "1"})
+    yield url, data_dir
+    stop(process)
+
+
+def test_a_public_demo_refuses_every_write_even_with_the_secret(demo_app):
+    url, data_dir = demo_app
+    before = tree_digest(SHIPPED_ADAPTER)
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception, match="public demo"):
+        client.predict(*train_form(SECRET), api_name="/train_start")
+    for endpoint in ("/train_abort", "/train_resume", "/rate_admin_studies"):
+        with pytest.raises(Exception, match="public demo"):
+            client.predict(SECRET, api_name=endpoint)
+    assert run_folders(data_dir) == [] and tree_digest(SHIPPED_ADAPTER) == before
+    assert client.predict(api_name="/models")  # reading still works
 
 
 # The rating app: raters only -----------------------------------------------------------------------------

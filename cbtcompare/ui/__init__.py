@@ -184,9 +184,12 @@ def redact_event_errors(app: gr.Blocks) -> None:
             block_fn.fn.__redacting__ = True  # type: ignore[attr-defined]
 
 
-def build_app(context: AppContext | None = None) -> gr.Blocks:
+def build_app(context: AppContext | None = None, *, warm_up: bool = True) -> gr.Blocks:
+    """The whole app. `warm_up=False` leaves loading the crisis classifier to the caller (app.py starts it
+    after launch, so its imports do not slow the server's first page past Gradio's start-up check)."""
     context = context or AppContext(registry=Registry.from_files(), store=Store())
-    warm_up_crisis_screening()
+    if warm_up:
+        warm_up_crisis_screening()
     with gr.Blocks(title="CBTCompare") as app:
         gr.Markdown("# CBTCompare\nBase vs CBT-tuned language models, side by side.")
         for module_name in MODE_TABS[app_mode()]:
