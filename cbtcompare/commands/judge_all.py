@@ -12,13 +12,12 @@ import argparse
 import json
 import sys
 
-from sqlalchemy.engine import make_url
-
 from cbtcompare.ctrs.batch import batch_transcript_ids, judge_stored, pairwise_stored, variant_pairs
 from cbtcompare.ctrs.judge import JudgeConfig
 from cbtcompare.ctrs.rubric import Rubric
 from cbtcompare.models.registry import Registry
 from cbtcompare.quality import check_transcript
+from cbtcompare.redact import redact_url
 from cbtcompare.store import Store
 
 
@@ -56,8 +55,7 @@ def run_batch_judging(args: argparse.Namespace, rubric: Rubric, registry: Regist
         tally = pairwise_stored(store, pairs, judges, rubric, config, repeats=args.repeats, progress=progress)
     else:
         tally = judge_stored(store, chosen, judges, rubric, config, repeats=args.repeats, progress=progress)
-    shown_url = make_url(store.url).render_as_string(hide_password=True)
-    summary = {**tally.as_dict(), "sessions": len(ids), "quarantined": len(flagged), "store": shown_url}
+    summary = {**tally.as_dict(), "sessions": len(ids), "quarantined": len(flagged), "store": redact_url(store.url)}
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
     else:

@@ -17,13 +17,12 @@ from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 from cbtcompare.ctrs.rubric import Rubric
 from cbtcompare.models.base import ChatModel
 from cbtcompare.paths import REPO_ROOT
 from cbtcompare.patients import attribute_lists, rules
 from cbtcompare.prompts import load_prompt
+from cbtcompare.redact import redact_url
 from cbtcompare.simulate import SEED_SCHEDULE
 from cbtcompare.study.spec import StudyFile
 from cbtcompare.transcript import utc_now
@@ -92,7 +91,7 @@ def build_manifest(
         "written_at": utc_now(),
         "code": code_version(),
         "batch_id": batch_id,
-        "store": make_url(store_url).render_as_string(hide_password=True),
+        "store": redact_url(store_url),
         "models": {
             name: {"info": asdict(model.info()), "spec": model.spec.public_dict()} for name, model in models.items()
         },
