@@ -416,6 +416,8 @@ def _hits(
 
 def _negated_clauses(text: str, rules: tuple[_Rule, ...], negation: _Negation) -> list[tuple[int, int]]:
     """Spans of the clauses in which a negatable rule's words matched and the negation logic discarded them."""
+    if not negation.cues.search(text):
+        return []  # nothing can be negated without a cue; saves a second scan of every rule on long text
     spans = []
     for rule in rules:
         if not rule.negatable:

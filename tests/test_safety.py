@@ -389,7 +389,9 @@ def test_crisis_resources_and_panel() -> None:
         assert needed in CRISIS_RESOURCES
     panel = crisis_panel_markdown(detect_crisis("my dad hits me and I want to die"))
     assert CRISIS_RESOURCES in panel
-    assert "someone hurting or threatening you" in panel and "thoughts of suicide" in panel
+    kinds = load_rules().kinds
+    assert kinds["harm_from_others"].label in panel and kinds["wish_to_be_dead"].label in panel, "each kind is named"
+    assert "reads English, Spanish, German, French, Portuguese and" in panel, "the panel says what it covers"
     assert "$" not in panel
     assert crisis_panel_markdown(detect_crisis("I feel so down today")) == ""
 
