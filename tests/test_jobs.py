@@ -52,7 +52,7 @@ def tiny_config(workspace: dict[str, Path], **changes: object) -> TrainConfig:
     return TrainConfig(**values)  # type: ignore[arg-type]
 
 
-def wait_until(run_dir: Path, predicate, timeout_s: float = 180):  # type: ignore[no-untyped-def]
+def wait_until(run_dir: Path, predicate, timeout_s: float = 900):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = job_status(run_dir)
@@ -81,7 +81,7 @@ def test_a_job_reports_progress_aborts_with_a_checkpoint_and_resumes_to_a_publis
         start_job(tiny_config(workspace, name="second"))
 
     abort_job(run_dir)
-    aborted = wait_for(run_dir, timeout_s=120)
+    aborted = wait_for(run_dir, timeout_s=900)
     assert aborted.state == "aborted", aborted.summary()
     checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"))
     assert checkpoints and (run_dir / "adapter" / "adapter_model.safetensors").is_file()
@@ -91,7 +91,7 @@ def test_a_job_reports_progress_aborts_with_a_checkpoint_and_resumes_to_a_publis
     assert device_busy(device_name()) is None
 
     resume_job(run_dir)
-    done = wait_for(run_dir, timeout_s=150)
+    done = wait_for(run_dir, timeout_s=900)
     assert done.state == "completed", done.summary()
     records = read_log(run_dir / "train_log.jsonl")
     resumed = next(r for r in records if r["event"] == "resume")
@@ -151,7 +151,7 @@ def test_an_invalid_dataset_fails_the_job_with_the_validator_report(workspace):
     bad = workspace["dataset"]
     bad.write_text(bad.read_text() + '{"id": "x", "messages": [{"role": "user", "content": ""}]}\n')
     status = start_job(tiny_config(workspace))
-    failed = wait_for(status.run_dir, timeout_s=120)
+    failed = wait_for(status.run_dir, timeout_s=900)
     assert failed.state == "failed"
     assert "line 4" in failed.error and "empty patient turn" in failed.error
     assert device_busy(device_name()) is None

@@ -174,7 +174,7 @@ def test_training_on_deep_json_fails_with_the_line_not_a_traceback(tmp_path, mon
     dataset.write_text(dataset.read_text() + DEEP + "\n" + session_line(5, session_index=HUGE) + "\n")
     config = TrainConfig(name="deep-cbt", dataset=str(dataset), max_steps=2, max_seq_len=128,
                          runs_dir=str(tmp_path / "runs"), adapters_dir=str(tmp_path / "adapters"))
-    failed = wait_for(start_job(config).run_dir, timeout_s=300)
+    failed = wait_for(start_job(config).run_dir, timeout_s=900)
     assert failed.state == "failed", failed.summary()
     assert "line 4: error: JSON nested 3000 levels deep" in failed.error, failed.error
     assert "line 5: error:" in failed.error and "RecursionError" not in failed.error
