@@ -1,7 +1,8 @@
 """Study tab: pick or upload a study file, see its plan, run or resume it as a background job, follow the
 log, and open the report. A thin layer over cbtcompare.study (plan_study, start_study_job,
-study_job_status): the run is a subprocess whose files live in the study's output folder, so it goes on
-when the browser closes and any browser that picks the same study again re-attaches to it.
+study_job_status); uploading and running check the admin secret on the server first. The run is a
+subprocess whose files live in the study's output folder, so it goes on when the browser closes, and
+any browser that picks the same study again re-attaches to it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cbtcompare.paths import REPO_ROOT, data_dir
 from cbtcompare.study import StudyFileInvalid, load_study
 from cbtcompare.study.jobs import StudyJobError, StudyJobStatus, start_study_job, study_job_status
 from cbtcompare.study.plan import StudyNotReady, plan_lines, plan_study
+from cbtcompare.ui import check_upload_size, require_admin
 
 TITLE = "Study"
 POLL_S = 2.0
@@ -62,6 +64,8 @@ def status_markdown(status: StudyJobStatus) -> str:
 def render(context: object) -> None:
     choices = study_choices()
     gr.Markdown(INTRO)
+    secret = gr.Textbox(label="Admin secret (CBTCOMPARE_ADMIN_SECRET): needed to upload or run a study",
+                        type="password", elem_id="study-admin-secret")  # fmt: skip
     with gr.Row():
         picked = gr.Dropdown(choices, value=choices[0] if choices else None, label="Study file",
                              allow_custom_value=True, elem_id="study-file")  # fmt: skip
@@ -92,7 +96,8 @@ def render(context: object) -> None:
         except (StudyFileInvalid, FileNotFoundError, ValueError, KeyError) as exc:
             raise gr.Error(str(exc)) from exc
 
-    def on_run(path: str | None) -> list[object]:
+    def on_run(secret_text: str, path: str | None, request: gr.Request) -> list[object]:
+        require_admin(secret_text, request)
         if not path:
             raise gr.Error("Pick or upload a study file first.")
         try:
@@ -101,11 +106,10 @@ def render(context: object) -> None:
             raise gr.Error(str(exc)) from exc
         return views(path)
 
-    def on_upload(path: str | None) -> object:
+    def on_upload(secret_text: str, path: str | None, request: gr.Request) -> object:
+        require_admin(secret_text, request)
         if not path:
             return gr.update()
-        from cbtcompare.ui import check_upload_size  # the app's one upload limit
-
         check_upload_size(path, "the study file")
         try:
             stored = store_upload(path)
@@ -114,8 +118,8 @@ def render(context: object) -> None:
         return gr.update(choices=study_choices(), value=stored)
 
     outputs = [status_text, log, report]
-    upload.upload(on_upload, [upload], [picked], api_name="study_upload")
+    upload.upload(on_upload, [secret, upload], [picked], api_name="study_upload")
     plan_button.click(on_plan, [picked], [plan_text], api_name="study_plan")
-    run_button.click(on_run, [picked], outputs, api_name="study_run")
+    run_button.click(on_run, [secret, picked], outputs, api_name="study_run")
     picked.change(views, [picked], outputs, api_name="study_status")
     timer.tick(views, [picked], outputs, api_name="study_poll")
