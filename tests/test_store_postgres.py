@@ -263,7 +263,8 @@ def test_pairwise_scores_with_the_order_column(pg_store: Store):
     assert load_pairwise(pg_store, transcript_id=b.id) == [result]
 
 
-def test_rating_study_and_ratings_through_the_rating_api(pg_store: Store):
+def test_rating_study_and_ratings_through_the_rating_api(pg_store: Store, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(rating.READING_WPM_ENV, "1e9")  # the minimum reading time is tested elsewhere
     pairs = [canary_pair(f"pg{i}") for i in range(2)]
     uploaded = rating.store_uploaded_pairs(pg_store, io.StringIO(pairs_jsonl(pairs)))
     created = rating.create_study(pg_store, uploaded, rating.StudySpec(raters=2, seed=3), source="test")
