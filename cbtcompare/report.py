@@ -151,7 +151,7 @@ def parse_filter_args(items: Sequence[str] | None) -> dict[str, list[str]]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"filter {item!r} is not key=value (for example family=llama3.1-8b)")
+            raise ValueError(f"filter {item!r} is not column=value (for example family=llama3.1-8b)")
         parsed.setdefault(key.strip(), []).append(value.strip())
     return parsed
 

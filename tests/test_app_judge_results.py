@@ -45,5 +45,5 @@ def test_results_explain_what_is_missing(app_url):
     client = Client(app_url, verbose=False)
     with pytest.raises(Exception, match="upload a scores CSV"):
         client.predict("Upload a CSV", None, "", api_name="/results")
-    with pytest.raises(Exception, match="key=value"):
+    with pytest.raises(Exception, match="column=value"):
         client.predict("The store", None, "nonsense", api_name="/results")

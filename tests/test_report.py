@@ -161,7 +161,7 @@ def test_bad_filters_are_refused(planted):
         report.apply_filters(planted, {"model": "x"})
     with pytest.raises(ValueError, match="no scores match the filters \\(family=gpt\\)"):
         report.apply_filters(planted, {"family": "gpt"})
-    with pytest.raises(ValueError, match="not key=value"):
+    with pytest.raises(ValueError, match="not column=value"):
         report.parse_filter_args(["family"])
     assert report.parse_filter_args(["judge=a", "judge=b", "session=2"]) == {"judge": ["a", "b"], "session": ["2"]}
 

@@ -66,7 +66,7 @@ def render(context: AppContext) -> None:
         source = gr.Radio(["The store", "Upload a CSV"], value="The store", label="Scores from")
         upload = gr.File(label="Scores CSV", file_types=[".csv"], type="filepath")
         filters = gr.Textbox(
-            label="Filters (one key=value per line; pair=BASE=TUNED names a therapist pair)",
+            label="Filters (one column=value per line; pair=BASE=TUNED names a therapist pair)",
             lines=3,
             placeholder="rubric_id=ctrs-paper-1-10",
         )
