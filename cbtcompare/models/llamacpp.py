@@ -91,6 +91,9 @@ def prefill_aligned(llama: object, prompt: Sequence[int]) -> int:
 
 
 def _llama_cpp():
+    # llama.cpp's OpenMP threads spin while waiting; on a few shared cores (the app's server threads, two
+    # panes, a judge) spinning starved the others: prefill fell from 26 to 6 tokens/s under load.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import llama_cpp
         import llama_cpp.llama
