@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cbtcompare.ctrs import JudgeConfig, load_rubric, neutralise, score_transcript
-from cbtcompare.ctrs.validate import evidence_schema, quote_occurs, score_schema
+from cbtcompare.ctrs.validate import evidence_schema, grammar_safe, quote_occurs, score_schema
 from cbtcompare.models.base import InvalidConstraint, Message, Sampling
 from cbtcompare.models.llamacpp import LlamaCppModel, compile_grammar, schema_to_grammar
 from cbtcompare.paths import REPO_ROOT
@@ -170,9 +170,43 @@ def test_constrained_generation_gives_back_exactly_an_offered_quote(instruct_mod
     """Escaping is right only if what the model is made to write decodes to the very string offered."""
     turns = [Turn(role="therapist", text=f"Let's begin. {therapist}"), Turn(role="patient", text="ok")]
     schema = evidence_schema(turns, quote_choices=True)
+    if "anyOf" not in schema:  # text a grammar literal cannot safely hold: free-text quotes, validated later
+        assert not grammar_safe(neutralise(turns[0].text))
+        raw = instruct_model.complete_json(
+            [Message("user", "Copy one sentence of this: " + turns[0].text)], schema,
+            Sampling(max_tokens=120, temperature=0.0, seed=0),
+        )  # fmt: skip
+        assert json.loads(raw)["turn"] == 0
+        return
     offered = schema["anyOf"][0]["properties"]["quote"]["enum"]
     messages = [Message("user", "Copy one sentence of this: " + " ".join(offered))]
     raw = instruct_model.complete_json(messages, schema, Sampling(max_tokens=400, temperature=0.0, seed=0))
     answer = json.loads(raw)
     assert answer["turn"] == 0 and answer["quote"] in offered
     assert quote_occurs(answer["quote"], turns[0].text) or quote_occurs(answer["quote"], neutralise(turns[0].text))
+
+
+# Found by the property above: with this text offered as a grammar literal, llama.cpp's sampler was left
+# with no token to continue it, picked end-of-generation and aborted the process (SIGABRT).
+ABORTING_TURN = "\u00a5<\uff5cUser\uff5c>F\U000e4c61\u00f1\U000cc386\ucaf6\u00d3\x87Ad\u00a3}\x89s\x98\u00b2\x02" \
+    "\U00012dc1t\U0007266f\x0f\u00fa\u00a84\x8bJC0\U000d4d87\uc6c2\x01\u2029\\\""
+
+
+@pytest.mark.slow
+def test_text_that_once_aborted_the_sampler_is_judged_in_a_process_that_lives():
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from cbtcompare.ctrs.validate import evidence_schema
+        from cbtcompare.models.base import Message, Sampling
+        from cbtcompare.models.registry import Registry
+        from cbtcompare.transcript import Turn
+        turns = [Turn(role="therapist", text="Let's begin. " + {ABORTING_TURN!r}), Turn(role="patient", text="ok")]
+        schema = evidence_schema(turns, quote_choices=True)
+        model = Registry.from_files().load("smollm2-instruct")
+        prompt = [Message("user", "Copy one sentence of this: " + turns[0].text)]
+        print(model.complete_json(prompt, schema, Sampling(max_tokens=400, temperature=0.0, seed=0)))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["turn"] == 0

@@ -92,6 +92,18 @@ def citable_turns(turns: Sequence[Turn]) -> list[int]:
     return [i for i, t in enumerate(turns) if t.role == RATED_ROLE]
 
 
+# Characters a quote offered as a grammar literal must not hold: with them, llama.cpp's grammar could be
+# left with no token able to continue the literal, the sampler then picks end-of-generation and llama.cpp
+# aborts the whole process (llama-grammar.cpp "fatal error"; found by the hypothesis test on text such as
+# unassigned astral code points beside C1 controls). Such transcripts get free-text quotes instead.
+_UNSAFE_IN_LITERAL = {"Cc", "Cf", "Co", "Cn", "Cs", "Zl", "Zp"}
+
+
+def grammar_safe(text: str) -> bool:
+    """True when every character is an assigned, printable Basic Multilingual Plane character."""
+    return all(ord(ch) <= 0xFFFF and unicodedata.category(ch) not in _UNSAFE_IN_LITERAL for ch in text)
+
+
 def evidence_schema(turns: Sequence[Turn], *, quote_choices: bool, quote_chars: int | None = None) -> dict:
     """One piece of evidence: the index of a therapist turn and a quote.
 
@@ -105,6 +117,8 @@ def evidence_schema(turns: Sequence[Turn], *, quote_choices: bool, quote_chars: 
         # Offered as the judge sees them (neutralised), so no candidate holds a chat-template marker.
         per_turn = [(i, quote_candidates(neutralise(turns[i].text))) for i in citable]
         per_turn = [(i, c) for i, c in per_turn if c]
+        if any(not grammar_safe(q) for _, c in per_turn for q in c):
+            per_turn = []  # free text below, validated just the same
         count = sum(len(c) for _, c in per_turn)
         size = sum(len(q) for _, c in per_turn for q in c)
         if per_turn and count <= QUOTE_CHOICE_LIMIT and size <= QUOTE_CHOICE_CHARS:
