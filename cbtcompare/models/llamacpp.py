@@ -51,6 +51,17 @@ PREFIX_CHUNK_TOKENS = 64
 WARM_CONTEXTS_ENV = "CBTCOMPARE_WARM_CONTEXTS"
 
 
+PREFIX_REUSE_ENV = "CBTCOMPARE_PREFIX_REUSE"
+_NO_CACHE = object()
+
+
+def prefix_reuse_enabled() -> bool:
+    """Off unless CBTCOMPARE_PREFIX_REUSE=1: with a LoRA adapter set, a prompt pre-evaluated in chunks was
+    measured to lose the adapter's effect (identical logits to the base), so reuse stays opt-in until that
+    is understood; without it every request resets the cache and evaluates its prompt in one batch."""
+    return os.environ.get(PREFIX_REUSE_ENV, "0") == "1"
+
+
 def warm_contexts() -> int:
     """Contexts per weights file kept for their caches before one is reused for another conversation.
 
@@ -197,7 +208,11 @@ class SharedWeights:
                 with SharedWeights._lock:
                     llama = self._new_context()
         try:
-            if getattr(llama, "_cbt_kv_key", None) != key:
+            if not prefix_reuse_enabled():
+                self._set_adapter(llama, adapter, scale)
+                llama.reset()  # type: ignore[attr-defined]
+                llama._cbt_kv_key = _NO_CACHE  # type: ignore[attr-defined]
+            elif getattr(llama, "_cbt_kv_key", _NO_CACHE) != key:
                 self._set_adapter(llama, adapter, scale)
                 llama.n_tokens = 0  # type: ignore[attr-defined]
                 llama._cbt_kv_key = key  # type: ignore[attr-defined]
@@ -221,7 +236,7 @@ class SharedWeights:
             return None
 
         def reusable(llama: object) -> int:
-            if getattr(llama, "_cbt_kv_key", None) != key:
+            if getattr(llama, "_cbt_kv_key", _NO_CACHE) != key:
                 return 0
             valid = getattr(llama, "_cbt_aligned_valid", 0)
             return aligned_reusable_prefix(llama._input_ids, prompt, valid)  # type: ignore[attr-defined]
@@ -337,7 +352,8 @@ class LlamaCppModel(ChatModel):
         usage.seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
         with self.shared.context(self._adapter, self.spec.adapter_scale, tokens) as llama:
             try:
-                usage.cached_prompt_tokens = prefill_aligned(llama, tokens)
+                if prefix_reuse_enabled():
+                    usage.cached_prompt_tokens = prefill_aligned(llama, tokens)
                 chunks = llama.create_completion(  # type: ignore[attr-defined]
                     prompt=tokens,
                     max_tokens=sampling.max_tokens,
