@@ -123,7 +123,8 @@ def validate_lines(lines: list[str], count_tokens) -> tuple[ValidationReport, li
         before = path.read_bytes()
         report = validate_file(path, max_tokens=100_000, count_tokens=count_tokens)
         assert path.read_bytes() == before  # the validator only reads
-        return report, path.read_text(encoding="utf-8").split("\n")[:-1]
+        # bytes, not read_text: universal newlines would turn a lone "\r" inside a line into a line break
+        return report, path.read_bytes().decode("utf-8").split("\n")[:-1]
 
 
 @settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])

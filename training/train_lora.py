@@ -391,7 +391,7 @@ def read_sessions(path: Path) -> list[dict[str, Any]]:
     from training.validate import jsonl_lines, parse_line
 
     sessions = []
-    for number, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), start=1):
+    for number, line in enumerate(jsonl_lines(path.read_bytes().decode("utf-8")), start=1):
         if line.strip():
             record, problem = parse_line(line)
             if problem:

@@ -301,7 +301,7 @@ def validate_file(
         report.errors.append((0, f"no such file: {path}"))
         return report
     try:
-        lines = jsonl_lines(path.read_text(encoding="utf-8"))
+        lines = jsonl_lines(path.read_bytes().decode("utf-8"))  # no universal newlines: a lone \r is text
     except UnicodeDecodeError as exc:
         report.errors.append((0, f"not UTF-8 text: {exc}"))
         return report
