@@ -10,7 +10,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -189,11 +189,54 @@ class InvalidConstraint(ModelError):
     kind = "invalid_constraint"
 
 
-class ChatModel(ABC):
-    """One loaded model. Subclasses implement `_stream`; the rest comes from here."""
+class BackendCapabilities(BaseModel):
+    """What a backend can do, read from its class: callers branch on these, never on backend names."""
 
-    supports_seed: bool = False
-    supports_json_schema: bool = False
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: str
+    remote: bool = Field(description="an endpoint: requests cross a network, may need an API key, run concurrently")
+    local_weights: bool = Field(description="weights are loaded into this process (memory, one request per context)")
+    trainable: bool = Field(description="a spec on this backend can be the base of a LoRA training run")
+    adapters: bool = Field(description="a spec can name a LoRA adapter applied over shared base weights")
+    json_schema: bool = Field(description="complete_json constrains the output to a JSON schema")
+    grammar: bool = Field(description="the constraint is a local grammar (llama.cpp GBNF), not a server feature")
+    seed: bool = Field(description="same seed + same settings = same text (exactly, or best effort on some servers)")
+
+
+class ChatModel(ABC):
+    """One loaded model. Subclasses implement `_stream`; the rest comes from here.
+
+    Capability flags are class attributes so they can be read without loading anything
+    (registry.backend_capabilities); a subclass sets the ones that are true for it.
+    """
+
+    remote: ClassVar[bool] = False
+    local_weights: ClassVar[bool] = False
+    trainable: ClassVar[bool] = False
+    adapters: ClassVar[bool] = False
+    grammar: ClassVar[bool] = False
+    supports_seed: ClassVar[bool] = False
+    supports_json_schema: ClassVar[bool] = False
+
+    @classmethod
+    def capabilities(cls, backend: str) -> BackendCapabilities:
+        return BackendCapabilities(
+            backend=backend,
+            remote=cls.remote,
+            local_weights=cls.local_weights,
+            trainable=cls.trainable,
+            adapters=cls.adapters,
+            json_schema=cls.supports_json_schema,
+            grammar=cls.grammar,
+            seed=cls.supports_seed,
+        )
+
+    @staticmethod
+    def unavailable_reason(spec: ModelSpec) -> str | None:
+        """Why `spec` cannot be loaded here, or None. Must never download, load weights or call an endpoint:
+        the Models tab asks it for every spec while the app is being built."""
+        return None
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec

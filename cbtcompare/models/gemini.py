@@ -97,6 +97,7 @@ def fits_response_schema(schema: object) -> bool:
 
 
 class GeminiModel(ChatModel):
+    remote = True
     supports_seed = True  # Gemini takes a seed; Google documents determinism as best effort
     supports_json_schema = True
 

@@ -490,6 +490,9 @@ def _detach_adapter(base: LoadedBase, name: str) -> None:
 class HFModel(ChatModel):
     """A transformers causal LM, optionally with a PEFT adapter, over a base shared with every other spec."""
 
+    local_weights = True
+    trainable = True
+    adapters = True
     supports_seed = True
     supports_json_schema = False
 

@@ -262,6 +262,10 @@ class SharedWeights:
 
 
 class LlamaCppModel(ChatModel):
+    local_weights = True
+    trainable = True
+    adapters = True
+    grammar = True
     supports_seed = True
     supports_json_schema = True
 

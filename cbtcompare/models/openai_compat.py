@@ -176,6 +176,8 @@ def _openai() -> object:
 
 
 class OpenAICompatModel(ChatModel):
+    remote = True
+    adapters = True  # a LoRA served by the endpoint (vLLM --enable-lora) is addressed by its model id
     supports_seed = True  # exact on llama.cpp and vLLM servers; best effort on OpenAI's own
     supports_json_schema = True
 

@@ -2,7 +2,9 @@
 
 Specs come from the shipped models.yaml plus, when set, the file named by CBTCOMPARE_MODELS (same
 format; an entry there replaces a shipped one of the same name). A backend is one module plus one line
-in BACKENDS. Relative adapter and weights paths are resolved against the repository root.
+in BACKENDS; what it can do (remote endpoint, local weights, trainable, adapters, JSON constraints) is
+read from its class by backend_capabilities, so callers never keep their own lists of backend names.
+Relative adapter and weights paths are resolved against the repository root.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from cbtcompare.models.base import ChatModel, ModelError, ModelNotFound, ModelSpec
+from cbtcompare.config_errors import format_validation_error
+from cbtcompare.models.base import BackendCapabilities, ChatModel, ModelError, ModelNotFound, ModelSpec
 from cbtcompare.paths import PACKAGE_ROOT, REPO_ROOT
 
 SHIPPED_MODELS = PACKAGE_ROOT / "models" / "models.yaml"
 
-# backend name -> "module:Class"; the class takes a ModelSpec and may define `unavailable_reason(spec)`.
+# backend name -> "module:Class"; the class takes a ModelSpec and implements `unavailable_reason(spec)`.
 BACKENDS: dict[str, str] = {
     "llamacpp": "cbtcompare.models.llamacpp:LlamaCppModel",
     "hf": "cbtcompare.models.hf:HFModel",
@@ -46,6 +49,21 @@ def backend_class(backend: str) -> type[ChatModel]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def backend_capabilities(backend: str) -> BackendCapabilities:
+    """What `backend` can do, from its class alone: nothing is loaded, downloaded or contacted."""
+    return backend_class(backend).capabilities(backend)
+
+
+def backends_with(capability: str) -> frozenset[str]:
+    """The backends for which the flag `capability` (a BackendCapabilities field) is true, e.g. "remote"."""
+    if capability not in BackendCapabilities.model_fields or capability == "backend":
+        raise ValueError(f"unknown capability {capability!r}; known: {', '.join(_CAPABILITY_FLAGS)}")
+    return frozenset(name for name in BACKENDS if getattr(backend_capabilities(name), capability))
+
+
+_CAPABILITY_FLAGS = tuple(name for name in BackendCapabilities.model_fields if name != "backend")
+
+
 def load_spec_file(path: Path) -> list[ModelSpec]:
     """Parse a models file; errors name the file, the entry and the field."""
     try:
@@ -60,10 +78,8 @@ def load_spec_file(path: Path) -> list[ModelSpec]:
         try:
             specs.append(ModelSpec.model_validate(_resolve_paths(entry)))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
             label = entry.get("name", f"#{index + 1}") if isinstance(entry, dict) else f"#{index + 1}"
-            raise ValueError(f"{path}: model {label}: field {field!r}: {first['msg']}") from exc
+            raise ValueError(format_validation_error(exc, f"{path}: model {label}", entry, whole="entry")) from exc
     return specs
 
 
@@ -121,7 +137,7 @@ class Registry:
     def availability(self, name: str) -> Availability:
         spec = self.spec(name)
         try:
-            reason = backend_class(spec.backend).unavailable_reason(spec)  # type: ignore[attr-defined]
+            reason = backend_class(spec.backend).unavailable_reason(spec)
         except ModelError as exc:
             reason = str(exc)
         return Availability(spec.name, spec.backend, reason is None, reason or "", spec.description)
