@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shlex
@@ -33,7 +34,7 @@ from typing import Any, Literal
 from cbtcompare.models.base import ModelSpec, Sampling
 from cbtcompare.paths import REPO_ROOT
 from training.config import ConfigError, TrainConfig
-from training.staging import clean_partial_outputs
+from training.staging import clean_partial_outputs, process_alive, process_start_ticks
 from training.train_lora import (
     CONFIG_NAME,
     LOG_NAME,
@@ -64,36 +65,6 @@ class JobBusy(JobError):
 
 
 # --- processes -----------------------------------------------------------------------------------------------
-
-
-def _process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks (Linux), to tell a live job from a recycled pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
-
-
-def _process_alive(pid: int, start_ticks: int | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (not Linux): the signal check is all there is
-    if stat[stat.rindex(")") + 2 :].startswith("Z"):
-        # The leader exited; the process is gone once its other threads are (they still hold its files).
-        try:
-            return len(os.listdir(f"/proc/{pid}/task")) > 1
-        except OSError:
-            return False
-    return start_ticks is None or _process_start_ticks(pid) == start_ticks
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}  # jobs this process launched, reaped when polled
@@ -168,6 +139,7 @@ class JobStatus:
     final_loss: float | None = None
     checkpoint: str | None = None
     phase: str | None = None
+    seconds_per_step: float | None = None
     losses: list[tuple[int, float]] = field(default_factory=list)
 
     @property
@@ -175,6 +147,13 @@ class JobStatus:
         if not self.max_steps:
             return None
         return min(1.0, self.step / self.max_steps)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the pace of the steps logged since the last start or resume (None before two steps)."""
+        if self.finished or not self.max_steps or self.seconds_per_step is None:
+            return None
+        return max(0.0, (self.max_steps - self.step) * self.seconds_per_step)
 
     @property
     def finished(self) -> bool:
@@ -202,6 +181,7 @@ class JobStatus:
         data = {k: v for k, v in self.__dict__.items() if k != "losses"}
         data["run_dir"] = str(self.run_dir)
         data["progress"] = self.progress
+        data["eta_s"] = self.eta_s
         data["losses"] = [list(p) for p in self.losses]
         return data
 
@@ -229,6 +209,7 @@ def job_status(run_dir: Path) -> JobStatus:
     last_start = max((i for i, r in enumerate(records) if r.get("event") == "start"), default=-1)
     launched = float(job.get("started") or 0) - 1.0  # an `end` from before the last launch (a resume) is history
     by_step: dict[int, float] = {}
+    paced: list[tuple[float, int]] = []  # (time, step) of this segment's steps, for the pace
     for index, record in enumerate(records):
         event = record.get("event")
         status.updated = record.get("time", status.updated)
@@ -238,6 +219,8 @@ def job_status(run_dir: Path) -> JobStatus:
             status.max_steps = record.get("max_steps") or status.max_steps
             status.loss, status.lr = record.get("loss"), record.get("lr")
             status.tokens_per_s, status.epoch = record.get("tokens_per_s"), record.get("epoch")
+            if index > last_start and record.get("time") is not None:
+                paced.append((float(record["time"]), status.step))
         elif event == "train_begin":
             status.max_steps = record.get("max_steps") or status.max_steps
             status.step = int(record.get("step") or status.step)
@@ -252,10 +235,12 @@ def job_status(run_dir: Path) -> JobStatus:
             status.error = record.get("error")
             status.final_loss = record.get("final_loss")
     status.losses = sorted(by_step.items())
+    if len(paced) >= 2 and paced[-1][1] > paced[0][1]:
+        status.seconds_per_step = (paced[-1][0] - paced[0][0]) / (paced[-1][1] - paced[0][1])
     if status.state in FINAL_STATES:
         return status
     pid = job.get("pid")
-    alive = bool(pid) and _process_alive(int(pid), job.get("start_ticks"))
+    alive = bool(pid) and process_alive(int(pid), job.get("start_ticks"))
     if alive:
         status.state = "stopping" if (run_dir / ABORT_MARKER).exists() else ("running" if records else "starting")
         return status
@@ -273,12 +258,21 @@ def job_status(run_dir: Path) -> JobStatus:
     return status
 
 
-def _stdout_tail(run_dir: Path, lines: int = 6) -> str:
+def log_tail(run_dir: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
+    """The last non-blank lines of the job's output (stdout.log), read from its end only."""
     path = run_dir / STDOUT_NAME
-    if not path.is_file():
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - max_bytes))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
         return ""
-    tail = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()][-lines:]
-    return ("\nLast output:\n" + "\n".join(tail)) if tail else ""
+    return "\n".join([line for line in text.replace("\r", "\n").splitlines() if line.strip()][-lines:])
+
+
+def _stdout_tail(run_dir: Path, lines: int = 6) -> str:
+    tail = log_tail(run_dir, lines)
+    return ("\nLast output:\n" + tail) if tail else ""
 
 
 def list_jobs(runs_dir: Path | None = None) -> list[JobStatus]:
@@ -293,20 +287,58 @@ def list_jobs(runs_dir: Path | None = None) -> list[JobStatus]:
     return statuses
 
 
+def active_job(runs_dir: Path | None = None) -> JobStatus | None:
+    """The newest run whose job is still starting, running or stopping (a returning browser re-attaches)."""
+    runs_dir = runs_dir or TrainConfig().runs_path()
+    if not runs_dir.is_dir():
+        return None
+    for folder in sorted(runs_dir.iterdir(), reverse=True):
+        if folder.is_dir() and not folder.name.startswith(".") and (folder / JOB_NAME).is_file():
+            try:
+                status = job_status(folder)
+            except JobError:
+                continue
+            if not status.finished:
+                return status
+    return None
+
+
+def run_ids(runs_dir: Path | None = None) -> list[str]:
+    """Run ids, newest first, from the folder names alone (cheap enough to poll)."""
+    runs_dir = runs_dir or TrainConfig().runs_path()
+    if not runs_dir.is_dir():
+        return []
+    return [p.name for p in sorted(runs_dir.iterdir(), reverse=True)
+            if p.is_dir() and not p.name.startswith(".") and (p / CONFIG_NAME).is_file()]
+
+
+@functools.lru_cache(maxsize=512)
+def _adapters_path_of(config_file: str, _mtime_ns: int) -> Path | None:
+    try:
+        return TrainConfig.from_yaml(Path(config_file)).adapters_path()
+    except ConfigError:
+        return None
+
+
+def adapter_folders(runs_dir: Path | None = None) -> list[Path]:
+    """Every folder jobs publish adapters into: the default adapters/ and each run's configured one."""
+    folders = {TrainConfig().adapters_path()}
+    runs_dir = runs_dir or TrainConfig().runs_path()
+    if runs_dir.is_dir():
+        for config_file in runs_dir.glob(f"*/{CONFIG_NAME}"):
+            with contextlib.suppress(OSError):
+                folder = _adapters_path_of(str(config_file), config_file.stat().st_mtime_ns)
+                if folder is not None:
+                    folders.add(folder)
+    return sorted(folders)
+
+
 def clean_stale_outputs(runs_dir: Path | None = None) -> list[str]:
     """Remove the unfinished copies killed publishes left in adapters/ (the default folder and each run's).
 
     Returns one line per action; a copy whose publishing process is still alive is left alone.
     """
-    folders = {TrainConfig().adapters_path()}
-    runs_dir = runs_dir or TrainConfig().runs_path()
-    if runs_dir.is_dir():
-        for config_file in runs_dir.glob(f"*/{CONFIG_NAME}"):
-            try:
-                folders.add(TrainConfig.from_yaml(config_file).adapters_path())
-            except ConfigError:
-                continue
-    return [action for folder in sorted(folders) for action in clean_partial_outputs(folder)]
+    return [action for folder in adapter_folders(runs_dir) for action in clean_partial_outputs(folder)]
 
 
 def find_run(run: str | Path, runs_dir: Path | None = None) -> Path:
@@ -435,7 +467,7 @@ def _launch(run_dir: Path, config: TrainConfig, launcher: Launcher, lock_fd: int
     job = {
         "pid": process.pid,
         "pgid": process.pid,
-        "start_ticks": _process_start_ticks(process.pid),
+        "start_ticks": process_start_ticks(process.pid),
         "command": command,
         "name": config.name,
         "device": device,
@@ -477,7 +509,7 @@ def _wait_exit(run_dir: Path, timeout_s: float) -> bool:
     job = _read_job(run_dir)
     pid = job.get("pid")
     deadline = time.monotonic() + timeout_s
-    while pid and _process_alive(int(pid), job.get("start_ticks")):
+    while pid and process_alive(int(pid), job.get("start_ticks")):
         _reap()
         if time.monotonic() > deadline:
             return False
@@ -522,23 +554,42 @@ def register_adapter(registry: Any, folder: Path) -> str:
     return spec.name
 
 
-def register_published_adapters(registry: Any, adapters_dir: Path | None = None) -> list[str]:
-    """Register every published adapter not already served by a spec (e.g. the shipped smollm2-cbt)."""
-    adapters_dir = adapters_dir or TrainConfig().adapters_path()
-    if not adapters_dir.is_dir():
-        return []
+def register_published_adapters(registry: Any, adapters_dir: Path | None = None, *,
+                                seen: dict[str, int] | None = None) -> list[str]:
+    """Register every published adapter not already served by a spec (e.g. the shipped smollm2-cbt).
+
+    Without `adapters_dir`, every folder jobs publish into (adapter_folders). `seen` (folder -> manifest
+    mtime) remembers what this registry took in: an adapter republished under the same name (a job with
+    overwrite) is registered again, so its old weights are dropped. Returns the names added or replaced.
+    """
+    parents = [adapters_dir] if adapters_dir else adapter_folders()
     in_use = {str(Path(registry.spec(n).adapter).resolve()) for n in registry.names() if registry.spec(n).adapter}
     added = []
-    for folder in sorted(adapters_dir.iterdir()):
-        if folder.name.startswith(".") or not (folder / MANIFEST_NAME).is_file():
+    for parent in parents:
+        if not parent.is_dir():
             continue
-        paths = {str((folder / "adapter.gguf").resolve()), str(folder.resolve())}
-        if paths & in_use or folder.name in registry.names():
-            continue
-        try:
-            added.append(register_adapter(registry, folder))
-        except (KeyError, ValueError, json.JSONDecodeError):
-            continue  # a folder that is not one of ours; the Models tab shows what loaded
+        for folder in sorted(parent.iterdir()):
+            manifest = folder / MANIFEST_NAME
+            if folder.name.startswith(".") or not manifest.is_file():
+                continue
+            try:
+                stamp = manifest.stat().st_mtime_ns
+            except OSError:
+                continue  # replaced while we looked; the next scan sees the new one
+            key = str(folder.resolve())
+            if seen is not None and key in seen:
+                if seen[key] == stamp:
+                    continue
+            else:
+                paths = {str((folder / "adapter.gguf").resolve()), key}
+                if paths & in_use or folder.name in registry.names():
+                    continue
+            try:
+                added.append(register_adapter(registry, folder))
+            except (OSError, KeyError, ValueError, json.JSONDecodeError):
+                continue  # a folder that is not one of ours; the Models tab shows what loaded
+            if seen is not None:
+                seen[key] = stamp
     return added
 
 

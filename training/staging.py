@@ -30,9 +30,21 @@ def staging_dir(parent: Path, name: str, kind: str = PARTIAL) -> Path:
     return parent / f".{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks (Linux), to tell a live process from a recycled pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def process_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """Whether `pid` still runs (and, given `start_ticks`, is the same process, not a recycled pid).
+
+    A zombie leader whose other threads still run counts as alive: they still hold its files and locks.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -40,10 +52,15 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        state = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True
-    return not state[state.rindex(")") + 2 :].startswith("Z")
+        return True  # no /proc (not Linux): the signal check is all there is
+    if stat[stat.rindex(")") + 2 :].startswith("Z"):
+        try:
+            return len(os.listdir(f"/proc/{pid}/task")) > 1
+        except OSError:
+            return False
+    return start_ticks is None or process_start_ticks(pid) == start_ticks
 
 
 def _exchange(first: Path, second: Path) -> bool:
@@ -91,7 +108,7 @@ def clean_partial_outputs(parent: Path) -> list[str]:
         if not match or not entry.is_dir():
             continue
         kind, pid, name = match[1], match[2], match[4] or match[5]
-        if pid is not None and _pid_alive(int(pid)):
+        if pid is not None and process_alive(int(pid)):
             continue  # still being built or replaced
         target = parent / name
         if kind == REPLACED and not target.exists():

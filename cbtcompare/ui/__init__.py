@@ -13,8 +13,9 @@ import importlib
 import inspect
 import os
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -49,12 +50,44 @@ CSS = """
 """
 
 
+# How often a page's live lists (model pickers, stored transcripts, runs) look for changes.
+REFRESH_S = 5.0
+
+
 @dataclass
 class AppContext:
-    """What every tab shares: the model registry and the store. Per-user state lives in gr.State."""
+    """What every tab shares: the model registry and the store. Per-user state lives in gr.State.
+
+    The registry holds the published adapters from the moment the context is built (`from_environment`,
+    or `build_app` for a context built elsewhere), whatever tabs render; `sync_adapters` takes in what
+    jobs publish later, at most once per REFRESH_S however many pickers ask.
+    """
 
     registry: Registry
     store: Store
+    _adapter_stamps: dict[str, int] = field(default_factory=dict, repr=False)
+    _adapters_synced_at: float = field(default=float("-inf"), repr=False)
+    _sync_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_environment(cls) -> AppContext:
+        context = cls(registry=Registry.from_files(), store=Store())
+        context.sync_adapters(force=True)
+        return context
+
+    def sync_adapters(self, *, force: bool = False) -> list[str]:
+        """Register adapters published since the last look (training.jobs); returns the names added."""
+        from training.jobs import register_published_adapters
+
+        with self._sync_lock:
+            now = time.monotonic()
+            if not force and now - self._adapters_synced_at < REFRESH_S / 2:
+                return []
+            self._adapters_synced_at = now
+            try:
+                return register_published_adapters(self.registry, seen=self._adapter_stamps)
+            except OSError:
+                return []  # an unreadable runs or adapters folder: the pickers keep what they have
 
 
 @cache
@@ -187,7 +220,10 @@ def redact_event_errors(app: gr.Blocks) -> None:
 def build_app(context: AppContext | None = None, *, warm_up: bool = True) -> gr.Blocks:
     """The whole app. `warm_up=False` leaves loading the crisis classifier to the caller (app.py starts it
     after launch, so its imports do not slow the server's first page past Gradio's start-up check)."""
-    context = context or AppContext(registry=Registry.from_files(), store=Store())
+    if context is None:
+        context = AppContext.from_environment()
+    else:
+        context.sync_adapters(force=True)
     if warm_up:
         warm_up_crisis_screening()
     with gr.Blocks(title="CBTCompare") as app:
