@@ -7,6 +7,7 @@ import json
 
 from cbtcompare.compare import CompareSession
 from cbtcompare.models.registry import Registry
+from cbtcompare.simulate.settings import shared_sampling
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     for name in names:
         registry.spec(name)  # unknown names fail before anything loads
-    first = registry.spec(names[0]).sampling
-    sampling = first.merged(max_tokens=args.max_tokens, temperature=args.temperature)
+    sampling = shared_sampling(
+        [registry.spec(name) for name in names], {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    )
     session = CompareSession(registry, names, session_prompt=args.system_prompt, sampling=sampling, seed=args.seed)
     for _ in session.send(args.message):
         pass

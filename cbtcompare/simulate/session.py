@@ -45,14 +45,13 @@ from cbtcompare.patients import (
 )
 from cbtcompare.prompts import DEFAULT_SESSION_PROMPT, load_prompt, resolve_system_prompt
 from cbtcompare.seeds import derive_seed
+from cbtcompare.simulate.settings import SEED_SCHEDULE, SummaryPolicy
 from cbtcompare.transcript import Transcript, Turn, new_id, patient_messages, therapist_messages
 
 SUMMARY_PROMPT = "session_summary"
 MAX_GROUP = 3
 ENDPOINT_BACKENDS = frozenset({"openai", "gemini"})
-SEED_SCHEDULE = "derive_seed(run_seed, role, session_index, turn_index) (cbtcompare.seeds, sha256-based)"
 
-SummaryPolicy = Literal["none", "prompt", "last_turn"]
 StopReason = Literal["max_turns", "end_marker", "context_budget", "crisis", "stopped"]
 TurnCallback = Callable[[Transcript, Turn], None]
 TranscriptCallback = Callable[[Transcript], None]
