@@ -245,6 +245,12 @@ def build_results(
             f"{partial} of {len(totals)} transcripts have a partial total (some items unscored); the primary "
             "total prorates them to the rubric length, and total_complete leaves them out (sensitivity)"
         )
+    unassigned = stats.unassigned_transcripts(totals)
+    if unassigned:
+        bundle.notes.append(
+            f"{unassigned} of {len(totals)} transcripts are unassigned (imported, producer unknown): they are "
+            "scored and shown per therapist, and left out of every tuned-vs-base analysis and the mixed model"
+        )
     pairing = _try(bundle, "Tuned vs base", lambda: stats.resolve_pairing(totals, pairs))
     pair_args = [(p.control, p.treatment) for p in pairing] if pairing else None
     if pairing is not None:

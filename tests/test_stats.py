@@ -833,3 +833,31 @@ def test_a_rubric_part_must_be_declared(tmp_path):
     broken.write_text(text.replace("    part: II\n", "    part: III\n", 1), encoding="utf-8")
     with pytest.raises(ValueError, match="III not declared under 'parts'"):
         load_rubric(broken)
+
+
+def test_unassigned_transcripts_are_scored_shown_left_out_of_tuned_vs_base_and_counted():
+    from cbtcompare import report
+    from cbtcompare.stats.patient_level import patient_level_comparison
+
+    clean = make_planted_scores(n_patients=8, n_sessions=2, judges=JUDGES[:1], families={"qwen2.5-7b": 0.0})
+    # Imports with no known producer, on the same patients and sessions, scored at the top of the scale:
+    # counted as tuned (or base) they would move every tuned-vs-base number.
+    imported = clean[clean["variant"] == "tuned"].copy()
+    imported["transcript_id"] = "import-" + imported["transcript_id"]
+    imported["therapist"], imported["family"], imported["variant"], imported["score"] = "imported", "unknown", "unassigned", 10.0
+    mixed = pd.concat([clean, imported], ignore_index=True)
+
+    assert stats.unassigned_transcripts(mixed) == 16 and stats.unassigned_transcripts(clean) == 0
+    expected = patient_level_comparison(clean).set_index("measure").loc["total"]
+    got = patient_level_comparison(mixed).set_index("measure").loc["total"]
+    assert got["mean_diff"] == pytest.approx(expected["mean_diff"]) and got["n_pairs"] == expected["n_pairs"] == 8
+    assert stats.paired_comparison(mixed).equals(stats.paired_comparison(clean))
+    model = stats.mixed_model(mixed)
+    assert model.n_observations == 32 and any("16 unassigned" in w for w in model.warnings)
+    assert "unassigned" not in " ".join(model.fixed_effects["label"])
+    with pytest.raises(AnalysisError, match="unassigned"):
+        stats.resolve_pairing(mixed, treatment="unassigned")
+    bundle = report.build_results(mixed)
+    shown = bundle.tables["unscored_by_arm"].set_index("therapist")
+    assert shown.loc["imported", "variant"] == "unassigned" and shown.loc["imported", "n"] == 16
+    assert any("16 of 48 transcripts are unassigned" in note for note in bundle.notes)

@@ -29,10 +29,15 @@ from scipy import stats as sps
 from scipy.optimize import brentq
 
 from cbtcompare.ctrs.rubric import Rubric, load_rubric, rubric_names
+from cbtcompare.provenance import VARIANTS as PROVENANCE_VARIANTS
+from cbtcompare.provenance import known_family
 
 # The item ids come from the shipped rubric files (the paper's and the classic CTRS share them): one source.
 CTRS_ITEMS: tuple[str, ...] = tuple(load_rubric("paper").item_ids)
-VARIANTS: tuple[str, ...] = ("base", "tuned", "prompted")
+# base, tuned, prompted and unassigned (an import whose producer is unknown: scored and shown, but left out
+# of every tuned-vs-base analysis and counted there; see unassigned_transcripts).
+VARIANTS: tuple[str, ...] = tuple(PROVENANCE_VARIANTS)
+UNASSIGNED = "unassigned"
 STATUSES: tuple[str, ...] = ("scored", "unscored", "n/a")
 SCORE_RANGE: tuple[float, float] = (0.0, 10.0)  # covers the paper's 1-10 items and the classic 0-6 items
 TOTAL = "total"
@@ -57,7 +62,7 @@ SCORES_SCHEMA: tuple[ScoreColumn, ...] = (
     ScoreColumn("transcript_id", "text", True, "the scored transcript; one therapist/patient/session per id"),
     ScoreColumn("therapist", "text", True, "therapist model name as shown to people"),
     ScoreColumn("family", "text", True, "model family shared by base and tuned, e.g. llama3.1-8b"),
-    ScoreColumn("variant", "text", True, "base, tuned or prompted"),
+    ScoreColumn("variant", "text", True, "base, tuned, prompted or unassigned (producer unknown)"),
     ScoreColumn("patient_id", "text", True, "simulated patient (profile) id; the matching key with family+session"),
     ScoreColumn("session", "int", True, "session number within the patient's course"),
     ScoreColumn("judge", "text", True, "judge model name"),
@@ -470,6 +475,8 @@ def resolve_pairing(
     treatment therapist of each family. A family with two control (or two treatment) therapists is
     ambiguous and refused with an AnalysisError naming them: averaging two base models into one would
     compare the tuned model with neither."""
+    if UNASSIGNED in (treatment, control):
+        raise AnalysisError("unassigned transcripts have no known producer and cannot be one side of a pair")
     totals = scores if "scored_items" in scores.columns else transcript_totals(scores)
     variant_of = totals.groupby("therapist")["variant"].first()
     family_of = totals.groupby("therapist")["family"].first()
@@ -553,6 +560,13 @@ def matched_pairs(
     if control_cells.empty:
         raise AnalysisError(f"no {treatment} and {control} transcripts of a pair share patient_id and session")
     return control_cells, treatment_cells
+
+
+def unassigned_transcripts(scores: pd.DataFrame) -> int:
+    """How many transcripts are `unassigned` (an import whose producer is unknown): they are scored and
+    shown per therapist, but no tuned-vs-base analysis can place them, so each leaves them out."""
+    totals = scores if "scored_items" in scores.columns else transcript_totals(scores)
+    return int((totals["variant"] == UNASSIGNED).sum())
 
 
 def pairing_summary(
@@ -800,13 +814,18 @@ def _term_label(term: str, reference: dict[str, str]) -> str:
 
 
 def mixed_model(scores: pd.DataFrame, *, reml: bool = True, confidence: float = 0.95) -> MixedModelResult:
-    """Fit the paper's linear mixed model on transcript totals (partial totals included, as in the tables).
+    """Fit the paper's linear mixed model on transcript totals (partial totals included, as in the tables);
+    unassigned transcripts (producer unknown) are left out, with a note in `warnings`.
 
     Reference levels: variant 'base' (else the first present), family the first in sorted order. A factor
     with one level is left out of the formula, with a note in `warnings`.
     """
-    totals = transcript_totals(scores).dropna(subset=[TOTAL]).copy()
+    totals = transcript_totals(scores).dropna(subset=[TOTAL])
     notes: list[str] = []
+    unassigned = int((totals["variant"] == UNASSIGNED).sum())
+    if unassigned:
+        notes.append(f"{unassigned} unassigned transcript(s) (producer unknown) left out of the model")
+    totals = totals[totals["variant"] != UNASSIGNED].copy()
     if totals[TOTAL].size < 3:
         raise AnalysisError("the mixed model needs at least 3 transcripts with a total")
     if totals["patient_id"].nunique() < 2:
@@ -1004,17 +1023,12 @@ def length_bias(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def family_stem(name: str) -> str:
-    """The alphabetic stem of a model or family name: 'llama3.1-8b' -> 'llama', 'Qwen2.5-7B' -> 'qwen'."""
-    match = re.match(r"[a-z]+", name.strip().lower())
-    return match.group(0) if match else ""
-
-
 def same_family(judge: str, family: str) -> bool:
-    """True when the judge's name contains the therapist family's stem (at least 3 letters): a judge that
-    may prefer its own family's output."""
-    stem = family_stem(family)
-    return len(stem) >= 3 and stem in re.sub(r"[^a-z0-9]", "", judge.lower())
+    """True when the judge and the therapist family are one known family (cbtcompare.provenance decides
+    both, so a judge and a therapist are classified the same way): a judge that may prefer its own
+    family's output. A judge of no known family shares a family with nobody."""
+    judge_family = known_family(judge)
+    return judge_family is not None and judge_family == (known_family(family) or family.strip().lower())
 
 
 def self_preference(scores: pd.DataFrame) -> pd.DataFrame:
