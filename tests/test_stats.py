@@ -844,7 +844,8 @@ def test_unassigned_transcripts_are_scored_shown_left_out_of_tuned_vs_base_and_c
     # counted as tuned (or base) they would move every tuned-vs-base number.
     imported = clean[clean["variant"] == "tuned"].copy()
     imported["transcript_id"] = "import-" + imported["transcript_id"]
-    imported["therapist"], imported["family"], imported["variant"], imported["score"] = "imported", "unknown", "unassigned", 10.0
+    imported["therapist"], imported["family"], imported["variant"] = "imported", "unknown", "unassigned"
+    imported["score"] = 10.0
     mixed = pd.concat([clean, imported], ignore_index=True)
 
     assert stats.unassigned_transcripts(mixed) == 16 and stats.unassigned_transcripts(clean) == 0
