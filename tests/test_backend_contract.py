@@ -3,9 +3,18 @@ downloads, seeds resolved once in `stream`, close() that frees llama.cpp weights
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
 import pytest
 
 from cbtcompare.models.base import BackendCapabilities, ChatModel
+from cbtcompare.models.defaults import default_gguf_path
 from cbtcompare.models.registry import BACKENDS, backend_capabilities, backend_class, backends_with
 
 
@@ -40,3 +49,108 @@ def test_every_backend_declares_unavailable_reason_on_the_contract():
     assert ChatModel.unavailable_reason.__doc__ and "never download" in ChatModel.unavailable_reason.__doc__
     for backend in BACKENDS:
         assert "unavailable_reason" in vars(backend_class(backend)), backend
+
+
+# --- availability never downloads --------------------------------------------------------------------------
+
+
+class RecordingHub:
+    """A fake Hugging Face endpoint on 127.0.0.1 that answers 404 and records every request it gets."""
+
+    def __init__(self) -> None:
+        requests = self.requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                requests.append(f"{self.command} {self.path}")
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = _answer
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def recording_hub():
+    hub = RecordingHub()
+    yield hub
+    hub.close()
+
+
+AVAILABILITY_SCRIPT = """
+import json, sys
+from cbtcompare.models.defaults import default_gguf_path
+from cbtcompare.models.registry import Registry
+registry = Registry.from_files()
+print(json.dumps({n: [a.available, a.reason] for n in sys.argv[1:] for a in [registry.availability(n)]}))
+"""
+
+
+def availability_in_fresh_process(models: Path, names: list[str], env: dict[str, str]) -> dict[str, list]:
+    """Ask the registry in a new interpreter, so huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE afresh."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    environment.update(env, CBTCOMPARE_MODELS=str(models))
+    done = subprocess.run(
+        [sys.executable, "-c", AVAILABILITY_SCRIPT, *names],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def fake_cached_file(hf_home: Path, repo: str, filename: str, content: bytes) -> None:
+    """Lay out a file as huggingface_hub's cache holds it (refs/main -> snapshots/<revision>/file)."""
+    repo_dir = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    revision = "0" * 40
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    snapshot = repo_dir / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (snapshot / filename).write_bytes(content)
+
+
+def test_availability_of_hub_files_never_downloads(tmp_path, recording_hub):
+    hf_home = tmp_path / "hf"
+    fake_cached_file(hf_home, "cached/gguf", "model.gguf", default_gguf_path().read_bytes()[:4096])
+    fake_cached_file(hf_home, "cached/notgguf", "model.gguf", b"<html>not a model</html>")
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        "models:\n"
+        "  - {name: remote-weights, backend: llamacpp, weights: 'hf:nobody/absent:model.gguf'}\n"
+        "  - {name: remote-adapter, backend: llamacpp, weights: 'embedded:smollm2',"
+        " adapter: 'hf:nobody/absent:a.gguf'}\n"
+        "  - {name: cached-weights, backend: llamacpp, weights: 'hf:cached/gguf:model.gguf'}\n"
+        "  - {name: cached-junk, backend: llamacpp, weights: 'hf:cached/notgguf:model.gguf'}\n"
+        "  - {name: hf-remote, backend: hf, weights: 'hf:nobody/absent:model.gguf'}\n"
+    )
+    names = ["remote-weights", "remote-adapter", "cached-weights", "cached-junk", "hf-remote"]
+    online = {"HF_ENDPOINT": recording_hub.url, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "0"}
+
+    answers = availability_in_fresh_process(models, names, online)
+
+    assert recording_hub.requests == []
+    # not cached, Hub reachable: listed as available, fetched when the model is first loaded
+    assert answers["remote-weights"] == [True, ""] and answers["remote-adapter"] == [True, ""]
+    assert answers["cached-weights"] == [True, ""]
+    assert answers["cached-junk"][0] is False and "is not a GGUF file" in answers["cached-junk"][1]
+
+    offline = availability_in_fresh_process(models, names[:2], {**online, "HF_HUB_OFFLINE": "1"})
+    assert recording_hub.requests == []
+    for name in names[:2]:
+        assert offline[name][0] is False and "not in the Hugging Face cache" in offline[name][1], offline[name]

@@ -45,7 +45,14 @@ from cbtcompare.models.base import (
     Usage,
 )
 from cbtcompare.models.defaults import DEFAULT_WEIGHTS_REF
-from cbtcompare.models.weights import check_gguf, parse_hf_reference, resolve_weights, sha256_of
+from cbtcompare.models.weights import (
+    check_gguf,
+    hub_cached_file,
+    hub_offline,
+    parse_hf_reference,
+    resolve_weights,
+    sha256_of,
+)
 from cbtcompare.paths import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -90,18 +97,6 @@ def _local_path(reference: str) -> Path:
     return path
 
 
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _cached_on_hub(repo: str, filename: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id=repo, filename=filename), str)
-
-
 def locate_weights(spec: ModelSpec, *, download: bool) -> WeightsSource:
     """Classify `spec.weights`; with download=False nothing is fetched (availability checks)."""
     reference = spec.weights
@@ -116,7 +111,7 @@ def locate_weights(spec: ModelSpec, *, download: bool) -> WeightsSource:
             path = resolve_weights(reference)
             check_gguf(path)
             return WeightsSource("gguf", str(path))
-        if not _cached_on_hub(repo, filename) and _hub_offline():
+        if hub_cached_file(repo, filename) is None and hub_offline():
             raise ModelNotFound(
                 f"{filename} from {repo} is not in the Hugging Face cache and the Hub is switched off "
                 "(HF_HUB_OFFLINE); connect once to download it, or put the file on disk and use its path",
@@ -169,7 +164,7 @@ def _check_model_folder(path: Path, spec: ModelSpec) -> None:
 def _hub_source(repo: str, spec: ModelSpec) -> WeightsSource:
     if not HUB_ID.match(repo):
         raise ModelNotFound(f"{repo!r} is not a Hub id; write owner/name", model=spec.name)
-    if _hub_offline() and not _cached_on_hub(repo, "config.json"):
+    if hub_offline() and hub_cached_file(repo, "config.json") is None:
         raise ModelNotFound(
             f"{repo} is neither a local folder nor a model in the Hugging Face cache, and the Hub is switched off "
             f"(HF_HUB_OFFLINE); download it where the Hub is reachable (`hf download {repo} --local-dir DIR`) "

@@ -42,7 +42,7 @@ from cbtcompare.models.base import (
     Sampling,
     Usage,
 )
-from cbtcompare.models.weights import check_gguf, resolve_weights, sha256_of
+from cbtcompare.models.weights import check_gguf, local_weights_file, resolve_weights, sha256_of
 
 MAX_CONTEXTS_PER_WEIGHTS = 4
 # Prompts are evaluated in chunks aligned to multiples of this many positions, so a prompt evaluated from
@@ -280,15 +280,24 @@ class LlamaCppModel(ChatModel):
 
     @staticmethod
     def unavailable_reason(spec: ModelSpec) -> str | None:
+        """Why `spec` cannot load, from local files only: an hf: file not cached yet is fetched at load, not here."""
         try:
             _llama_cpp()
-            path = resolve_weights(spec.weights)
-            check_gguf(path)
-            if spec.adapter:
-                LlamaCppModel._adapter_path(spec)
+            for reference, what in ((spec.weights, "weights"), (spec.adapter, "adapter")):
+                if reference is None:
+                    continue
+                if what == "adapter" and not reference.startswith("hf:") and not Path(reference).exists():
+                    raise ModelNotFound(LlamaCppModel._adapter_missing(Path(reference)), model=spec.name)
+                path = local_weights_file(reference)
+                if path is not None:
+                    check_gguf(path)
         except ModelError as exc:
             return str(exc)
         return None
+
+    @staticmethod
+    def _adapter_missing(path: Path) -> str:
+        return f"adapter not built yet: {path} does not exist; train it (see training/) or fix the path"
 
     @staticmethod
     def _adapter_path(spec: ModelSpec) -> Path | None:
@@ -296,10 +305,7 @@ class LlamaCppModel(ChatModel):
             return None
         path = resolve_weights(spec.adapter) if spec.adapter.startswith("hf:") else Path(spec.adapter)
         if not path.exists():
-            raise ModelNotFound(
-                f"adapter not built yet: {path} does not exist; train it (see training/) or fix the path",
-                model=spec.name,
-            )
+            raise ModelNotFound(LlamaCppModel._adapter_missing(path), model=spec.name)
         return path
 
     def _chat_formatter(self):  # type: ignore[no-untyped-def]

