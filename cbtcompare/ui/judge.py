@@ -1,31 +1,47 @@
 """Judge tab: score stored or uploaded transcripts on a CTRS rubric with one or more judges.
 
 Wires widgets to cbtcompare.ctrs (check_request then run_request, aggregate_results, scores_frame): a
-request is checked in full before anything is stored. The evidence view and the radar come from small
-formatting helpers here.
+request is checked in full before anything is stored. The stored-transcript list follows the store
+(cbtcompare.ui.pickers); progress is counted per judge call with an ETA while the request runs in a
+worker thread; in the page a refused request is said in the status line where the user looks (the
+`/judge` API still raises, so callers get an exception). The evidence view and the radar come from
+small formatting helpers here.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 
 import gradio as gr
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cbtcompare import plots
+from cbtcompare.config_errors import format_validation_error
 from cbtcompare.ctrs import (
     JudgeResult,
     TranscriptAggregate,
     aggregate_results,
+    load_rubric,
     rubric_names,
     scores_frame,
 )
-from cbtcompare.ctrs.request import MAX_REPEATS, check_request, run_request
+from cbtcompare.ctrs.request import MAX_REPEATS, CheckedRequest, check_request, run_request
+from cbtcompare.models.base import ChatModel
+from cbtcompare.provenance import VARIANTS, Variant
+from cbtcompare.redact import redact
 from cbtcompare.transcript import Transcript
 from cbtcompare.ui import AppContext, ui_copy
+from cbtcompare.ui.pickers import live_dropdown, model_dropdown
 
 TITLE = "Judge"
+# The paper's modified CTRS (11 items x 1-10) is what this app reproduces, so it is the default.
+DEFAULT_RUBRIC = "paper"
+PROGRESS_EVERY_S = 1.0
 TABLE_COLUMNS = ["transcript", "therapist", "item", "score", "status", "spread", "justification"]
 
 
@@ -97,70 +113,258 @@ def _highlight(text: str, quote: str) -> str:
     return f"{text[:position]}<mark>{text[position : position + len(quote)]}</mark>{text[position + len(quote) :]}"
 
 
+def rubric_choices() -> list[tuple[str, str]]:
+    """One (label, name) per shipped rubric, the default first; the other names of a rubric (file stems)
+    still load (stored scores name the rubric by its id, not by the name picked here)."""
+    by_id: dict[str, tuple[str, str]] = {}
+    for name in rubric_names():
+        rubric = load_rubric(name)
+        by_id.setdefault(rubric.id, (rubric.name, name))
+    choices = list(by_id.values())
+    return sorted(choices, key=lambda choice: choice[1] != DEFAULT_RUBRIC)
+
+
+class UploadLabels(BaseModel):
+    """What the person says about uploaded transcripts: who produced them, as what kind of model."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    therapist: str = Field("", max_length=120, description="the therapist (model or person) that produced them")
+    variant: Variant = Field(
+        "unassigned", description="base, tuned, prompted, or unassigned (left out of tuned-vs-base analyses)"
+    )
+    family: str = Field("", max_length=80, description="the model family, shared by a base and its tuned variants")
+
+
+def label_uploads(transcripts: Sequence[Transcript], labels: UploadLabels) -> list[Transcript]:
+    """The uploads with the person's labels where the file said nothing (what a file records wins)."""
+    labelled = []
+    for transcript in transcripts:
+        meta = {"variant": labels.variant, **({"family": labels.family} if labels.family else {}), **transcript.meta}
+        therapist = transcript.therapist or ({"name": labels.therapist} if labels.therapist else {})
+        labelled.append(transcript.model_copy(update={"meta": meta, "therapist": therapist}))
+    return labelled
+
+
+class CallMeter:
+    """Judge calls done and expected, and the pace, for a progress line with an ETA."""
+
+    def __init__(self, expected: int):
+        self.expected = max(1, expected)
+        self.done = 0
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def call_done(self) -> None:
+        with self._lock:
+            self.done += 1
+            self.expected = max(self.expected, self.done)  # a retry is one call more than planned
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.expected)
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        running = min(self.done + 1, self.expected)
+        text = f"Judging: call {running} of {self.expected} running, {_duration(elapsed)} so far"
+        if self.done:
+            left = elapsed / self.done * (self.expected - self.done)
+            text += f"; about {_duration(left)} left"
+        return text + " (a retry adds a call)."
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class _CountedJudge:
+    """A judge model that tells a CallMeter when each call returns; everything else is the model's own."""
+
+    def __init__(self, model: ChatModel, meter: CallMeter):
+        self._model = model
+        self._meter = meter
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._model, name)
+
+    def complete_json(self, *args: object, **kwargs: object) -> str:
+        try:
+            return self._model.complete_json(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            self._meter.call_done()
+
+
+def expected_calls(request: CheckedRequest) -> int:
+    transcripts = len(request.stored) + len(request.uploaded)
+    per_result = len(request.rubric.item_ids) if request.config.mode == "per-item" else 1
+    return transcripts * len(request.judges) * request.repeats * per_result
+
+
+def judge_updates(
+    context: AppContext,
+    ids: list[str] | None,
+    file: str | None,
+    rubric_name: str,
+    judge_names: list[str] | None,
+    repeat_count: float,
+    mode_name: str,
+    labels: UploadLabels,
+) -> Iterator[tuple[float, str, list[object] | None]]:
+    """(fraction, status line, outputs or None) while a request runs; the last has the outputs.
+    Raises ValueError (or a typed model error) for a refused request, before anything is stored."""
+    request = check_request(
+        context.registry, context.store, stored_ids=ids or [], upload=file, rubric_name=rubric_name,
+        judge_names=judge_names or [], repeats=repeat_count, mode=mode_name,
+    )  # fmt: skip
+    meter = CallMeter(expected_calls(request))
+    counted = replace(
+        request,
+        uploaded=label_uploads(request.uploaded, labels),
+        judges=[_CountedJudge(j, meter) for j in request.judges],
+    )  # type: ignore[misc]
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = run_request(context.store, counted)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="judge-request", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        yield meter.fraction, meter.line(), None
+        worker.join(PROGRESS_EVERY_S)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    transcripts, results = outcome["value"]  # type: ignore[misc]
+    judged = JudgeRun(transcripts={t.id: t for t in transcripts}, results=results)
+    for transcript in transcripts:
+        judged.aggregates.append(aggregate_results([r for r in results if r.transcript_id == transcript.id]))
+    frame = scores_frame(context.store, transcript_ids=list(judged.transcripts), rubric=request.rubric.id)
+    figure = plots.radar(frame) if len(frame) else None
+    unscored = sum(r.unscored_items for r in results)
+    summary = (
+        f"Judged {len(transcripts)} transcript(s) with {len(request.judges)} judge(s) x {request.repeats} "
+        f"repeat(s) in {meter.done} call(s), {_duration(time.monotonic() - meter.started)}; {unscored} item "
+        "answers ended unscored (never filled in). Click an item row to see its evidence."
+    )
+    yield 1.0, summary, [judged, summary, result_table(judged), "", figure]
+
+
+def upload_labels(therapist: str | None, variant: str | None, family: str | None) -> UploadLabels:
+    try:
+        return UploadLabels(therapist=therapist or "", variant=variant or "unassigned", family=family or "")
+    except ValidationError as exc:
+        raise ValueError(format_validation_error(exc, "the upload's labels", whole="labels")) from None
+
+
+def error_text(exc: BaseException) -> str:
+    return f"**Not judged:** {redact(str(exc))}"
+
+
 def render(context: AppContext) -> None:
     run_state = gr.State(None)
     gr.Markdown(ui_copy("judge_intro"))
     with gr.Row():
         with gr.Column():
-            stored = gr.Dropdown(
-                transcript_choices(context), multiselect=True, allow_custom_value=True, label="Stored transcripts"
+            stored = live_dropdown(
+                lambda: transcript_choices(context), multiselect=True, allow_custom_value=True,
+                label="Stored transcripts (the list follows the store)", elem_id="judge-stored",
+            )  # fmt: skip
+            upload = gr.File(
+                label="...or upload transcripts (plain text, JSON or JSONL)", type="filepath", elem_id="judge-upload"
             )
-            refresh = gr.Button("Refresh the list", size="sm")
-            upload = gr.File(label="...or upload transcripts (plain text, JSON or JSONL)", type="filepath")
+            with gr.Row():
+                upload_therapist = gr.Textbox(
+                    label="Uploaded: therapist name",
+                    max_length=120,
+                    placeholder="e.g. gpt-4o or a clinician's pseudonym",
+                    elem_id="judge-upload-therapist",
+                )
+                upload_variant = gr.Dropdown(
+                    list(VARIANTS),
+                    value="unassigned",
+                    label="Uploaded: variant",
+                    info="unassigned: left out of tuned-vs-base analyses",
+                    elem_id="judge-upload-variant",
+                )
+                upload_family = gr.Textbox(
+                    label="Uploaded: model family",
+                    max_length=80,
+                    placeholder="e.g. smollm2, llama-3",
+                    elem_id="judge-upload-family",
+                )
         with gr.Column():
-            rubric = gr.Dropdown(rubric_names(), value=rubric_names()[0], label="Rubric")
-            judges = gr.Dropdown(
-                context.registry.names(), value=context.registry.names()[:1], multiselect=True, label="Judges"
+            rubric = gr.Dropdown(rubric_choices(), value=DEFAULT_RUBRIC, label="Rubric", elem_id="judge-rubric")
+            judges = model_dropdown(
+                context, label="Judges", multiselect=True, value=context.registry.names()[:1], elem_id="judge-models"
             )
             with gr.Row():
                 repeats = gr.Number(1, precision=0, minimum=1, maximum=MAX_REPEATS, label="Repeats per judge")
                 mode = gr.Radio(["all", "per-item"], value="all", label="One call for all items, or one per item")
-    run = gr.Button("Judge", variant="primary")
-    status = gr.Markdown()
-    table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True)
+    run = gr.Button("Judge", variant="primary", elem_id="judge-run")
+    api_run = gr.Button("Judge (API)", visible=False)
+    status = gr.Markdown(elem_id="judge-status")
+    table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, wrap=True, elem_id="judge-table")
     evidence = gr.HTML()
     radar = gr.Plot(label="Item means per therapist")
+    inputs = [stored, upload, rubric, judges, repeats, mode, upload_therapist, upload_variant, upload_family]
+    outputs = [run_state, status, table, evidence, radar]
+    keep = [gr.skip()] * len(outputs)
 
-    def on_judge(
+    def in_page(
         ids: list[str] | None,
         file: str | None,
         rubric_name: str,
         judge_names: list[str] | None,
         repeat_count: float,
         mode_name: str,
-        progress=gr.Progress(),
-    ) -> list[object]:
+        therapist: str | None,
+        variant: str | None,
+        family: str | None,
+        progress: gr.Progress = gr.Progress(),
+    ) -> Iterator[list[object]]:
+        """The button: progress in the status line; a refusal or failure said there, nothing else touched."""
+        yield [gr.skip(), "Checking the request…", *keep[2:]]
         try:
-            request = check_request(
-                context.registry,
-                context.store,
-                stored_ids=ids or [],
-                upload=file,
-                rubric_name=rubric_name,
-                judge_names=judge_names or [],
-                repeats=repeat_count,
-                mode=mode_name,
-            )
-            transcripts, results = run_request(
-                context.store,
-                request,
-                progress=lambda done, total, what: progress(done / max(total, 1), desc=what),
-            )
-        except Exception as exc:  # shown to the user; a refused request stored nothing
+            for fraction, line, final in judge_updates(
+                context,
+                ids,
+                file,
+                rubric_name,
+                judge_names,
+                repeat_count,
+                mode_name,
+                upload_labels(therapist, variant, family),
+            ):
+                progress(fraction, desc=line)
+                yield final if final is not None else [gr.skip(), line, *keep[2:]]
+        except Exception as exc:  # said where the user looks; a refused request stored nothing
+            yield [gr.skip(), error_text(exc), *keep[2:]]
+
+    def for_api(
+        ids: list[str] | None,
+        file: str | None,
+        rubric_name: str,
+        judge_names: list[str] | None,
+        repeat_count: float,
+        mode_name: str,
+        therapist: str | None = None,
+        variant: str | None = None,
+        family: str | None = None,
+    ) -> list[object]:
+        """`/judge` for gradio_client: the final outputs, or gr.Error saying what to fix."""
+        try:
+            *_, (_fraction, _line, final) = judge_updates(
+                context, ids, file, rubric_name, judge_names, repeat_count, mode_name,
+                upload_labels(therapist, variant, family),
+            )  # fmt: skip
+        except Exception as exc:  # shown to the caller; a refused request stored nothing
             raise gr.Error(str(exc)) from exc
-        judged = JudgeRun(transcripts={t.id: t for t in transcripts}, results=results)
-        for transcript in transcripts:
-            own = [r for r in results if r.transcript_id == transcript.id]
-            judged.aggregates.append(aggregate_results(own))
-        frame = scores_frame(context.store, transcript_ids=list(judged.transcripts), rubric=request.rubric.id)
-        figure = plots.radar(frame) if len(frame) else None
-        unscored = sum(r.unscored_items for r in results)
-        summary = (
-            f"Judged {len(transcripts)} transcript(s) with {len(request.judges)} judge(s) x {request.repeats} "
-            f"repeat(s); {unscored} item answers ended unscored (never filled in). Click an item row to see "
-            "its evidence."
-        )
-        return [judged, summary, result_table(judged), "", figure]
+        return final  # type: ignore[return-value]
 
     def on_select(judged: JudgeRun | None, event: gr.SelectData) -> str:
         if judged is None or event.index is None:
@@ -172,13 +376,7 @@ def render(context: AppContext) -> None:
             return ""
         return evidence_html(judged.transcripts[aggregate.transcript_id], aggregate, row["item"])
 
-    run.click(
-        on_judge,
-        [stored, upload, rubric, judges, repeats, mode],
-        [run_state, status, table, evidence, radar],
-        api_name="judge",
-        concurrency_limit=1,
-        concurrency_id="generation",
-    )
+    generation = {"concurrency_limit": 1, "concurrency_id": "generation"}
+    run.click(in_page, inputs, outputs, api_name=False, show_progress="minimal", **generation)
+    api_run.click(for_api, inputs, outputs, api_name="judge", **generation)
     table.select(on_select, [run_state], [evidence], api_name=False)
-    refresh.click(lambda: gr.update(choices=transcript_choices(context)), None, [stored], api_name=False)
