@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,18 +28,10 @@ from typing import IO
 
 from pydantic import ValidationError
 from sqlalchemy import (
-    JSON,
     Column,
     Connection,
     Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
     Table,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -53,215 +45,48 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from cbtcompare.limits import DEFAULT_LIMITS, describe_bytes, first_offset_too_deep
 from cbtcompare.paths import data_dir
 from cbtcompare.redact import redact, redact_url
+from cbtcompare.store.judgements import next_free_repeat, store_judgements
+from cbtcompare.store.migrations import MIGRATIONS, apply_migrations
+from cbtcompare.store.schema import (
+    batch_runs,
+    metadata,
+    pairwise_scores,
+    rating_assignments,
+    rating_pairs,
+    rating_raters,
+    rating_studies,
+    ratings,
+    schema_migrations,
+    scores,
+    transcripts,
+    turns,
+)
 from cbtcompare.transcript import Transcript, Turn, utc_now
 
-metadata = MetaData()
-
-schema_migrations = Table(
-    "schema_migrations",
-    metadata,
-    Column("version", Integer, primary_key=True),
-    Column("applied_at", String(40), nullable=False),
-)
-
-transcripts = Table(
-    "transcripts",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("group_id", String(64), index=True),
-    Column("kind", String(32), nullable=False),
-    Column("created_at", String(40), nullable=False),
-    Column("therapist_name", String(200), nullable=False),
-    Column("therapist", JSON, nullable=False),
-    Column("system_prompt", Text),
-    Column("sampling", JSON, nullable=False),
-    Column("seed", Integer),
-    Column("prompt_versions", JSON, nullable=False),
-    Column("context_policy", String(20)),
-    Column("meta", JSON, nullable=False),
-)
-
-turns = Table(
-    "turns",
-    metadata,
-    Column("transcript_id", String(64), ForeignKey("transcripts.id", ondelete="CASCADE"), primary_key=True),
-    Column("idx", Integer, primary_key=True),
-    Column("role", String(20), nullable=False),
-    Column("text", Text, nullable=False),
-    Column("flags", JSON, nullable=False),
-    Column("tokens", Integer),
-    Column("seconds", Float),
-    Column("seed", Integer),
-)
-
-
-def _migration_1_transcripts(conn: Connection) -> None:
-    transcripts.create(conn)
-    turns.create(conn)
-
-
-# One row per transcript x judge x repeat x rubric item (cbtcompare.ctrs); result_id groups one judge run.
-scores = Table(
-    "scores",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("result_id", String(64), nullable=False, index=True),
-    Column("transcript_id", String(64), ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("judge_name", String(200), nullable=False, index=True),
-    Column("judge_info", JSON, nullable=False),
-    Column("repeat", Integer, nullable=False),
-    Column("rubric_id", String(100), nullable=False),
-    Column("rubric_version", String(100), nullable=False),
-    Column("prompt_version", String(400), nullable=False),
-    Column("mode", String(20), nullable=False),
-    Column("sampling", JSON, nullable=False),
-    Column("item", String(64), nullable=False),
-    Column("score", Integer),
-    Column("status", String(16), nullable=False),
-    Column("justification", Text, nullable=False),
-    Column("evidence", JSON, nullable=False),
-    Column("raw_output", Text, nullable=False),
-    Column("reason", Text),
-    Column("attempts", Integer, nullable=False),
-    Column("created_at", String(40), nullable=False),
-)
-
-# Pairwise judging of two transcripts: one row per judge x repeat x item x order ("AB" or "BA").
-pairwise_scores = Table(
-    "pairwise_scores",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("result_id", String(64), nullable=False, index=True),
-    Column("transcript_a", String(64), ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("transcript_b", String(64), ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("judge_name", String(200), nullable=False),
-    Column("judge_info", JSON, nullable=False),
-    Column("repeat", Integer, nullable=False),
-    Column("rubric_id", String(100), nullable=False),
-    Column("rubric_version", String(100), nullable=False),
-    Column("prompt_version", String(400), nullable=False),
-    Column("mode", String(20), nullable=False),
-    Column("sampling", JSON, nullable=False),
-    Column("item", String(64), nullable=False),
-    Column("order", String(2), nullable=False),
-    Column("side", String(8)),
-    Column("outcome", String(16), nullable=False),
-    Column("justification", Text, nullable=False),
-    Column("raw_output", Text, nullable=False),
-    Column("reason", Text),
-    Column("attempts", Integer, nullable=False),
-    Column("created_at", String(40), nullable=False),
-)
-
-
-def _migration_2_scores(conn: Connection) -> None:
-    scores.create(conn)
-    pairwise_scores.create(conn)
-
-
-batch_runs = Table(
+__all__ = [
+    "MIGRATIONS",
+    "BatchRun",
+    "ImportFailed",
+    "SaveReport",
+    "Store",
+    "StoreUnavailable",
+    "TranscriptConflict",
+    "TranscriptSummary",
     "batch_runs",
-    metadata,
-    Column("run_key", String(400), primary_key=True),
-    Column("batch_id", String(200), nullable=False, index=True),
-    Column("transcript_id", String(64), ForeignKey("transcripts.id", ondelete="SET NULL")),
-    Column("status", String(20), nullable=False),
-    Column("error", Text),
-    Column("created_at", String(40), nullable=False),
-)
-
-
-def _migration_3_batch_runs(conn: Connection) -> None:
-    """Simulation batches: which run keys are finished, so a rerun resumes (cbtcompare.simulate.run_batch)."""
-    batch_runs.create(conn)
-
-
-# Blind human rating (cbtcompare.rating): studies, their pairs, raters (invite codes), per-rater assignments
-# with the side mapping, and ratings. No IP address or other network data is stored.
-rating_studies = Table(
-    "rating_studies",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("created_at", String(40), nullable=False),
-    Column("seed", Integer, nullable=False),
-    Column("raters_per_pair", Integer, nullable=False),
-    Column("choices", JSON, nullable=False),
-    Column("rubric", JSON),
-    Column("scrub", JSON, nullable=False),
-    Column("source", Text, nullable=False),
-)
-
-rating_pairs = Table(
-    "rating_pairs",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("study_id", String(64), ForeignKey("rating_studies.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("position", Integer, nullable=False),
-    Column("transcript_1", String(64), ForeignKey("transcripts.id"), nullable=False),
-    Column("transcript_2", String(64), ForeignKey("transcripts.id"), nullable=False),
-    Column("display", JSON, nullable=False),
-    UniqueConstraint("study_id", "transcript_1", "transcript_2"),
-)
-
-rating_raters = Table(
-    "rating_raters",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("study_id", String(64), ForeignKey("rating_studies.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("code", String(64), nullable=False, unique=True),
-    Column("label", String(100), nullable=False),
-    Column("created_at", String(40), nullable=False),
-)
-
-rating_assignments = Table(
+    "check_storable",
+    "default_url",
+    "metadata",
+    "pairwise_scores",
+    "parse_transcripts_jsonl",
     "rating_assignments",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("study_id", String(64), ForeignKey("rating_studies.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("pair_id", String(64), ForeignKey("rating_pairs.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("rater_id", String(64), ForeignKey("rating_raters.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("position", Integer, nullable=False),
-    Column("a_transcript_id", String(64), nullable=False),
-    Column("b_transcript_id", String(64), nullable=False),
-    UniqueConstraint("rater_id", "pair_id"),
-)
-
-ratings = Table(
+    "rating_pairs",
+    "rating_raters",
+    "rating_studies",
     "ratings",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("study_id", String(64), ForeignKey("rating_studies.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("assignment_id", String(64), ForeignKey("rating_assignments.id", ondelete="CASCADE"), nullable=False),
-    Column("rater_id", String(64), ForeignKey("rating_raters.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("pair_id", String(64), ForeignKey("rating_pairs.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("a_transcript_id", String(64), nullable=False),
-    Column("b_transcript_id", String(64), nullable=False),
-    Column("preference", String(8)),
-    Column("preferred_transcript_id", String(64)),
-    Column("confidence", Integer),
-    Column("scores", JSON, nullable=False),
-    Column("comment", Text, nullable=False),
-    Column("read_both", Integer, nullable=False),
-    Column("shown_at", String(40)),
-    Column("submitted_at", String(40), nullable=False),
-    UniqueConstraint("rater_id", "pair_id"),
-    UniqueConstraint("assignment_id"),
-)
-
-
-def _migration_4_rating(conn: Connection) -> None:
-    """Blind rating: studies, pairs, raters, assignments (side mapping) and ratings (one per rater and pair)."""
-    for table in (rating_studies, rating_pairs, rating_raters, rating_assignments, ratings):
-        table.create(conn)
-
-
-# Numbered migrations: index + 1 is the version. Append only; never edit one that has shipped.
-MIGRATIONS: list[Callable[[Connection], None]] = [
-    _migration_1_transcripts,
-    _migration_2_scores,
-    _migration_3_batch_runs,
-    _migration_4_rating,
+    "schema_migrations",
+    "scores",
+    "transcripts",
+    "turns",
 ]
 
 
@@ -400,13 +225,7 @@ class Store:
     def migrate(self) -> int:
         """Apply pending migrations; returns the schema version reached."""
         with self.write() as conn:
-            schema_migrations.create(conn, checkfirst=True)
-            current = conn.execute(select(func.coalesce(func.max(schema_migrations.c.version), 0))).scalar_one()
-            for version, migration in enumerate(MIGRATIONS, start=1):
-                if version > current:
-                    migration(conn)
-                    conn.execute(insert(schema_migrations).values(version=version, applied_at=utc_now()))
-        return len(MIGRATIONS)
+            return apply_migrations(conn)
 
     # Transcripts -------------------------------------------------------------------------------------
 
@@ -580,12 +399,23 @@ class Store:
 
     # Scores (rows built and read by cbtcompare.ctrs.results) -------------------------------------------
 
-    def save_scores(self, rows: list[dict], pairwise: bool = False) -> int:
-        """Insert judge score rows (or pairwise rows) in one transaction; returns how many."""
+    def save_scores(self, rows: list[dict], pairwise: bool = False, *, replace: bool = False) -> int:
+        """Insert judge score rows (or pairwise rows) in one transaction; returns how many.
+
+        A judgement (the rows of one result_id) whose repeat number is already taken for its transcript,
+        judge and rubric is stored under the next free repeat number (the rows are updated in place), so
+        judging again adds a sample and never a duplicate key. With `replace=True` it replaces the stored
+        judgement under that repeat instead. Either way all of it is written, or none.
+        """
         if rows:
             with self.write() as conn:
-                conn.execute(insert(pairwise_scores if pairwise else scores), rows)
+                store_judgements(conn, rows, pairwise=pairwise, replace=replace)
         return len(rows)
+
+    def next_repeat(self, transcript_id: str, judge: str, rubric_id: str) -> int:
+        """The repeat number a new judgement of this transcript by this judge on this rubric gets."""
+        with self.read() as conn:
+            return next_free_repeat(conn, scores, (transcript_id, judge, rubric_id))
 
     def list_scores(
         self, *, transcript_ids: Iterable[str] | None = None, judge: str | None = None, rubric_id: str | None = None

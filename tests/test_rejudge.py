@@ -1,0 +1,98 @@
+"""Judging a transcript again: a new repeat (or, when asked, a replacement), never a duplicate score key.
+
+The bug (issue 14): a second Judge run with the same judge stored a second `repeat 0` set of rows, and
+from then on Results and `report` refused the whole store ("duplicate score at row 44"). The store now
+cannot hold two scores for one transcript x judge x rubric x repeat x item (pairwise: x order).
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_store import sample
+from test_store_postgres import _judge_result, new_pg_store, pg_store  # noqa: F401  (fixtures)
+
+from cbtcompare.ctrs import load_pairwise, load_results, save_pairwise, save_results, scores_frame
+from cbtcompare.ctrs.pairwise import PairwiseAnswer, PairwiseItem, PairwiseResult
+from cbtcompare.stats import validate_scores
+from cbtcompare.store import Store
+
+
+def _judged_twice(store: Store) -> str:
+    transcript = sample(1)
+    store.save_transcript(transcript)
+    save_results(store, [_judge_result(transcript.id, 0, 7)])
+    save_results(store, [_judge_result(transcript.id, 0, 4)])  # the same judge, the same repeat number again
+    return transcript.id
+
+
+def _check_second_judgement_is_a_new_repeat(store: Store) -> None:
+    transcript_id = _judged_twice(store)
+    stored = load_results(store, transcript_ids=[transcript_id])
+    assert [(r.repeat, r.items["agenda"].score) for r in stored] == [(0, 7), (1, 4)]
+    frame = scores_frame(store, rubric="ctrs-paper-1-10")
+    checked = validate_scores(frame)  # raised "duplicate score at row 3 ..." before the fix
+    assert sorted(checked.loc[checked["item"] == "agenda", "score"]) == [4.0, 7.0]
+    assert store.next_repeat(transcript_id, "judge-model", "ctrs-paper-1-10") == 2
+
+
+def test_second_judgement_takes_the_next_repeat_sqlite(store: Store):
+    _check_second_judgement_is_a_new_repeat(store)
+
+
+def test_second_judgement_takes_the_next_repeat_postgresql(pg_store: Store):  # noqa: F811
+    _check_second_judgement_is_a_new_repeat(pg_store)
+
+
+def test_replace_swaps_the_old_judgement_in_one_transaction(store: Store):
+    transcript = sample(1)
+    store.save_transcript(transcript)
+    first = _judge_result(transcript.id, 0, 7)
+    save_results(store, [first])
+    second = _judge_result(transcript.id, 0, 3)
+    assert store.save_scores(_rows(second), replace=True) == 3
+    [stored] = load_results(store, transcript_ids=[transcript.id])
+    assert stored.id == second.id and stored.repeat == 0 and stored.items["agenda"].score == 3
+    # A replacement that fails (a transcript not stored) leaves the old judgement in place.
+    broken = _rows(_judge_result(transcript.id, 0, 9)) + _rows(_judge_result("not-stored", 0, 1))
+    with pytest.raises(Exception, match="FOREIGN KEY|foreign key"):
+        store.save_scores(broken, replace=True)
+    [kept] = load_results(store, transcript_ids=[transcript.id])
+    assert kept.id == second.id and kept.items["agenda"].score == 3
+
+
+def test_one_save_with_two_results_on_the_same_repeat_stores_both(store: Store):
+    transcript = sample(1)
+    store.save_transcript(transcript)
+    save_results(store, [_judge_result(transcript.id, 0, 2), _judge_result(transcript.id, 0, 5)])
+    assert [(r.repeat, r.items["agenda"].score) for r in load_results(store)] == [(0, 2), (1, 5)]
+
+
+def test_pairwise_rejudging_takes_the_next_repeat(store: Store):
+    a, b = sample(1), sample(2)
+    store.save_transcript(a)
+    store.save_transcript(b)
+
+    def judged(side: str) -> PairwiseResult:
+        answers = [
+            PairwiseAnswer(order="AB", side=side, justification="j", raw_output="r", attempts=1),
+            PairwiseAnswer(order="BA", side=side, justification="j", raw_output="r", attempts=1),
+        ]
+        return PairwiseResult(
+            transcript_a=a.id,
+            transcript_b=b.id,
+            judge="judge-model",
+            rubric_id="ctrs-paper-1-10",
+            rubric_version="1@abc",
+            mode="per-item",
+            items={"agenda": PairwiseItem(item="agenda", outcome=side, answers=answers)},
+        )
+
+    save_pairwise(store, judged("A"))
+    save_pairwise(store, judged("B"))
+    assert [(r.repeat, r.items["agenda"].outcome) for r in load_pairwise(store)] == [(0, "A"), (1, "B")]
+
+
+def _rows(result) -> list[dict]:  # type: ignore[no-untyped-def]
+    from cbtcompare.ctrs.results import result_rows
+
+    return result_rows(result)
