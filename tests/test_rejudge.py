@@ -96,3 +96,32 @@ def _rows(result) -> list[dict]:  # type: ignore[no-untyped-def]
     from cbtcompare.ctrs.results import result_rows
 
     return result_rows(result)
+
+
+def test_judge_tab_request_run_twice_draws_a_new_repeat_with_a_new_seed(store: Store, registry):  # type: ignore[no-untyped-def]
+    """The Judge tab's path (ctrs.request.run_request) with the real SmolLM2 judge: the second run is
+    repeat 1, sampled with repeat 1's seed, and Results still reads the store."""
+    from pathlib import Path
+
+    from cbtcompare.ctrs.judge import JudgeConfig
+    from cbtcompare.ctrs.request import CheckedRequest, run_request
+    from cbtcompare.ctrs.rubric import load_rubric
+
+    transcript = sample(1)
+    store.save_transcript(transcript)
+    request = CheckedRequest(
+        stored=[transcript],
+        uploaded=[],
+        rubric=load_rubric(Path(__file__).parent / "data" / "ctrs_rubric_two_items.yaml"),
+        judges=[registry.load("smollm2-instruct")],
+        repeats=1,
+        config=JudgeConfig(retries=0, max_tokens=64, max_evidence=0),
+    )
+    _, first = run_request(store, request)
+    _, second = run_request(store, request)
+    assert [first[0].repeat, second[0].repeat] == [0, 1]
+    seeds = [next(iter(r.items.values())).sampling["seed"] for r in (first[0], second[0])]
+    assert seeds == [0, 1000]  # JudgeConfig: repeat r uses seed + 1000 * r
+    stored = load_results(store, transcript_ids=[transcript.id])
+    assert [r.repeat for r in stored] == [0, 1]
+    validate_scores(scores_frame(store, rubric=request.rubric.id))

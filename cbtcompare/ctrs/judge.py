@@ -374,8 +374,12 @@ def score_many(
     repeats: int = 1,
     on_result: Callable[[JudgeResult], None] | None = None,
     progress: Progress | None = None,
+    first_repeat: Callable[[Transcript, ChatModel], int] | None = None,
 ) -> list[JudgeResult]:
-    """K judges x R repeats for each transcript, each a separate result (`on_result` sees each as it lands)."""
+    """K judges x R repeats for each transcript, each a separate result (`on_result` sees each as it lands).
+
+    Repeats count from `first_repeat(transcript, judge)` (default 0): a caller that stores the results
+    passes the next free repeat number, so judging again draws new samples (new seeds)."""
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
     if not judges:
@@ -384,7 +388,8 @@ def score_many(
     total = len(transcripts) * len(judges) * repeats
     for transcript in transcripts:
         for judge in judges:
-            for repeat in range(repeats):
+            start = first_repeat(transcript, judge) if first_repeat else 0
+            for repeat in range(start, start + repeats):
                 if progress:
                     progress(len(results), total, f"{judge.name} on {transcript.id[:8]} (repeat {repeat + 1})")
                 result = score_transcript(judge, transcript, rubric, config, repeat=repeat)

@@ -87,7 +87,13 @@ def run_request(
         # The store may keep an upload under a new id (never replacing a stored transcript): read it back.
         transcripts += [store.get_transcript(i) for i in save_imported(store, request.uploaded)]
     results = score_many(
-        transcripts, request.judges, request.rubric, request.config, repeats=request.repeats, progress=progress
+        transcripts,
+        request.judges,
+        request.rubric,
+        request.config,
+        repeats=request.repeats,
+        progress=progress,
+        first_repeat=lambda transcript, judge: store.next_repeat(transcript.id, judge.name, request.rubric.id),
     )
     save_results(store, results)
     return transcripts, results
