@@ -24,6 +24,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from cbtcompare import arena, plots, power, stats
+from cbtcompare.ctrs import bias as judge_bias
+from cbtcompare.ctrs.pairwise import PairwiseResult
 from cbtcompare.stats import CTRS_ITEMS, TOTAL, AnalysisError, MixedModelResult, patient_level, reliability
 
 Filters = Mapping[str, str | Sequence[str]]
@@ -55,6 +57,13 @@ TABLE_TITLES: dict[str, str] = {
     "arena": "Arena leaderboard: Bradley-Terry ratings from blind preferences (95% bootstrap CIs)",
     "arena_raters": "Arena raters: vote shares, agreement with the others' leaderboard, anomaly flags",
     "part_subtotals": "Part subtotals per therapist (the rubric's parts, prorated within each part)",
+    "pairwise_win_rates": "Pairwise win rates per judge (both orders asked; a win counts when both agree), with "
+    "the order-flip rate",
+    "position_bias": "Position bias by order swap: flip rate and first-position rate per judge (Wilson 95% CIs)",
+    "relative_self_preference": "Self-preference relative to the judge's scores of other families (net of "
+    "leniency and quality; 95% CIs)",
+    "length_bias_padding": "Length bias by padding: padded minus original total per judge (95% CIs)",
+    "quality_gate": "Simulation quality gate: sessions flagged and quarantined from judging",
     "transcript_totals": "Per-transcript totals",
 }
 FIGURE_TITLES: dict[str, str] = {
@@ -87,6 +96,7 @@ PAGE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Power", ("power",)),
     ("Mixed model", ("mixed_model", "mixed_model_fit")),
     ("Between therapist models", ("friedman", "friedman_ranks")),
+    ("Pairwise judging", ("pairwise_win_rates",)),
     ("Arena", ("arena", "arena_ratings", "arena_raters")),
     (
         "Judges",
@@ -94,12 +104,15 @@ PAGE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "judge_alpha",
             "judge_icc",
             "repeat_consistency",
-            "length_bias",
-            "self_preference",
             "human_agreement",
             "human_judge_totals",
         ),
     ),
+    (
+        "Judge bias, measured by manipulation",
+        ("position_bias", "relative_self_preference", "length_bias_padding", "length_bias", "self_preference"),
+    ),
+    ("Simulation quality", ("quality_gate",)),
     ("Training", ("loss_curve",)),
 )
 CONVENTIONS: tuple[str, ...] = (
@@ -122,6 +135,13 @@ CONVENTIONS: tuple[str, ...] = (
     "strictest step of Holm).",
     "Arena: Bradley-Terry by maximum likelihood on the Elo scale (1000 + 400 log10 strength), a tie counting "
     "as half a win for each side as in FastChat; CIs are bootstrap percentiles over resampled votes.",
+    "Judge bias is measured by manipulation, each per judge with a 95% CI: position by asking every pairwise "
+    "item in both orders (flip rate; first-position rate against 0.5, binomial test); self-preference as one "
+    "least-squares fit total ~ transcript + judge + own-family indicator per judge, so quality and leniency "
+    "are absorbed; length by re-judging the same transcripts with neutral filler added (`judge "
+    "--padding-bias`). The raw length and self-preference correlations are shown last, for comparison only.",
+    "Unassigned transcripts (imports whose producer is unknown) are shown per therapist and left out of every "
+    "tuned-vs-base analysis and the mixed model; their number is in the notes.",
     "Rounding: the page rounds for reading; every CSV keeps full precision.",
 )
 PAGE_CSS = """
@@ -217,11 +237,15 @@ def build_results(
     preferences: pd.DataFrame | None = None,
     power_difference: float = 5.0,
     alpha: float = 0.05,
+    pairwise_results: Sequence[PairwiseResult] | None = None,
+    padding_bias: pd.DataFrame | None = None,
 ) -> ResultsBundle:
     """Compute every table and figure for a (validated or raw) scores table. `pairs` names the
     (base therapist, tuned therapist) pairs (default: one of each per family, refused when ambiguous);
     `preferences` (arena votes) adds the leaderboard; `power_difference` is the difference, in total
-    points, whose power the primary analysis is reported for."""
+    points, whose power the primary analysis is reported for; `pairwise_results` (judged in both orders)
+    add the position-bias table and `padding_bias` (the per-judge frame of
+    cbtcompare.ctrs.bias.length_bias_by_padding) the length-by-padding one."""
     scores = stats.validate_scores(scores)
     bundle = ResultsBundle()
     tables, figures = bundle.tables, bundle.figures
@@ -284,6 +308,7 @@ def build_results(
         bundle.notes.extend(f"Mixed model warning: {warning}" for warning in model.warnings)
     _friedman(bundle, scores)
     _judges(bundle, scores, ratings, pair_args)
+    _judge_bias(bundle, scores, pairwise_results, padding_bias)
     if preferences is not None:
         _arena(bundle, preferences)
     tables["transcript_totals"] = totals
@@ -405,7 +430,7 @@ def _judges(
         tables["length_bias"] = bias
         bundle.notes.append(
             "The length-bias table is a correlation: it cannot tell a judge's bias from longer sessions being "
-            "better. Measure it by padding (cbtcompare.ctrs.bias.length_bias_by_padding)"
+            "better. Measure it by padding (`judge --padding-bias`, cbtcompare.ctrs.bias.length_bias_by_padding)"
         )
     tables["self_preference"] = stats.self_preference(scores)
     if ratings is not None:
@@ -417,6 +442,29 @@ def _judges(
         )
         if on_totals is not None:
             tables["human_judge_totals"] = on_totals
+
+
+def _judge_bias(
+    bundle: ResultsBundle,
+    scores: pd.DataFrame,
+    pairwise_results: Sequence[PairwiseResult] | None,
+    padding_bias: pd.DataFrame | None,
+) -> None:
+    """The biases measured by manipulation (cbtcompare.ctrs.bias), per judge with CIs."""
+    if pairwise_results:
+        position = judge_bias.position_bias(pairwise_results)
+        if not position.empty:
+            bundle.tables["position_bias"] = position
+    relative = _try(bundle, "Relative self-preference", lambda: judge_bias.relative_self_preference(scores))
+    if relative is not None and not relative.empty:
+        bundle.tables["relative_self_preference"] = relative
+    elif relative is not None:
+        bundle.notes.append(
+            "Relative self-preference not computed: it needs two or more judges, one of them of a therapist's "
+            "family and also scoring other families"
+        )
+    if padding_bias is not None and not padding_bias.empty:
+        bundle.tables["length_bias_padding"] = padding_bias
 
 
 def _arena(bundle: ResultsBundle, preferences: pd.DataFrame) -> None:
@@ -502,11 +550,21 @@ def write_report(
     title: str = "CBTCompare results",
     pairs: Sequence[tuple[str, str]] | None = None,
     preferences: pd.DataFrame | None = None,
+    pairwise_results: Sequence[PairwiseResult] | None = None,
+    padding_bias: pd.DataFrame | None = None,
 ) -> Path:
     """Write index.html (self-contained, works offline) and one CSV per table into out_dir; return the
     path of index.html. `filters` keep only matching score rows (see apply_filters) before any analysis."""
     scores = apply_filters(scores_df, filters)
-    bundle = build_results(scores, ratings=ratings, loss_history=loss_history, pairs=pairs, preferences=preferences)
+    bundle = build_results(
+        scores,
+        ratings=ratings,
+        loss_history=loss_history,
+        pairs=pairs,
+        preferences=preferences,
+        pairwise_results=pairwise_results,
+        padding_bias=padding_bias,
+    )
     return write_results(bundle, scores, out_dir, filters, title=title)
 
 

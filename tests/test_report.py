@@ -421,3 +421,53 @@ def test_report_adds_the_arena_leaderboard_from_preferences(tmp_path, small):
     board = bundle.tables["arena"].set_index("model")
     assert board.loc["a-model", "rating"] > board.loc["b-model", "rating"]
     assert "arena_ratings" in bundle.figures and "arena_raters" in bundle.tables
+
+
+def _pairwise(judge: str, ab: str, ba: str, n: int) -> list:
+    from cbtcompare.ctrs.pairwise import PairwiseAnswer, PairwiseItem, PairwiseResult
+
+    outcome = ab if ab == ba else "inconsistent"
+    items = {
+        item: PairwiseItem(item=item, outcome=outcome, answers=[PairwiseAnswer(order="AB", side=ab),
+                                                                 PairwiseAnswer(order="BA", side=ba)])
+        for item in CTRS_ITEMS
+    }  # fmt: skip
+    return [
+        PairwiseResult(transcript_a=f"a{k}", transcript_b=f"b{k}", judge=judge, rubric_id="ctrs-paper-1-10",
+                       rubric_version="v", mode="all", items=items)
+        for k in range(n)
+    ]  # fmt: skip
+
+
+def test_the_report_has_a_judge_bias_section_measured_by_manipulation_with_cis(tmp_path: Path):
+    # A judge of the llama family adds +1 per item to llama therapists (11 points on the total); in pairwise
+    # mode one judge always picks whichever transcript is shown first, the other always the same one.
+    scores = make_planted_scores(n_patients=6, n_sessions=2, self_bias=1.0)
+    pairwise = _pairwise("first-lover", "A", "B", 5) + _pairwise("steady", "A", "A", 5)
+    padding = pd.DataFrame([{"judge": JUDGES[0], "n": 8, "mean": 2.5, "ci_low": 1.0, "ci_high": 4.0, "p_value": 0.01}])
+    bundle = report.build_results(scores, pairwise_results=pairwise, padding_bias=padding)
+
+    position = bundle.tables["position_bias"].set_index("judge")
+    assert position.loc["first-lover", "flip_rate"] == 1.0 and position.loc["first-lover", "flip_ci_low"] > 0.9
+    assert position.loc["first-lover", "first_rate"] == 1.0 and position.loc["first-lover", "p_first"] < 1e-6
+    assert position.loc["steady", "flip_rate"] == 0.0 and position.loc["steady", "first_rate"] == 0.5
+    assert position.loc["steady", "flip_ci_low"] == 0.0 < position.loc["steady", "flip_ci_high"] < 0.1
+
+    relative = bundle.tables["relative_self_preference"].set_index("judge")
+    own = relative.loc["llama3.1-70b-judge"]
+    assert own["own_family"] == "llama3.1-8b" and own["ci_low"] < 11.0 < own["ci_high"] and own["ci_low"] > 5
+    assert "gemini-1.5-pro" not in relative.index  # no therapist of its family: nothing to measure
+    assert bundle.tables["length_bias_padding"].equals(padding)
+
+    index = report.write_results(bundle, scores, tmp_path / "out")
+    page = index.read_text(encoding="utf-8")
+    section = page.split("<h2>Judge bias, measured by manipulation</h2>")[1].split("<h2>")[0]
+    for name in ("position_bias", "relative_self_preference", "length_bias_padding"):
+        assert f'href="{name}.csv"' in section and (tmp_path / "out" / f"{name}.csv").is_file()
+    assert "Judge bias is measured by manipulation" in page  # the convention is stated
+
+
+def test_one_judge_gets_no_relative_self_preference_and_says_why(small):
+    bundle = report.build_results(small)
+    assert "relative_self_preference" not in bundle.tables and "position_bias" not in bundle.tables
+    assert any("Relative self-preference not computed" in note for note in bundle.notes)

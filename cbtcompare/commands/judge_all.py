@@ -1,9 +1,12 @@
-"""`judge --all` and `judge --pairwise`: batch judging of stored sessions from the command line.
+"""`judge --all`, `judge --pairwise` and `judge --padding-bias`: batch judging of stored sessions.
 
 `--all` scores every stored simulated session (or those of `--batch ID` or `--study FILE`) that the
 judges have not yet scored with this rubric and prompt version; `--pairwise` judges matched tuned-vs-base
 pairs in both orders. Sessions the simulation quality gate flags are left out unless --include-flagged.
-Prints one JSON object with --json. The work is cbtcompare.ctrs.batch; this module only selects and prints.
+`--padding-bias` re-judges up to --limit stored sessions with neutral filler added (never stored) and
+prints each judge's length bias with a CI (cbtcompare.ctrs.bias); --bias-out writes the per-judge CSV that
+`report --padding-bias` shows. Prints one JSON object with --json. The work is cbtcompare.ctrs.batch and
+cbtcompare.ctrs.bias; this module only selects and prints.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from cbtcompare.ctrs.batch import batch_transcript_ids, judge_stored, pairwise_stored, variant_pairs
 from cbtcompare.ctrs.judge import JudgeConfig
 from cbtcompare.ctrs.rubric import Rubric
+from cbtcompare.models.base import ChatModel
 from cbtcompare.models.registry import Registry
 from cbtcompare.quality import check_transcript
 from cbtcompare.redact import redact_url
@@ -49,6 +53,8 @@ def run_batch_judging(args: argparse.Namespace, rubric: Rubric, registry: Regist
         if line:
             print(f"[{finished}/{due}] {line}", file=sys.stderr, flush=True)
 
+    if args.padding_bias:
+        return _padding_bias(args, store, chosen, judges, rubric, config)
     if args.pairwise:
         pairs = study_pairs if study_pairs is not None else variant_pairs(store, chosen)
         pairs = [(a, b) for a, b in pairs if a not in flagged and b not in flagged]
@@ -67,3 +73,40 @@ def run_batch_judging(args: argparse.Namespace, rubric: Rubric, registry: Regist
         for failure in tally.failed:
             print(f"failed: {failure}")
     return 1 if tally.failed else 0
+
+
+def _padding_bias(
+    args: argparse.Namespace,
+    store: Store,
+    chosen: list[str],
+    judges: list[ChatModel],
+    rubric: Rubric,
+    config: JudgeConfig,
+) -> int:
+    from cbtcompare.ctrs.bias import length_bias_by_padding
+
+    if args.limit < 1 or args.padding_exchanges < 1:
+        raise ValueError("--limit and --padding-exchanges must be at least 1")
+    if not chosen:
+        raise ValueError("no stored sessions to pad: run a simulation or a study first (or drop the quality filter)")
+    transcripts = [store.get_transcript(tid) for tid in chosen[: args.limit]]
+    per_transcript, per_judge = length_bias_by_padding(
+        judges, transcripts, rubric, config, exchanges=args.padding_exchanges
+    )
+    if args.bias_out:
+        per_judge.to_csv(args.bias_out, index=False)
+    summary = {
+        "length_bias_by_padding": per_judge.to_dict(orient="records"),
+        "per_transcript": per_transcript.to_dict(orient="records"),
+        "exchanges_added": args.padding_exchanges,
+        "store": redact_url(store.url),
+    }
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, allow_nan=True))
+    else:
+        for row in summary["length_bias_by_padding"]:
+            print(
+                f"{row['judge']}: padded - original total {row['mean']:+.2f} points "
+                f"(95% CI {row['ci_low']:.2f} to {row['ci_high']:.2f}, n {row['n']}, p {row['p_value']:.3g})"
+            )
+    return 0

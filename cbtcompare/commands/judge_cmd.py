@@ -8,7 +8,8 @@ spread. `--store` saves the transcript (when read from a file, once the judges h
 score row. Exit status: 0 when at least one item was scored (or n/a), 1 when the judges ran but scored
 nothing (every item unscored; the reasons are on stderr), 2 for bad input.
 `judge --all` and `judge --pairwise` (optionally `--batch ID` or `--study FILE`) judge stored sessions in
-bulk, skipping what is already judged the same way (cbtcompare/commands/judge_all.py).
+bulk, skipping what is already judged the same way; `judge --padding-bias` measures each judge's length bias
+by re-judging padded copies (cbtcompare/commands/judge_all.py).
 """
 
 from __future__ import annotations
@@ -32,14 +33,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--transcript", help="a transcript file: plain text (Patient:/Therapist:), JSON or JSONL")
     source.add_argument("--transcript-id", help="a transcript already in the store (re-scoring)")
-    source.add_argument("--all", action="store_true", help="every stored simulated session not yet scored by "
-                        "these judges with this rubric and prompt version (narrow with --batch or --study)")
-    source.add_argument("--pairwise", action="store_true", help="matched tuned-vs-base pairs of stored sessions, "
-                        "judged in both orders (narrow with --batch or --study)")
+    source.add_argument(
+        "--all",
+        action="store_true",
+        help="every stored simulated session not yet scored by "
+        "these judges with this rubric and prompt version (narrow with --batch or --study)",
+    )
+    source.add_argument(
+        "--pairwise",
+        action="store_true",
+        help="matched tuned-vs-base pairs of stored sessions, judged in both orders (narrow with --batch or --study)",
+    )
+    source.add_argument(
+        "--padding-bias",
+        action="store_true",
+        help="length bias by manipulation: re-judge "
+        "stored sessions with neutral filler added (never stored); narrow with --batch or --study",
+    )
+    parser.add_argument("--limit", type=int, default=20, help="with --padding-bias: most sessions re-judged (20)")
+    parser.add_argument("--padding-exchanges", type=int, default=3, help="with --padding-bias: filler exchanges (3)")
+    parser.add_argument("--bias-out", help="with --padding-bias: write the per-judge table to this CSV")
     parser.add_argument("--batch", help="with --all/--pairwise: the sessions of one batch (NAME@FINGERPRINT)")
     parser.add_argument("--study", help="with --all/--pairwise: a study file (its store, sessions and pairs)")
-    parser.add_argument("--include-flagged", action="store_true",
-                        help="with --all/--pairwise: also judge sessions the simulation quality gate flags")
+    parser.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="with --all/--pairwise: also judge sessions the simulation quality gate flags",
+    )
     parser.add_argument("--index", type=int, default=None, help="which transcript of a file holding several (0-based)")
     parser.add_argument("--repeats", type=int, default=1, help="samples per judge (default 1)")
     parser.add_argument("--mode", choices=["all", "per-item"], default="all", help="all items per call, or per item")
@@ -76,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         "justification_chars": args.justification_chars,
     }
     config = JudgeConfig(**{k: v for k, v in overrides.items() if v is not None})
-    if args.all or args.pairwise:
+    if args.all or args.pairwise or args.padding_bias:
         from cbtcompare.commands.judge_all import run_batch_judging
 
         return run_batch_judging(args, rubric, registry, config)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from cbtcompare import arena, report, stats
+from cbtcompare.ctrs.pairwise import PairwiseResult
 
 NO_SCORES = (
     "no scores to report: pass --scores FILE.csv (columns: {columns}), or score stored transcripts with "
@@ -53,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preferences", type=Path, help="arena votes CSV (model_a, model_b, winner a|b|tie, rater) for the leaderboard"
     )
     parser.add_argument(
+        "--padding-bias", type=Path, help="per-judge CSV of `judge --padding-bias --bias-out` (length bias by padding)"
+    )
+    parser.add_argument(
         "--power-difference",
         type=float,
         default=5.0,
@@ -68,6 +72,29 @@ def scores_from_store() -> pd.DataFrame | None:
 
     frame = scores_frame(Store())
     return None if frame is None or len(frame) == 0 else frame
+
+
+def pairwise_from_store() -> list[PairwiseResult]:
+    """The store's pairwise results (both orders), for the position-bias table."""
+    from cbtcompare.ctrs.results import load_pairwise
+    from cbtcompare.store import Store
+
+    return load_pairwise(Store())
+
+
+def _read_padding_bias(path: Path | None) -> pd.DataFrame | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"padding-bias file not found: {path}")
+    frame = pd.read_csv(path)
+    needed = ["judge", "n", "mean", "ci_low", "ci_high", "p_value"]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing)}; write it with `judge --padding-bias --bias-out FILE`"
+        )
+    return frame
 
 
 def _load_loss(path: Path) -> list[dict[str, float]]:
@@ -87,6 +114,7 @@ def _load_loss(path: Path) -> list[dict[str, float]]:
 def run(args: argparse.Namespace) -> int:
     filters = report.parse_filter_args(args.filter)
     source, line_offset = None, None
+    pairwise_results = None
     if args.scores is not None:
         scores = stats.read_scores_csv(args.scores)
         source, line_offset = str(args.scores), 2
@@ -95,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         if scores is None:
             print("error: " + NO_SCORES.format(columns=", ".join(stats.REQUIRED_COLUMNS)), file=sys.stderr)
             return 2
+        pairwise_results = pairwise_from_store()
     ratings = None
     if args.ratings is not None:
         if not args.ratings.is_file():
@@ -111,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         pairs=pairs or None,
         preferences=preferences,
         power_difference=args.power_difference,
+        pairwise_results=pairwise_results,
+        padding_bias=_read_padding_bias(args.padding_bias),
     )
     index = report.write_results(bundle, filtered, args.out, filters, title=args.title)
     for note in bundle.notes:

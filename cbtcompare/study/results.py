@@ -1,5 +1,7 @@
 """A study's results: its scores table (with the study's own family/variant mapping), the pairwise win
-rates with each judge's order-flip rate, the quality gate's table, and the report written from them.
+rates with each judge's order-flip rate, the quality gate's table, and the report written from them. The
+tuned-vs-base analyses pair the therapists the study's arms name (base with tuned of one arm), never a
+guess from names.
 
 The report is written into a fresh folder that is then swapped in, so a kill while writing never leaves
 half a report where the last one was. This module reads the store through cbtcompare.ctrs; it never
@@ -133,8 +135,12 @@ def write_study_report(
     """Write <folder>/index.html + CSVs (absolute results, pairwise win rates, the quality gate); return it."""
     scores = study_scores(study, store, judged_ids, rubric)
     notes = [flagged_rate(verdicts).sentence()]
+    judges = set(study.spec.judging.judges)
+    results = [r for r in load_pairwise(store) if r.judge in judges and r.rubric_id == rubric.id] if pairs else []
     if len(scores):
-        bundle = report.build_results(scores)
+        present = set(scores["therapist"])
+        study_pairs = [(a, b) for a, b in study.spec.base_tuned_pairs() if a in present and b in present]
+        bundle = report.build_results(scores, pairs=study_pairs or None, pairwise_results=results)
     else:
         bundle = report.ResultsBundle()
         notes.append("No absolute scores yet" + (" (this study judges pairwise only)" if study.spec.judging.mode
@@ -142,8 +148,6 @@ def write_study_report(
     bundle.notes[:0] = notes
     if pairs:
         labels = {(a, b): label for a, b, label in pairs}
-        judges = set(study.spec.judging.judges)
-        results = [r for r in load_pairwise(store) if r.judge in judges and r.rubric_id == rubric.id]
         table = pairwise_table(results, labels)
         bundle.tables["pairwise_win_rates"] = table
         bundle.notes.extend(pairwise_sentences(table))

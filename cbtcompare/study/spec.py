@@ -192,6 +192,10 @@ class StudySpec(BaseModel):
         """registry name -> (family, variant): the study's explicit mapping."""
         return {name: (arm.family, variant) for arm in self.arms for variant, name in arm.models().items()}
 
+    def base_tuned_pairs(self) -> list[tuple[str, str]]:
+        """(base therapist, tuned therapist) of every arm with a tuned model: the report's explicit pairing."""
+        return [(arm.base, arm.tuned) for arm in self.arms if arm.tuned]
+
     def model_names(self) -> list[str]:
         """Every model the study uses: therapists, the patient, the judges (each once, in that order)."""
         return list(dict.fromkeys([*self.therapist_names(), self.patient.model, *self.judging.judges]))
