@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Literal
@@ -21,11 +20,10 @@ from typing import IO, Literal
 import krippendorff
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
 
 from cbtcompare.rating.export_format import RatingsFileError, checked_score, dumps, restore_cell, write_csv
 from cbtcompare.rating.study import CONFIDENCE_LEVELS, Study, get_study
-from cbtcompare.store import Store, rating_assignments, rating_pairs, rating_raters, ratings, transcripts
+from cbtcompare.store import Store
 
 ExportFormat = Literal["csv", "jsonl"]
 BASE_COLUMNS: dict[str, str] = {
@@ -66,22 +64,8 @@ def export_columns(study: Study) -> dict[str, str]:
 def export_records(store: Store, study_id: str) -> list[dict]:
     """One flat record per stored rating, oldest first; sides as shown (A/B) plus who each side was."""
     study = get_study(store, study_id)
-    statement = (
-        select(
-            ratings,
-            rating_raters.c.label.label("rater_label"),
-            rating_pairs.c.position.label("pair_position"),
-            rating_assignments.c.position.label("assignment_position"),
-        )
-        .join(rating_raters, rating_raters.c.id == ratings.c.rater_id)
-        .join(rating_pairs, rating_pairs.c.id == ratings.c.pair_id)
-        .join(rating_assignments, rating_assignments.c.id == ratings.c.assignment_id)
-        .where(ratings.c.study_id == study_id)
-        .order_by(ratings.c.id)
-    )
-    with store.read() as conn:
-        rows = conn.execute(statement).mappings().all()
-        names = _therapist_names(conn, {r[k] for r in rows for k in ("a_transcript_id", "b_transcript_id")})
+    rows = [r.model_dump() for r in store.rating.exported_ratings(study_id)]
+    names = store.rating.therapist_names(r[k] for r in rows for k in ("a_transcript_id", "b_transcript_id"))
     rubric = study.rubric or {}
     records = []
     for row in rows:
@@ -114,14 +98,6 @@ def export_records(store: Store, study_id: str) -> list[dict]:
                 record[f"{side}_{item}"] = row["scores"][side][item]
         records.append(record)
     return records
-
-
-def _therapist_names(conn, ids: Iterable[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    rows = conn.execute(select(transcripts.c.id, transcripts.c.therapist_name).where(transcripts.c.id.in_(wanted)))
-    return {r[0]: r[1] for r in rows}
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -213,44 +189,20 @@ def progress_tables(store: Store, study_id: str) -> tuple[pd.DataFrame, pd.DataF
     """Per rater (label, code, assigned, rated, remaining, last_rated_at) and per pair (position, the two
     therapists, assigned, rated, remaining)."""
     get_study(store, study_id)
-    with store.read() as conn:
-        raters = (
-            conn.execute(
-                select(rating_raters.c.id, rating_raters.c.label, rating_raters.c.code).where(
-                    rating_raters.c.study_id == study_id
-                )
-            )
-            .mappings()
-            .all()
-        )
-        assigned = conn.execute(
-            select(rating_assignments.c.rater_id, rating_assignments.c.pair_id).where(
-                rating_assignments.c.study_id == study_id
-            )
-        ).all()
-        rated = conn.execute(
-            select(ratings.c.rater_id, ratings.c.pair_id, ratings.c.submitted_at).where(ratings.c.study_id == study_id)
-        ).all()
-        pairs = (
-            conn.execute(
-                select(
-                    rating_pairs.c.id, rating_pairs.c.position, rating_pairs.c.transcript_1, rating_pairs.c.transcript_2
-                )
-                .where(rating_pairs.c.study_id == study_id)
-                .order_by(rating_pairs.c.position)
-            )
-            .mappings()
-            .all()
-        )
-        names = _therapist_names(conn, {p[k] for p in pairs for k in ("transcript_1", "transcript_2")})
+    repository = store.rating
+    raters = repository.raters(study_id)
+    assigned = [(a.rater_id, a.pair_id) for a in repository.assignments(study_id)]
+    rated = [(r.rater_id, r.pair_id, r.submitted_at) for r in repository.ratings(study_id)]
+    pairs = [p.model_dump(exclude={"display"}) for p in repository.pairs(study_id)]
+    names = repository.therapist_names(p[k] for p in pairs for k in ("transcript_1", "transcript_2"))
     per_rater = []
-    for rater in sorted(raters, key=lambda r: int(r["label"].split()[-1])):
-        mine = [r for r in rated if r[0] == rater["id"]]
-        n_assigned = sum(1 for a in assigned if a[0] == rater["id"])
+    for rater in sorted(raters, key=lambda r: int(r.label.split()[-1])):
+        mine = [r for r in rated if r[0] == rater.id]
+        n_assigned = sum(1 for a in assigned if a[0] == rater.id)
         per_rater.append(
             {
-                "rater": rater["label"],
-                "code": rater["code"],
+                "rater": rater.label,
+                "code": rater.code,
                 "assigned": n_assigned,
                 "rated": len(mine),
                 "remaining": n_assigned - len(mine),
@@ -499,12 +451,7 @@ def _largest_complete_block(totals: pd.DataFrame) -> pd.DataFrame:
 
 def _preference_alpha(store: Store, study_id: str) -> float:
     records = export_records(store, study_id)
-    with store.read() as conn:
-        firsts = dict(
-            conn.execute(
-                select(rating_pairs.c.id, rating_pairs.c.transcript_1).where(rating_pairs.c.study_id == study_id)
-            ).all()
-        )
+    firsts = {p.id: p.transcript_1 for p in store.rating.pairs(study_id)}
     values = []
     for r in records:
         if r["preference"] is None:

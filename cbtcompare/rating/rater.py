@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import and_, exists, func, insert, select
-from sqlalchemy.exc import IntegrityError
 
 from cbtcompare.rating.study import CONFIDENCE_LEVELS, Study, get_study, normalise_code
-from cbtcompare.store import Store, rating_assignments, rating_pairs, rating_raters, ratings
+from cbtcompare.store import Store
+from cbtcompare.store.rating import RatingExists, RatingRow
 from cbtcompare.transcript import utc_now
 
 Side = Literal["A", "B"]
@@ -148,22 +147,14 @@ class RatingAnswer(BaseModel):
 
 def join(store: Store, code: str) -> RaterSession:
     """The rater behind an invite code; UnknownCode when no study has that code."""
-    wanted = normalise_code(code or "")
-    with store.read() as conn:
-        row = conn.execute(select(rating_raters).where(rating_raters.c.code == wanted)).mappings().first()
+    row = store.rating.rater_by_code(normalise_code(code or ""))
     if row is None:
         raise UnknownCode("That invite code is not known. Check it (letters and digits, e.g. ABCD-EFGH-JKMN).")
-    return RaterSession(rater_id=row["id"], study_id=row["study_id"], label=row["label"])
+    return RaterSession(rater_id=row.id, study_id=row.study_id, label=row.label)
 
 
 def progress(store: Store, rater_id: str) -> Progress:
-    with store.read() as conn:
-        total = conn.execute(
-            select(func.count()).select_from(rating_assignments).where(rating_assignments.c.rater_id == rater_id)
-        ).scalar_one()
-        done = conn.execute(
-            select(func.count()).select_from(ratings).where(ratings.c.rater_id == rater_id)
-        ).scalar_one()
+    done, total = store.rating.rater_counts(rater_id)
     return Progress(done=done, total=total)
 
 
@@ -171,24 +162,15 @@ def next_pair(store: Store, session: RaterSession, pace: ReadingPace | None = No
     """The rater's next unrated pair (None when all are rated); records it in the session with a new token,
     the server time it was served and its minimum reading time at `pace` (default: from the environment)."""
     pace = pace or ReadingPace.from_env()
-    unrated = ~exists().where(ratings.c.assignment_id == rating_assignments.c.id)
-    statement = (
-        select(rating_assignments, rating_pairs.c.transcript_1, rating_pairs.c.display)
-        .join(rating_pairs, rating_pairs.c.id == rating_assignments.c.pair_id)
-        .where(and_(rating_assignments.c.rater_id == session.rater_id, unrated))
-        .order_by(rating_assignments.c.position)
-        .limit(1)
-    )
-    with store.read() as conn:
-        row = conn.execute(statement).mappings().first()
+    row = store.rating.next_unrated(session.rater_id)
     status = progress(store, session.rater_id)
     if row is None:
         session.close_pair()
         return None
-    a_key = "1" if row["transcript_1"] == row["a_transcript_id"] else "2"
+    a_key = "1" if row.transcript_1 == row.a_transcript_id else "2"
     b_key = "2" if a_key == "1" else "1"
-    display = row["display"]
-    session.assignment_id = row["id"]
+    display = row.display
+    session.assignment_id = row.id
     session.view_token = secrets.token_hex(8)
     session.shown_at = utc_now()
     session.served_clock = time.monotonic()
@@ -260,19 +242,10 @@ def submit(store: Store, session: RaterSession, answer: RatingAnswer, *, read_fl
     """
     if session.assignment_id is None:
         raise RatingError("No pair is open. Enter your invite code to continue where you left off.")
-    with store.read() as conn:
-        assignment = (
-            conn.execute(
-                select(rating_assignments, rating_pairs.c.transcript_1)
-                .join(rating_pairs, rating_pairs.c.id == rating_assignments.c.pair_id)
-                .where(rating_assignments.c.id == session.assignment_id)
-            )
-            .mappings()
-            .first()
-        )
-        if assignment is None or assignment["rater_id"] != session.rater_id:
-            raise RatingError("This pair is not assigned to you. Enter your invite code again.")
-    if _rated(store, session.rater_id, assignment["pair_id"]):
+    assignment = store.rating.assignment(session.assignment_id)
+    if assignment is None or assignment.rater_id != session.rater_id:
+        raise RatingError("This pair is not assigned to you. Enter your invite code again.")
+    if store.rating.has_rated(session.rater_id, assignment.pair_id):
         raise AlreadyRated(_ALREADY)
     if not read_flag_ok(session, read_flag):
         raise NotReadToEnd("Please scroll both transcripts to the end before submitting. Nothing was saved.")
@@ -287,40 +260,31 @@ def submit(store: Store, session: RaterSession, answer: RatingAnswer, *, read_fl
         )
     preferred = None
     if clean.preference == "A":
-        preferred = assignment["a_transcript_id"]
+        preferred = assignment.a_transcript_id
     elif clean.preference == "B":
-        preferred = assignment["b_transcript_id"]
-    row = {
-        "study_id": session.study_id,
-        "assignment_id": assignment["id"],
-        "rater_id": session.rater_id,
-        "pair_id": assignment["pair_id"],
-        "a_transcript_id": assignment["a_transcript_id"],
-        "b_transcript_id": assignment["b_transcript_id"],
-        "preference": clean.preference,
-        "preferred_transcript_id": preferred,
-        "confidence": clean.confidence,
-        "scores": clean.scores,
-        "comment": clean.comment,
-        "read_both": 1,
-        "shown_at": session.shown_at,
-        "submitted_at": utc_now(),
-    }
+        preferred = assignment.b_transcript_id
+    rating = RatingRow(
+        study_id=session.study_id,
+        assignment_id=assignment.id,
+        rater_id=session.rater_id,
+        pair_id=assignment.pair_id,
+        a_transcript_id=assignment.a_transcript_id,
+        b_transcript_id=assignment.b_transcript_id,
+        preference=clean.preference,
+        preferred_transcript_id=preferred,
+        confidence=clean.confidence,
+        scores=clean.scores,
+        comment=clean.comment,
+        read_both=1,
+        shown_at=session.shown_at,
+        submitted_at=utc_now(),
+    )
     try:
-        with store.write() as conn:
-            rating_id = conn.execute(insert(ratings).values(**row)).inserted_primary_key[0]
-    except IntegrityError as exc:
-        if _rated(store, session.rater_id, assignment["pair_id"]):
-            raise AlreadyRated(_ALREADY) from exc
-        raise
+        rating_id = store.rating.add_rating(rating)
+    except RatingExists as exc:
+        raise AlreadyRated(_ALREADY) from exc
     session.close_pair()
     return int(rating_id)
-
-
-def _rated(store: Store, rater_id: str, pair_id: str) -> bool:
-    with store.read() as conn:
-        query = select(ratings.c.id).where((ratings.c.rater_id == rater_id) & (ratings.c.pair_id == pair_id))
-        return conn.execute(query).first() is not None
 
 
 _ALREADY = "You have already rated this pair; your first rating is kept. Press Start / resume for the next pair."

@@ -22,22 +22,12 @@ from pathlib import Path
 from typing import IO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import func, insert, select
 
 from cbtcompare.ctrs.rubric import load_rubric
 from cbtcompare.limits import DEFAULT_LIMITS, first_offset_too_deep
 from cbtcompare.scrub import ScrubList, load_scrub_list
-from cbtcompare.store import (
-    ImportFailed,
-    Store,
-    check_storable,
-    rating_assignments,
-    rating_pairs,
-    rating_raters,
-    rating_studies,
-    ratings,
-    transcripts,
-)
+from cbtcompare.store import ImportFailed, Store, check_storable
+from cbtcompare.store.rating import AssignmentRow, PairRow, RaterRow, StudyRow
 from cbtcompare.transcript import Transcript, new_id, utc_now
 
 RubricChoice = Literal["paper", "classic", "none"]
@@ -152,22 +142,7 @@ def matched_pairs(store: Store, query: str = "all") -> list[MatchedPair]:
         kind = query.removeprefix("kind:").strip()
     elif query != "all":
         raise ValueError(f"unknown pair query {query!r}; use {QUERY_HELP}, or a pairs JSONL file")
-    columns = [
-        transcripts.c.id,
-        transcripts.c.group_id,
-        transcripts.c.kind,
-        transcripts.c.created_at,
-        transcripts.c.therapist_name,
-        transcripts.c.seed,
-        transcripts.c.meta,
-    ]
-    statement = select(*columns).order_by(transcripts.c.created_at, transcripts.c.id)
-    if kind:
-        statement = statement.where(transcripts.c.kind == kind)
-    if groups_wanted is not None:
-        statement = statement.where(transcripts.c.group_id.in_(sorted(groups_wanted)))
-    with store.read() as conn:
-        rows = conn.execute(statement).mappings().all()
+    rows = [r.model_dump() for r in store.rating.pair_candidates(kind=kind, groups=groups_wanted)]
     groups: dict[str, list[dict]] = {}
     for row in rows:
         key = _match_key(row)
@@ -398,21 +373,18 @@ def create_study(
         "scrub": scrub.stored(),
         "source": source or "pairs",
     }
-    with store.write() as conn:
-        for transcript in uploaded:
-            # A stored transcript is never changed: identical content is kept as it is, different content
-            # with the same id is refused (TranscriptConflict) and the whole study rolls back.
-            store._write_transcript(conn, check_storable(transcript), allow_growth=False)
-        conn.execute(insert(rating_studies).values(**study_row))
-        conn.execute(insert(rating_pairs), pair_rows)
-        conn.execute(insert(rating_raters), rater_rows)
-        conn.execute(insert(rating_assignments), assignment_rows)
+    store.rating.create_study(
+        StudyRow.model_validate(study_row),
+        [PairRow.model_validate(r) for r in pair_rows],
+        [RaterRow.model_validate(r) for r in rater_rows],
+        [AssignmentRow.model_validate(r) for r in assignment_rows],
+        uploaded,
+    )
     return CreatedStudy(study_id, codes, len(pair_rows), len(assignment_rows))
 
 
 def _unique_codes(store: Store, count: int) -> list[str]:
-    with store.read() as conn:
-        taken = {r[0] for r in conn.execute(select(rating_raters.c.code))}
+    taken = store.rating.taken_codes()
     codes: list[str] = []
     while len(codes) < count:
         code = new_invite_code()
@@ -460,24 +432,19 @@ def _assign(
 
 
 def get_study(store: Store, study_id: str) -> Study:
-    with store.read() as conn:
-        row = conn.execute(select(rating_studies).where(rating_studies.c.id == study_id)).mappings().first()
+    row = store.rating.study(study_id)
     if row is None:
         raise KeyError(f"no rating study with id {study_id!r}")
-    return _study_from_row(row)
-
-
-def _study_from_row(row) -> Study:  # type: ignore[no-untyped-def]
     return Study(
-        id=row["id"],
-        name=row["name"],
-        created_at=row["created_at"],
-        seed=row["seed"],
-        raters_per_pair=row["raters_per_pair"],
-        choices=StudyChoices.model_validate(row["choices"]),
-        rubric=_int_labels(row["rubric"]),
-        scrub_version=str((row["scrub"] or {}).get("version", "")),
-        source=row["source"],
+        id=row.id,
+        name=row.name,
+        created_at=row.created_at,
+        seed=row.seed,
+        raters_per_pair=row.raters_per_pair,
+        choices=StudyChoices.model_validate(row.choices),
+        rubric=_int_labels(row.rubric),
+        scrub_version=str((row.scrub or {}).get("version", "")),
+        source=row.source,
     )
 
 
@@ -502,29 +469,10 @@ class StudySummary:
 
 def list_studies(store: Store) -> list[StudySummary]:
     """Every study, newest first, with its counts."""
-
-    def count(table, column):  # type: ignore[no-untyped-def]
-        return select(func.count()).select_from(table).where(column == rating_studies.c.id).scalar_subquery()
-
-    statement = select(
-        rating_studies.c.id,
-        rating_studies.c.name,
-        rating_studies.c.created_at,
-        count(rating_pairs, rating_pairs.c.study_id).label("pairs"),
-        count(rating_raters, rating_raters.c.study_id).label("raters"),
-        count(rating_assignments, rating_assignments.c.study_id).label("assignments"),
-        count(ratings, ratings.c.study_id).label("ratings"),
-    ).order_by(rating_studies.c.created_at.desc())
-    with store.read() as conn:
-        return [StudySummary(**r) for r in conn.execute(statement).mappings()]
+    return [StudySummary(**counts.model_dump()) for counts in store.rating.studies()]
 
 
 def invite_codes(store: Store, study_id: str) -> list[tuple[str, str]]:
     """(label, code) for each rater of a study, in order."""
-    with store.read() as conn:
-        rows = conn.execute(
-            select(rating_raters.c.label, rating_raters.c.code)
-            .where(rating_raters.c.study_id == study_id)
-            .order_by(rating_raters.c.created_at, rating_raters.c.label)
-        ).all()
-    return sorted(((r[0], r[1]) for r in rows), key=lambda r: int(r[0].split()[-1]))
+    rows = store.rating.raters(study_id)
+    return sorted(((r.label, r.code) for r in rows), key=lambda r: int(r[0].split()[-1]))

@@ -47,6 +47,7 @@ from cbtcompare.paths import data_dir
 from cbtcompare.redact import redact, redact_url
 from cbtcompare.store.judgements import next_free_repeat, store_judgements
 from cbtcompare.store.migrations import MIGRATIONS, apply_migrations
+from cbtcompare.store.rating import RatingRepository
 from cbtcompare.store.schema import (
     batch_runs,
     metadata,
@@ -65,6 +66,7 @@ from cbtcompare.transcript import Transcript, Turn, utc_now
 
 __all__ = [
     "MIGRATIONS",
+    "RatingRepository",
     "BatchRun",
     "ImportFailed",
     "SaveReport",
@@ -189,6 +191,11 @@ class Store:
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True)
         self.migrate()
+
+    @property
+    def rating(self) -> RatingRepository:
+        """Blind rating's queries (studies, pairs, raters, assignments, ratings): cbtcompare.store.rating."""
+        return RatingRepository(self)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
