@@ -19,7 +19,7 @@ import krippendorff
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cbtcompare import rating
@@ -590,3 +590,47 @@ def test_cli_create_and_export(tmp_path, monkeypatch, capsys):
     assert main(["rating", "export", "--study", created["study_id"], "--format", "long"]) == 0
     long = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert len(long) == 2 * 2 * 11 and {"transcript_id", "item", "score"} <= set(long.columns)
+
+
+def test_rating_code_runs_no_sql_of_its_own():
+    """Persistence has one home: cbtcompare/rating/* reaches the database only through store.rating."""
+    import ast
+
+    folder = Path(rating.__file__).parent
+    offenders = []
+    for module in sorted(folder.glob("*.py")):
+        tree = ast.parse(module.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            bad = [n for n in names if n.startswith("sqlalchemy") or n.startswith("cbtcompare.store.schema")]
+            bad += [n for n in names if n.startswith("cbtcompare.store.") and n.split(".")[-1] in _TABLES]
+            if bad:
+                offenders.append(f"{module.name}: {', '.join(bad)}")
+            direct = isinstance(node, ast.Attribute) and node.attr in {"read", "write"}
+            if direct and isinstance(node.value, ast.Name) and node.value.id == "store":
+                offenders.append(f"{module.name}:{node.lineno}: store.{node.attr}()")
+    assert offenders == []
+
+
+_TABLES = {"transcripts", "turns", "rating_studies", "rating_pairs", "rating_raters", "rating_assignments", "ratings"}
+
+
+def test_the_repository_maps_rows_to_typed_models_and_refuses_a_malformed_one(store):
+    """A row the database hands back in a shape the code does not expect is a ValidationError naming the
+    field, not a KeyError deep inside the rater's page."""
+    from pydantic import ValidationError
+
+    from cbtcompare.store.rating import StudyRow
+
+    pairs = [canary_pair(f"m{i}") for i in range(2)]
+    uploaded = rating.store_uploaded_pairs(store, io.StringIO(pairs_jsonl(pairs)))
+    created = rating.create_study(store, uploaded, rating.StudySpec(raters=2, seed=3), source="test")
+    row = store.rating.study(created.study_id)
+    assert isinstance(row, StudyRow) and row.raters_per_pair == 2 and row.source == "test"
+    assert [p.position for p in store.rating.pairs(created.study_id)] == [1, 2]
+    with store.write() as conn:
+        conn.execute(update(rating_studies).where(rating_studies.c.id == created.study_id).values(choices=["oops"]))
+    with pytest.raises(ValidationError, match="choices"):
+        store.rating.study(created.study_id)
