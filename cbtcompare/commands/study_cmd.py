@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         )
         for role, usage in summary["tokens"].items():  # type: ignore[union-attr]
             print(f"  {role}: {usage['completion_tokens']:.0f} tokens out, {usage['seconds']:.1f} s")
+        for row in summary["cost"]:  # type: ignore[union-attr]
+            amount = "unknown" if row["cost"] is None else f"{row['cost']:.4f} {row['currency']}"
+            bound = " at least" if row["lower_bound"] and row["cost"] is not None else ""
+            note = f" ({row['note']})" if row["note"] else ""
+            print(f"  endpoint cost, {row['role']} {row['model']}:{bound} {amount}{note}")
         for error in summary["errors"]:  # type: ignore[union-attr]
             print(f"failed: {error}")
         print(f"report: {summary['report']}  (manifest: {summary['manifest']})")

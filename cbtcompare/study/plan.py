@@ -8,7 +8,6 @@ never loads a model, never downloads anything and never writes to the store, so 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +16,14 @@ from cbtcompare.ctrs.batch import compared_repeats, scored_repeats
 from cbtcompare.ctrs.judge import JudgeConfig
 from cbtcompare.ctrs.rubric import Rubric, load_rubric
 from cbtcompare.models.base import ModelError, ModelSpec
-from cbtcompare.models.registry import Registry, load_spec_file
+from cbtcompare.models.registry import Registry, backend_capabilities, load_spec_file
 from cbtcompare.models.weights import check_gguf, parse_hf_reference
 from cbtcompare.paths import data_dir
 from cbtcompare.patients import PatientProfile, load_profile
 from cbtcompare.quality import QualityVerdict, check_transcript
-from cbtcompare.simulate import ENDPOINT_BACKENDS, FINISHED, BatchConfig, plan_batch
+from cbtcompare.simulate import FINISHED, BatchConfig, plan_batch
 from cbtcompare.store import Store
+from cbtcompare.study.cost import endpoint_costs, read_usage_ledger
 from cbtcompare.study.spec import StudyFile, Variant
 
 USAGE_FILE = "usage.jsonl"
@@ -74,7 +74,8 @@ def batch_config(study: StudyFile, registry: Registry) -> BatchConfig:
     spec = study.spec
     names = [*spec.therapist_names(), spec.patient.model]
     backends = {registry.spec(name).backend for name in names}
-    concurrency = min((spec.concurrency.get(b, 4) for b in backends if b in ENDPOINT_BACKENDS), default=1)
+    remote = [b for b in backends if backend_capabilities(b).remote]
+    concurrency = min((spec.concurrency.get(b, 4) for b in remote), default=1)  # type: ignore[call-overload]
     return BatchConfig(
         name=spec.name,
         profiles=spec.profiles.references(study.folder),
@@ -160,9 +161,7 @@ def readiness(study: StudyFile, registry: Registry) -> list[ModelReadiness]:
         hub_refs = [ref for ref in (model_spec.weights, model_spec.adapter) if ref and ref.startswith("hf:")]
         if model_spec.backend == "llamacpp" and hub_refs:
             reasons = [reason for ref in hub_refs if (reason := _hub_reason(ref))]
-            found.append(
-                ModelReadiness(name, tuple(model_roles), model_spec.backend, not reasons, "; ".join(reasons))
-            )
+            found.append(ModelReadiness(name, tuple(model_roles), model_spec.backend, not reasons, "; ".join(reasons)))
             continue
         availability = registry.availability(name)
         found.append(
@@ -318,24 +317,23 @@ class Speed:
 def measured_speeds(store: Store, out: Path) -> dict[tuple[str, str], Speed]:
     """Effective speed (reply tokens per second of wall time, prompt processing included) per (model, role)
     from the study's own usage log, which every stage appends to."""
-    totals: dict[tuple[str, str], list[float]] = {}
-    ledger = out / USAGE_FILE
-    if ledger.is_file():
-        for line in ledger.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                key = (str(row["model"]), str(row["role"]))
-                tokens, seconds = float(row["completion_tokens"]), float(row["seconds"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut by a kill: skip it
-            if tokens > 0 and seconds > 0:
-                entry = totals.setdefault(key, [0.0, 0.0])
-                entry[0] += tokens
-                entry[1] += seconds
     return {
-        key: Speed(tokens / seconds, math.inf, f"measured here ({tokens:.0f} tokens in {seconds:.0f} s)")
-        for key, (tokens, seconds) in totals.items()
+        key: Speed(
+            t.completion_tokens / t.seconds,
+            math.inf,
+            f"measured here ({t.completion_tokens:.0f} tokens in {t.seconds:.0f} s)",
+        )
+        for key, t in read_usage_ledger(out / USAGE_FILE).items()
+        if t.completion_tokens > 0 and t.seconds > 0
     }
+
+
+def is_remote(registry: Registry, name: str) -> bool:
+    """Whether the model named `name` is an endpoint (its backend's capability flag); False when unknown."""
+    try:
+        return backend_capabilities(registry.spec(name).backend).remote
+    except ModelError:
+        return False
 
 
 @dataclass
@@ -348,6 +346,8 @@ class RoleEstimate:
     seconds: float | None
     speed_source: str
     parallel: int
+    cost: float | None = None  # endpoints with a price in the study file; the same upper-bound tokens
+    currency: str = ""
 
 
 def estimate(study: StudyFile, state: StudyState, registry: Registry, store: Store) -> list[RoleEstimate]:
@@ -374,10 +374,14 @@ def estimate(study: StudyFile, state: StudyState, registry: Registry, store: Sto
     session_tokens = spec.turns * (therapist_tokens + patient_tokens)
     sessions_due = state.sessions.due // max(len(spec.therapist_names()), 1)
     rows: list[tuple[str, str, int, int, int]] = []  # model, role, calls, completion, prompt tokens
+    # summary "prompt": after every session the therapist writes the carry-over summary, reading it all
+    summary_calls = sessions_due if spec.summary == "prompt" else 0
     for name in spec.therapist_names():
         # Each turn re-reads the conversation so far: on average half a session.
         calls = sessions_due * spec.turns
-        rows.append((name, "therapist", calls, calls * therapist_tokens, calls * session_tokens // 2))
+        completion = calls * therapist_tokens + summary_calls * spec.summary_max_tokens
+        prompt = calls * session_tokens // 2 + summary_calls * session_tokens
+        rows.append((name, "therapist", calls + summary_calls, completion, prompt))
     patient_calls = state.sessions.due * max(spec.turns - 1, 0)
     patient_prompt = patient_calls * session_tokens // 2
     rows.append((spec.patient.model, "patient", patient_calls, patient_calls * patient_tokens, patient_prompt))
@@ -396,7 +400,7 @@ def estimate(study: StudyFile, state: StudyState, registry: Registry, store: Sto
     try:
         session_parallel = batch_config(study, registry).concurrency
         session_models = [*spec.therapist_names(), spec.patient.model]
-        if not all(registry.spec(n).backend in ENDPOINT_BACKENDS for n in session_models):
+        if not all(is_remote(registry, n) for n in session_models):
             session_parallel = 1
     except ModelError:
         session_parallel = 1
@@ -407,16 +411,23 @@ def estimate(study: StudyFile, state: StudyState, registry: Registry, store: Sto
         except ModelError:
             backend = "?"
         if role == "judge":
-            parallel = spec.concurrency.get(backend, 4) if backend in ENDPOINT_BACKENDS else 1  # type: ignore[call-overload]
+            parallel = spec.concurrency.get(backend, 4) if is_remote(registry, name) else 1  # type: ignore[call-overload]
         else:
             parallel = session_parallel
         speed = measured.get((name, role)) or assumed_speeds.get(name)
         seconds = None
         if speed is not None:
             seconds = (completion / speed.tokens_per_second + prompt / speed.prompt_tokens_per_second) / parallel
-        estimates.append(
-            RoleEstimate(name, role, calls, completion, prompt, seconds, speed.source if speed else "unknown", parallel)
+        estimate_row = RoleEstimate(
+            name, role, calls, completion, prompt, seconds, speed.source if speed else "unknown", parallel
         )
+        price = spec.prices.get(name)
+        if price is not None and is_remote(registry, name):
+            estimate_row.cost = round(
+                prompt / 1e6 * price.input_per_million + completion / 1e6 * price.output_per_million, 2
+            )
+            estimate_row.currency = price.currency
+        estimates.append(estimate_row)
     return estimates
 
 
@@ -447,15 +458,37 @@ def plan_study(study: StudyFile, out: Path | str | None = None) -> dict[str, obj
         "file": str(study.path),
         **state.as_dict(),
         "models": [
-            {"name": m.name, "roles": list(m.roles), "backend": m.backend, "available": m.available,
-             "missing": m.reason}  # fmt: skip
+            {
+                "name": m.name,
+                "roles": list(m.roles),
+                "backend": m.backend,
+                "available": m.available,
+                "missing": m.reason,
+            }  # fmt: skip
             for m in models
         ],
         "ready": all(m.available for m in models),
         "estimate": [e.__dict__ for e in estimates],
         "estimated_seconds": sum(known) if len(known) == len(estimates) else None,
         "estimated_seconds_known_part": sum(known),
+        "estimated_cost": _cost_total(estimates),
     }
+
+
+def _cost_total(estimates: list[RoleEstimate]) -> dict[str, float]:
+    """currency -> the endpoints' estimated cost (models without a price are not in it)."""
+    totals: dict[str, float] = {}
+    for e in estimates:
+        if e.cost is not None:
+            totals[e.currency] = round(totals.get(e.currency, 0.0) + e.cost, 2)
+    return totals
+
+
+def study_costs(study: StudyFile, out: Path, registry: Registry) -> list[dict[str, object]]:
+    """The cost so far of the study's endpoint models, from its usage ledger (cbtcompare.study.cost)."""
+    totals = read_usage_ledger(out / USAGE_FILE).values()
+    rows = endpoint_costs(totals, study.spec.prices, lambda name: is_remote(registry, name))
+    return [row.model_dump() for row in rows]
 
 
 def plan_lines(plan: dict) -> list[str]:
@@ -471,11 +504,16 @@ def plan_lines(plan: dict) -> list[str]:
         )
     lines.append("estimate (token counts are upper bounds from max_tokens):")
     for e in plan["estimate"]:
+        cost = "" if e["cost"] is None else f", about {e['cost']:.2f} {e['currency']}"
         lines.append(
             f"  {e['role']:9} {e['model']}: {e['calls']} calls, {e['completion_tokens']} tokens out, "
             f"{e['prompt_tokens']} in, x{e['parallel']} parallel -> {duration_text(e['seconds'])} ({e['speed_source']})"
+            f"{cost}"
         )
     total = plan["estimated_seconds"]
     known = "" if total is not None else f" (known part {duration_text(plan['estimated_seconds_known_part'])})"
     lines.append(f"total: {duration_text(total)}{known}")
+    if plan["estimated_cost"]:
+        costs = ", ".join(f"{amount:.2f} {currency}" for currency, amount in plan["estimated_cost"].items())
+        lines.append(f"endpoint cost (upper bound, at the study file's prices): {costs}")
     return lines

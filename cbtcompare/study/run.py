@@ -33,6 +33,7 @@ from cbtcompare.study.plan import (
     require_ready,
     rubric_of,
     store_for,
+    study_costs,
     study_state,
 )
 from cbtcompare.study.results import write_study_report
@@ -235,6 +236,7 @@ def _run(
         "pairwise_inconsistent_items": pairwise.inconsistent_items,
         "unscored_items": sum(r.unscored_items for r in stored),
         "tokens": tokens,
+        "cost": study_costs(study, folder, registry),
         "seconds": round(time.perf_counter() - started, 2),
         "report": str(index),
         "manifest": str(manifest_path),

@@ -131,6 +131,17 @@ class Throughput(BaseModel):
     where: str = Field("", description="the hardware or server the number is for, e.g. 'vLLM on one A100 80GB'")
 
 
+class Price(BaseModel):
+    """What an endpoint charges per token: the summary's and `study plan`'s cost is tokens x these prices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_million: float = Field(ge=0, description="price per million prompt (input) tokens")
+    output_per_million: float = Field(ge=0, description="price per million completion (output) tokens")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
+    source: str = Field("", description="where and when the price was read; prices change, so say so")
+
+
 class StudySpec(BaseModel):
     """A whole study: arms x profiles x replicates x sessions, judged by K judges x R repeats."""
 
@@ -157,6 +168,9 @@ class StudySpec(BaseModel):
     )
     throughput: dict[str, Throughput] = Field(
         default_factory=dict, description="assumed speeds per model name, used by `study plan` until measured"
+    )
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="endpoint prices per model name, for the cost in the summary and plan"
     )
     models: list[ModelSpec] | str | None = Field(
         None, description="extra model specs inline, or a models file (relative to the study file)"
