@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from cbtcompare.compare import CompareSession
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cbtcompare.compare import CompareSession, ComparisonHistory, SavedComparison, history_from_browser
 from cbtcompare.models.base import Sampling
+from cbtcompare.transcript import Transcript, Turn
 
 PAIR = ["smollm2-instruct", "smollm2-cbt-prompted"]
 SHORT = Sampling(temperature=0.8, max_tokens=20)
@@ -87,3 +92,120 @@ def test_bad_messages_and_too_many_panes_are_refused(registry):
     with pytest.raises(ValueError, match="limit is 4,000"):
         run(session.send("a" * 20_000))
     assert session.panes[0].transcript.turns == []
+
+
+# Issue 12 (provenance, one sampling rule) and issue 14 (stop, cut replies, conversations kept) -------------
+
+
+def test_a_compare_transcript_says_what_its_model_is_as_a_simulated_one_does(registry):
+    from cbtcompare.provenance import describe, of_record
+
+    session = CompareSession(registry, ["smollm2-instruct", "smollm2-cbt-prompted", "smollm2-cbt"], sampling=SHORT)
+    classified = [of_record(p.transcript.therapist, p.transcript.meta) for p in session.panes]
+    assert classified == [("base", "smollm2"), ("prompted", "smollm2"), ("tuned", "smollm2")]
+    for pane in session.panes:
+        expected = describe(registry.spec(pane.name))
+        assert (pane.transcript.meta["variant"], pane.transcript.meta["family"]) == (expected.variant, expected.family)
+
+
+def test_compare_and_pair_resolve_the_same_sampling_for_the_same_spec(registry):
+    from cbtcompare.simulate.settings import shared_sampling
+
+    spec = registry.spec(PAIR[0])
+    tab_choice = Sampling(temperature=0.7, top_p=0.95, max_tokens=24)  # what the Compare tab's sliders build
+    pair_choice = spec.sampling.merged(max_tokens=24, temperature=0.7)  # what `pair --max-tokens 24` builds
+    compared = CompareSession(registry, PAIR, sampling=tab_choice).sampling
+    paired = CompareSession(registry, PAIR, sampling=pair_choice).sampling
+    assert compared == paired == shared_sampling([spec, registry.spec(PAIR[1])], {"temperature": 0.7, "max_tokens": 24})
+    assert compared.repeat_penalty == spec.sampling.repeat_penalty != Sampling().repeat_penalty
+    assert CompareSession(registry, PAIR).sampling == spec.sampling  # no overrides: the spec's own
+
+
+def test_stop_before_the_first_token_ends_the_reply_and_the_next_message_answers(registry):
+    session = CompareSession(registry, PAIR, sampling=Sampling(max_tokens=200, seed=1))
+    updates = session.send("Tell me everything about sleep hygiene.")
+    next(updates)  # the workers have started; no token has come yet
+    session.stop()
+    run(updates)
+    first = [p.transcript.turns[-1] for p in session.panes]
+    assert all(r.role == "therapist" and r.flags.get("stopped") for r in first)
+    assert all(r.tokens <= 2 for r in first)  # at most the token in flight when Stop came
+    run(session.send("Okay, one tip then."))
+    second = [p.transcript.turns[-1] for p in session.panes]
+    assert all(r.role == "therapist" and r.text and not r.flags.get("stopped") for r in second)
+    assert [t.role for t in session.panes[0].transcript.turns] == ["patient", "therapist"] * 2
+
+
+def test_a_reply_cut_at_max_tokens_is_marked_and_a_finished_one_is_not(registry):
+    session = CompareSession(registry, PAIR[:1], sampling=Sampling(max_tokens=8, seed=2))
+    run(session.send("Explain in detail how cognitive restructuring works."))
+    cut = session.panes[0].transcript.turns[-1]
+    assert cut.flags.get("cut_at_max_tokens") == 8 and cut.tokens == 8
+    roomy = CompareSession(registry, PAIR[:1], sampling=Sampling(max_tokens=600, seed=2))
+    run(roomy.send("Say hi."))
+    finished = roomy.panes[0].transcript.turns[-1]
+    assert finished.tokens < 600 and "cut_at_max_tokens" not in finished.flags
+
+
+def test_a_saved_conversation_resumes_with_its_turns_settings_and_seed_schedule(registry):
+    session = CompareSession(registry, PAIR, session_prompt="Be brief.", sampling=SHORT, seed=9)
+    run(session.send("I can't sleep."))
+    history = ComparisonHistory().remember(session.snapshot())
+    kept, problem = history_from_browser(json.loads(json.dumps(history.model_dump(mode="json"))))
+    assert problem is None and kept.current == session.group_id
+    resumed = CompareSession.resume(registry, kept.find(session.group_id))
+    assert resumed.settings == session.settings and resumed.group_id == session.group_id
+    assert [p.transcript.model_dump() for p in resumed.panes] == [p.transcript.model_dump() for p in session.panes]
+    run(resumed.send("Still awake."))
+    run(session.send("Still awake."))
+    assert [p.transcript.turns[-1].text for p in resumed.panes] == [p.transcript.turns[-1].text for p in session.panes]
+
+
+def test_recent_comparisons_newest_first_capped_and_empty_ones_unlisted():
+    from cbtcompare.compare import MAX_RECENT_COMPARISONS
+
+    history = ComparisonHistory()
+    for n in range(MAX_RECENT_COMPARISONS + 3):
+        history = history.remember(saved_with(f"g{n}", [f"message {n}"]))
+    assert [c.group_id for c in history.recent] == [f"g{n}" for n in range(MAX_RECENT_COMPARISONS + 2, 2, -1)]
+    history = history.remember(saved_with("g5", ["message 5", "more"]))
+    assert history.recent[0].group_id == "g5" and len({c.group_id for c in history.recent}) == len(history.recent)
+    assert "2 msg" in history.choices()[0][0]
+    assert history.remember(saved_with("empty", [])).find("empty") is None
+
+
+# Data from a browser: whatever comes back is a history or a reason, never a crash ------------------------
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def saved_with(group_id: str, messages: list[str]) -> SavedComparison:
+    transcript = Transcript(group_id=group_id, turns=[Turn(role="patient", text=m) for m in messages])
+    return SavedComparison(
+        group_id=group_id, settings={"models": ["smollm2-instruct", "smollm2-cbt-prompted"]}, transcripts=[transcript]
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw=JSON | st.fixed_dictionaries({"current": st.text(max_size=70), "recent": st.lists(JSON, max_size=3)}))
+def test_anything_a_browser_sends_back_is_a_history_or_a_reason(raw):
+    history, problem = history_from_browser(raw)
+    assert isinstance(history, ComparisonHistory)
+    if problem is not None:
+        assert history.recent == [] and "comparisons kept in this browser" in problem
+
+
+@settings(max_examples=80, deadline=None)
+@given(messages=st.lists(st.text(min_size=1, max_size=4000), min_size=1, max_size=4))
+def test_any_conversation_text_round_trips_through_the_browser_and_labels_on_one_line(messages):
+    history = ComparisonHistory().remember(saved_with("g", messages))
+    kept, problem = history_from_browser(json.loads(json.dumps(history.model_dump(mode="json"))))
+    assert problem is None
+    assert [t.text for t in kept.find("g").transcripts[0].turns] == messages
+    label = kept.choices()[0][0]
+    assert "\n" not in label and len(label) < 200

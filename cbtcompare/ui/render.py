@@ -36,6 +36,8 @@ def pane_messages(pane: Pane) -> list[dict[str, str]]:
             notes.append("FLAGGED: this reply may encourage harm")
         if turn.flags.get("stopped"):
             notes.append("stopped")
+        if turn.flags.get("cut_at_max_tokens"):
+            notes.append(f"cut off at the {turn.flags['cut_at_max_tokens']}-token limit (raise max tokens)")
         content += "\n\n<small>" + " · ".join(notes) + "</small>"
         messages.append({"role": "assistant", "content": content})
     if pane.streaming and pane.partial:
