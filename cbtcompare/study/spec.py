@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cbtcompare.config_errors import format_validation_error
 from cbtcompare.ctrs.judge import JudgeConfig
 from cbtcompare.models.base import ModelSpec
 from cbtcompare.seeds import derive_seed
@@ -231,25 +232,6 @@ class StudyFile(BaseModel):
         return self.path.parent
 
 
-def _where(spec_data: object, loc: tuple[int | str, ...]) -> str:
-    """`arms[1] (family 'qwen').tuned`: the path to the field, labelled with the entry's own name."""
-    parts: list[str] = []
-    node = spec_data
-    for step in loc:
-        if isinstance(step, int):
-            label = ""
-            if isinstance(node, list) and 0 <= step < len(node) and isinstance(node[step], dict):
-                entry = node[step]
-                key = next((k for k in ("family", "name") if isinstance(entry.get(k), str)), None)
-                label = f" ({key} {entry[key]!r})" if key else ""
-            parts.append(f"[{step}]{label}")
-            node = node[step] if isinstance(node, list) and 0 <= step < len(node) else None
-        else:
-            parts.append(("." if parts else "") + str(step))
-            node = node.get(step) if isinstance(node, dict) else None
-    return "".join(parts) or "(the study)"
-
-
 def parse_study(text: str, path: Path | str = "<study>") -> StudyFile:
     """Validate study text; StudyFileInvalid names the file, the entry and the field of every problem."""
     path = Path(path)
@@ -268,11 +250,7 @@ def parse_study(text: str, path: Path | str = "<study>") -> StudyFile:
     except RecursionError as exc:
         raise StudyFileInvalid(f"{path}: nested too deeply to validate") from exc
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("list[", "tuple["))))
-            problems.append(f"{_where(data, loc)}: {error['msg']}")
-        raise StudyFileInvalid(f"{path}: " + "; ".join(problems)) from exc
+        raise StudyFileInvalid(format_validation_error(exc, str(path), data, whole="(the study)")) from exc
     return StudyFile(path=path, text=text, spec=spec)
 
 
