@@ -12,7 +12,6 @@ matches a replacement. This module never imports gradio or a model backend.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -21,6 +20,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cbtcompare.content_hash import content_version
 from cbtcompare.paths import PACKAGE_ROOT
 
 SCRUB_LIST_PATH = PACKAGE_ROOT / "rating_scrub.yaml"
@@ -172,5 +172,5 @@ def _load(path: Path) -> ScrubList:
     document = yaml.safe_load(text)
     if not isinstance(document, dict) or not str(document.get("version", "")).strip():
         raise ValueError(f"{path}: a scrub list is a mapping with a 'version' and name lists")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-    return ScrubList.model_validate({**document, "version": f"{str(document['version']).strip()}@{digest}"})
+    version = content_version(str(document["version"]).strip(), text)
+    return ScrubList.model_validate({**document, "version": version})

@@ -11,7 +11,6 @@ compute: a set of turns with no therapist turn is an error, not a rate of 0.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cbtcompare.content_hash import content_version
 from cbtcompare.transcript import Transcript, Turn
 
 RULES_PATH = Path(__file__).resolve().parent / "techniques_rules.yaml"
@@ -208,7 +208,7 @@ class TechniqueTagger:
             rules = RulesFile.model_validate(data)
         except (yaml.YAMLError, ValidationError) as exc:
             raise RulesError(f"technique rules {path} are invalid: {exc}") from exc
-        return cls(rules, version=f"{path.name}@{hashlib.sha256(raw).hexdigest()[:12]}")
+        return cls(rules, version=content_version(path.name, raw))
 
     @property
     def techniques(self) -> tuple[TechniqueInfo, ...]:

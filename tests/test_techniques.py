@@ -252,3 +252,29 @@ def test_a_broken_rules_file_is_refused_with_a_readable_reason(tmp_path, rules, 
 def test_a_missing_rules_file_is_refused(tmp_path):
     with pytest.raises(RulesError, match="cannot read"):
         TechniqueTagger.from_file(tmp_path / "nope.yaml")
+
+
+def test_stored_version_strings_stay_byte_identical_through_the_shared_hash_helper():
+    """Prompts, rubrics, the scrub list and the technique rules now take their versions from
+    cbtcompare.content_hash; each must still equal the string the old inline formula stored
+    (`<name>@` + the first 12 hex digits of the sha256 of the file's text; a prompt's text is stripped), or stored results would stop
+    matching the files that made them."""
+    import yaml
+
+    from cbtcompare.ctrs.rubric import RUBRICS_DIR, load_rubric
+    from cbtcompare.paths import PACKAGE_ROOT
+    from cbtcompare.prompts import load_prompt
+    from cbtcompare.scrub import SCRUB_LIST_PATH, load_scrub_list
+    from cbtcompare.techniques import RULES_PATH, RULES_VERSION
+
+    def old(name: str, data: bytes) -> str:
+        return f"{name}@{hashlib.sha256(data).hexdigest()[:12]}"
+
+    prompt_text = (PACKAGE_ROOT / "prompts" / "judge_all_items.txt").read_text(encoding="utf-8").strip()
+    assert load_prompt("judge_all_items").version == old("judge_all_items", prompt_text.encode("utf-8"))
+    rubric_path = RUBRICS_DIR / "paper_1_10.yaml"
+    declared = str(yaml.safe_load(rubric_path.read_text())["version"]).strip()
+    assert load_rubric("paper").version == old(declared, rubric_path.read_bytes())
+    scrub_declared = str(yaml.safe_load(SCRUB_LIST_PATH.read_text())["version"]).strip()
+    assert load_scrub_list().version == old(scrub_declared, SCRUB_LIST_PATH.read_bytes())
+    assert old(RULES_PATH.name, RULES_PATH.read_bytes()) == RULES_VERSION

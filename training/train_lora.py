@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cbtcompare.content_hash import content_digest
 from cbtcompare.models.base import ModelError, ModelNotFound, ModelSpec
 from cbtcompare.paths import REPO_ROOT
 from training.checkpoints import checkpoint_state, last_complete_checkpoint, set_aside_incomplete
@@ -264,7 +265,7 @@ def base_fingerprint(source: BaseModelSource) -> str | None:
             for p in sorted(folder.iterdir())
             if p.suffix in {".safetensors", ".bin", ".json"} and p.is_file()
         ]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        return content_digest("\n".join(parts), length=None)
     return None
 
 

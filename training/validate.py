@@ -12,7 +12,6 @@ never edits, fixes or rewrites a dataset.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import statistics
@@ -22,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cbtcompare.content_hash import content_digest
 from cbtcompare.models.base import Message
 
 DEFAULT_MAX_TOKENS = 2048
@@ -349,7 +349,7 @@ def validate_file(
         therapist_turns.append(sum(m.role == "assistant" for m in messages))
         patient_turns.append(sum(m.role == "user" for m in messages))
 
-        digest = hashlib.sha256(json.dumps([m.to_dict() for m in messages]).encode("utf-8")).hexdigest()
+        digest = content_digest(json.dumps([m.to_dict() for m in messages]), length=None)
         if digest in seen_sessions:
             report.errors.append((number, f"duplicate session: the same messages as line {seen_sessions[digest]}"))
         else:

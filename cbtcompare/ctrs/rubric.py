@@ -8,7 +8,6 @@ beside the scores it produced. This module never calls a model and never holds r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from functools import cache
@@ -17,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cbtcompare.content_hash import content_version
 from cbtcompare.paths import PACKAGE_ROOT
 
 RUBRICS_DIR = PACKAGE_ROOT / "rubrics"
@@ -202,12 +202,11 @@ def _load_rubric_file(path: Path) -> Rubric:
         raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
     if not isinstance(document, dict):
         raise ValueError(f"{path}: a rubric file must be a mapping with id, version, name, scale and items")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     declared = str(document.get("version", "")).strip()
     if not declared:
         raise ValueError(f"{path}: field 'version': a rubric must declare a version")
     try:
-        return Rubric.model_validate({**document, "version": f"{declared}@{digest}", "source": str(path)})
+        return Rubric.model_validate({**document, "version": content_version(declared, text), "source": str(path)})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"

@@ -8,11 +8,12 @@ and in transcripts are safe.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from string import Template
+
+from cbtcompare.content_hash import content_version
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,7 @@ class Prompt:
 
     @property
     def version(self) -> str:
-        digest = hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:12]
-        return f"{self.name}@{digest}"
+        return content_version(self.name, self.text)
 
     def render(self, **values: object) -> str:
         """Fill `$placeholders`; a missing value raises KeyError naming it."""
