@@ -32,8 +32,9 @@ def model_choices(context: AppContext, kind: ModelKind = "any") -> list[str]:
     return context.registry.names()
 
 
-def live_dropdown(choices_fn: Callable[[], Sequence[Choice]], *, every: float = REFRESH_S,
-                  **dropdown: object) -> gr.Dropdown:
+def live_dropdown(
+    choices_fn: Callable[[], Sequence[Choice]], *, every: float = REFRESH_S, **dropdown: object
+) -> gr.Dropdown:
     """A gr.Dropdown whose choices are `choices_fn()` at page load and whenever they change afterwards."""
     initial = list(choices_fn())
     if "value" not in dropdown and not dropdown.get("multiselect"):
@@ -48,15 +49,14 @@ def live_dropdown(choices_fn: Callable[[], Sequence[Choice]], *, every: float = 
         return gr.update(choices=current), current
 
     timer = gr.Timer(every)
-    listen = {"queue": False, "show_progress": "hidden", "api_name": False}
-    timer.tick(refresh, [shown], [widget, shown], **listen)  # type: ignore[arg-type]
-    if Context.root_block is not None:
-        Context.root_block.load(refresh, [shown], [widget, shown], **listen)  # type: ignore[arg-type]
+    timer.tick(refresh, [shown], [widget, shown], queue=False, show_progress="hidden", api_name=False)
+    on_page_load(refresh, [shown], [widget, shown])
     return widget
 
 
-def model_dropdown(context: AppContext, *, label: str, kind: ModelKind = "any", leading: Sequence[str] = (),
-                   **dropdown: object) -> gr.Dropdown:
+def model_dropdown(
+    context: AppContext, *, label: str, kind: ModelKind = "any", leading: Sequence[str] = (), **dropdown: object
+) -> gr.Dropdown:
     """A model picker over the registry (published adapters included) that follows it while the app runs.
 
     `leading` choices (such as a "(none)" entry) come first; other keywords go to gr.Dropdown.
@@ -75,3 +75,11 @@ def _same(current: list[Choice], previous: list[Choice] | None) -> bool:
 
 def _flat(choice: Choice | list[str]) -> tuple[str, ...]:
     return tuple(choice) if isinstance(choice, (tuple, list)) else (choice,)
+
+
+def on_page_load(
+    fn: Callable[..., object], inputs: Sequence[gr.components.Component], outputs: Sequence[gr.components.Component]
+) -> None:
+    """Run `fn` when a browser loads the page (outside the generation queue, without a progress overlay)."""
+    if Context.root_block is not None:
+        Context.root_block.load(fn, list(inputs), list(outputs), queue=False, show_progress="hidden", api_name=False)

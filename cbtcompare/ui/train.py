@@ -2,34 +2,39 @@
 
 The job is a subprocess (training/jobs.py), never a thread of this server; the selected run lives in
 gr.State, so each browser follows its own run, and any run can be picked again after the browser closed.
+A browser that loads the page while a job runs follows that job at once (re-attach). Beside the loss plot:
+a progress bar with an ETA and the job's log. A published adapter is registered in the app's registry
+when the poll first sees it, so every tab's model picker (cbtcompare.ui.pickers) offers it within seconds.
 Starting, aborting and resuming a job and uploading a dataset change what every visitor shares (a job can
 replace a published adapter): each of those events checks the admin secret on the server first.
 """
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import gradio as gr
 
 from cbtcompare.redact import redact
 from cbtcompare.ui import AppContext, check_upload_size, require_admin, ui_copy
+from cbtcompare.ui.pickers import live_dropdown, model_dropdown, on_page_load
 from training.config import ConfigError, TrainConfig, preset_names
 from training.jobs import (
     JobError,
     JobStatus,
     abort_job,
-    base_model_choices,
+    active_job,
     dataset_choices,
     dataset_report,
     ensure_registered,
     find_run,
     job_status,
-    list_jobs,
+    log_tail,
     loss_figure,
     preview_command,
-    register_published_adapters,
     resume_job,
+    run_ids,
     start_job,
     store_uploaded_dataset,
 )
@@ -40,8 +45,33 @@ DEFAULT_PRESET = "smollm2-135m-cpu"
 SETTINGS = ("name", "learning_rate", "max_steps", "num_train_epochs", "max_seq_len", "lora_r", "lora_alpha")
 
 
+def progress_html(status: JobStatus | None) -> str:
+    """A progress bar with the step count and the time left, or one line saying where the job is."""
+    if status is None:
+        return "<p id='train-progress-text'>No run selected.</p>"
+    fraction = status.progress
+    if fraction is None:
+        what = status.phase if status.phase and not status.finished else status.state
+        return f"<p id='train-progress-text'>{html.escape(str(what))}</p>"
+    words = [f"step {status.step}/{status.max_steps}", f"{fraction:.0%}"]
+    if status.eta_s is not None:
+        words.append(f"about {_duration(status.eta_s)} left")
+    elif not status.finished:
+        words.append("time left shown after two steps")
+    else:
+        words.append(status.state)
+    return (f"<progress id='train-progress' value='{status.step}' max='{status.max_steps}' style='width:100%'>"
+            f"</progress><p id='train-progress-text'>{html.escape(' · '.join(words))}</p>")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
 def render(context: AppContext) -> None:
-    register_published_adapters(context.registry)
     presets = preset_names()
     preset_default = DEFAULT_PRESET if DEFAULT_PRESET in presets else presets[0]
     start_values = TrainConfig.from_yaml(preset_default)
@@ -59,8 +89,8 @@ def render(context: AppContext) -> None:
             report = gr.Textbox(label="Validator report", lines=8, max_lines=20, interactive=False)
         with gr.Column():
             preset = gr.Dropdown(presets, value=preset_default, label="Preset", elem_id="train-preset")
-            base = gr.Dropdown(base_model_choices(context.registry), value=start_values.base_model,
-                               label="Base model", allow_custom_value=True, elem_id="train-base")
+            base = model_dropdown(context, kind="base", value=start_values.base_model, label="Base model",
+                                  allow_custom_value=True, elem_id="train-base")
             name = gr.Textbox(start_values.name, label="Adapter name (adapters/<name>/, registry name)")
             with gr.Row():
                 learning_rate = gr.Number(start_values.learning_rate, label="learning rate")
@@ -78,10 +108,15 @@ def render(context: AppContext) -> None:
         abort = gr.Button("Abort (saves a checkpoint)", elem_id="train-abort")
         resume = gr.Button("Resume from checkpoint", elem_id="train-resume")
     with gr.Row():
-        runs = gr.Dropdown(_run_choices(), label="Runs (newest first)", elem_id="train-runs")
+        runs = live_dropdown(_run_choices, value=None, label="Runs (newest first; the list follows the runs folder)",
+                             elem_id="train-runs")
         refresh = gr.Button("Refresh runs")
     status_text = gr.Markdown(elem_id="train-status")
-    plot = gr.Plot(loss_figure(None), label="Training loss")
+    progress = gr.HTML(progress_html(None), elem_id="train-progress-box")
+    with gr.Row():
+        plot = gr.Plot(loss_figure(None), label="Training loss", scale=3)
+        log = gr.Textbox(label="Job log (last 40 lines)", lines=16, max_lines=16, autoscroll=True,
+                         interactive=False, scale=2, elem_id="train-log")
     timer = gr.Timer(POLL_S)
 
     form = [preset, dataset, base, name, learning_rate, max_steps, epochs, max_seq_len, lora_r, lora_alpha, overwrite]
@@ -130,7 +165,7 @@ def render(context: AppContext) -> None:
 
     def on_poll(run_dir: str | None) -> list[object]:
         if not run_dir:
-            return [gr.update(), gr.update()]
+            return [gr.skip()] * len(status_outputs)
         status = job_status(Path(run_dir))
         return views(status)
 
@@ -140,9 +175,18 @@ def render(context: AppContext) -> None:
             text += "\n\n```\n" + redact(status.error) + "\n```"  # a job's log tail may name a URL with a key
         registered = ensure_registered(context.registry, status)
         if registered:
-            text += (f"\n\nRegistered as **{registered}** in this app's registry; Compare and Simulate list it "
-                     "after the app restarts.")
-        return [text, loss_figure(status)]
+            text += (f"\n\nRegistered as **{registered}** in this app's registry: every tab's model picker "
+                     "offers it now (no restart).")
+        return [text, progress_html(status), loss_figure(status), redact(log_tail(status.run_dir))]
+
+    def on_load(run_dir: str | None) -> list[object]:
+        """A returning browser follows the job that is running, if there is one."""
+        if run_dir:
+            return [gr.skip()] * 6
+        status = active_job()
+        if status is None:
+            return [gr.skip()] * 6
+        return [str(status.run_dir), gr.update(choices=_run_choices(), value=status.run_id), *views(status)]
 
     def on_abort(secret_text: str, run_dir: str | None, request: gr.Request) -> list[object]:
         require_admin(secret_text, request)
@@ -166,14 +210,14 @@ def render(context: AppContext) -> None:
 
     def on_pick_run(run_id: str | None) -> list[object]:
         if not run_id:
-            return [None, "", loss_figure(None)]
+            return [None, "", progress_html(None), loss_figure(None), ""]
         try:
             run_dir = find_run(run_id)
         except JobError as exc:
             raise gr.Error(str(exc)) from exc
         return [str(run_dir), *views(job_status(run_dir))]
 
-    status_outputs = [status_text, plot]
+    status_outputs = [status_text, progress, plot, log]
     validate.click(dataset_report, [dataset], [report], api_name="train_validate")
     upload.upload(on_upload, [secret, upload], [dataset, report], api_name="train_upload")
     preset.change(on_preset, [preset], [dataset, base, name, learning_rate, max_steps, epochs, max_seq_len, lora_r,
@@ -185,11 +229,12 @@ def render(context: AppContext) -> None:
     resume.click(on_resume, [secret, run_state], status_outputs, api_name="train_resume")
     runs.change(on_pick_run, [runs], [run_state, *status_outputs], api_name="train_pick_run")
     refresh.click(lambda: gr.update(choices=_run_choices()), None, [runs], api_name="train_runs")
-    timer.tick(on_poll, [run_state], status_outputs, api_name="train_poll")
+    timer.tick(on_poll, [run_state], status_outputs, api_name="train_poll", queue=False, show_progress="hidden")
+    on_page_load(on_load, [run_state], [run_state, runs, *status_outputs])
 
 
 def _run_choices() -> list[str]:
     try:
-        return [status.run_id for status in list_jobs()]
+        return run_ids()
     except OSError:
         return []
