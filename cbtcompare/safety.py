@@ -72,6 +72,7 @@ KINDS: tuple[str, ...] = (
 _DATA = resources.files("cbtcompare") / "safety_data"
 _EVIDENCE_CHARS = 60
 _ELLIPSIS_WORDS = 5
+_MAIN_CLAUSE_NEGATION_WORDS = 2  # after an if-clause, a negation this close before a hit is the main clause's
 _SURELY_NOT_ENGLISH = 0.9  # detector confidence above which a supported non-English statement skips the classifier
 
 
@@ -150,6 +151,18 @@ class _Negation:
 
 
 @dataclass(frozen=True)
+class _LanguageRules:
+    """One non-English language's rules and the two statement-level readings it has of its own: a conditional
+    clause (its negation does not reach the main clause) and a past the speaker says is over."""
+
+    negation: _Negation
+    rules: tuple[_Rule, ...]
+    conditional: re.Pattern[str] | None = None
+    resolved_past: re.Pattern[str] | None = None
+    resolved_over: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True)
 class _RuleSet:
     version: str
     category_labels: dict[str, str]
@@ -164,7 +177,7 @@ class _RuleSet:
     reply_rules: tuple[_Rule, ...]
     kinds: dict[str, _Kind]
     excuses: _Excuses
-    languages: dict[str, tuple[_Negation, tuple[_Rule, ...]]]
+    languages: dict[str, _LanguageRules]
 
 
 def _compile(pattern: str, where: str) -> re.Pattern[str]:
@@ -230,11 +243,21 @@ def _excuses(raw: dict) -> _Excuses:
     )
 
 
-def _languages(raw: dict, kinds: dict[str, _Kind]) -> dict[str, tuple[_Negation, tuple[_Rule, ...]]]:
+def _languages(raw: dict, kinds: dict[str, _Kind]) -> dict[str, _LanguageRules]:
     languages = {}
     for code, item in raw["languages"].items():
-        negation = _negation({**item["negation"]}, f"languages.{code}.negation")
-        languages[code] = (negation, _rules(item["rules"], f"languages.{code}", kinds))
+        where = f"languages.{code}"
+        resolved = item.get("resolved") or {}
+        optional = {
+            name: _compile(pattern, f"{where}.{name}") if pattern else None
+            for name, pattern in (
+                ("conditional", item.get("conditional")),
+                ("resolved_past", resolved.get("past")),
+                ("resolved_over", resolved.get("over")),
+            )
+        }
+        negation = _negation({**item["negation"]}, f"{where}.negation")
+        languages[code] = _LanguageRules(negation, _rules(item["rules"], where, kinds), **optional)
     missing = set(safety_language.SUPPORTED) - {"en"} - set(languages)
     if missing:
         raise ValueError(f"crisis_rules_intl.yaml: no rules for supported languages {sorted(missing)}")
@@ -342,9 +365,20 @@ def _main_clause(before: str, excuses: _Excuses) -> str:
     return before[subjects[-1].start() :] if subjects else before
 
 
-def _negated(text: str, start: int, end: int, negation: _Negation, excuses: _Excuses | None = None) -> bool:
+def _negated(
+    text: str,
+    start: int,
+    end: int,
+    negation: _Negation,
+    excuses: _Excuses | None = None,
+    conditional: re.Pattern[str] | None = None,
+) -> bool:
     clause_start = _clause_start(text, start, negation.clause_breaks)
     before_text = text[clause_start:start]
+    if conditional is not None and conditional.search(before_text):
+        # The if-clause runs up to the main clause, unmarked: "si no consigo el trabajo me voy a matar". Only a
+        # negation right before the hit belongs to the main clause ("si me deja no me voy a matar").
+        before_text = " ".join(before_text.split()[-_MAIN_CLAUSE_NEGATION_WORDS:])
     if excuses is not None:
         before_text = _main_clause(before_text, excuses)
         if excuses.main_subject.match(text, start) and excuses.conditional_opens.search(before_text):
@@ -390,17 +424,35 @@ def _excused(text: str, start: int, end: int, rule: _Rule) -> bool:
     return False
 
 
+def _resolved_in_language(text: str, rule: _Rule, language: _LanguageRules) -> bool:
+    """A non-English statement that says the risk is over: a past marker and a resolution marker."""
+    if language.resolved_past is None or language.resolved_over is None:
+        return False
+    return (
+        load_rules().kinds[rule.kind].resolvable
+        and bool(language.resolved_past.search(text))
+        and bool(language.resolved_over.search(text))
+    )
+
+
 def _hits(
-    text: str, rules: tuple[_Rule, ...], negation: _Negation, excuses: _Excuses | None = None
+    text: str,
+    rules: tuple[_Rule, ...],
+    negation: _Negation,
+    excuses: _Excuses | None = None,
+    language: _LanguageRules | None = None,
 ) -> list[tuple[_Rule, str]]:
-    """Each rule's first surviving match (not negated, not excused by its `unless` or, given `excuses`, by the
-    statement-level excuses)."""
+    """Each rule's first surviving match (not negated, not excused by its `unless` or, given `excuses` or a
+    `language`, by the statement-level excuses)."""
     found = []
+    conditional = language.conditional if language is not None else None
     for rule in rules:
+        if language is not None and _resolved_in_language(text, rule, language):
+            continue
         for pattern in rule.patterns:
             hit = None
             for match in pattern.finditer(text):
-                if rule.negatable and _negated(text, match.start(), match.end(), negation, excuses):
+                if rule.negatable and _negated(text, match.start(), match.end(), negation, excuses, conditional):
                     continue
                 if rule.unless and rule.unless.search(_sentence(text, match.start(), match.end())):
                     continue
@@ -481,9 +533,9 @@ def _rules_verdict(text: str, language: safety_language.LanguageGuess | None = N
     if norm and (language.language == "en" or not sure):
         hits = _hits(norm, rules.crisis_rules, rules.negation, rules.excuses)
     folded = fold_accents(text)
-    for code, (negation, language_rules) in rules.languages.items():
+    for code, language_rules in rules.languages.items():
         if code == language.language or not sure:
-            hits.extend(_hits(folded, language_rules, negation))
+            hits.extend(_hits(folded, language_rules.rules, language_rules.negation, language=language_rules))
     if not hits:
         return CrisisResult(crisis=False, screened=language.supported, language=language.language)
     kinds = {rule.kind for rule, _ in hits}

@@ -196,13 +196,14 @@ def test_detected_categories_agree_with_labels(name: str) -> None:
 
 def test_every_crisis_rule_has_a_dev_example() -> None:
     """Each rule, in every language, is exercised by at least one statement of the development sets (the first
-    dev set and the C-SSRS-organised, multilingual dev set v2)."""
+    dev set and the C-SSRS-organised, multilingual dev sets v2 and v3)."""
     texts = [row["text"] for row in load_set("dev")] + [row["text"] for row in load_dev_v2()]
+    texts += [row["text"] for row in load_dev_v3()]
     fired = set()
     for result in detect_crisis_batch(texts, use_classifier=False):
         fired |= {m.split(":")[0] for m in result.matched}
     rules = load_rules()
-    every = {rule.id for rule in rules.crisis_rules} | {r.id for _, lr in rules.languages.values() for r in lr}
+    every = {rule.id for rule in rules.crisis_rules} | {r.id for lr in rules.languages.values() for r in lr.rules}
     assert every - fired == set()
 
 
@@ -690,3 +691,101 @@ def test_huge_and_deeply_nested_input_is_screened_in_bounded_time(depth: int, te
         started = time.perf_counter()
         result = detect_crisis(statement, use_classifier=False)
         assert isinstance(result, CrisisResult) and time.perf_counter() - started < 5.0
+
+
+# ------------------------------------------------------------------ issue 13, pass 2: dev v3 and the rules floor
+DEV_V3 = DATA / "crisis_dev_v3.jsonl"
+
+
+def load_dev_v3() -> list[dict]:
+    with DEV_V3.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def test_dev_v3_covers_every_category_and_language_and_the_rules_meet_the_bar_on_it() -> None:
+    """The second tuning set (the rules were written on it: a floor, not a measure of unseen text; the held-out
+    figure is tests/data/crisis_heldout_v3.jsonl's through benchmarks/crisis_eval.py)."""
+    rows = load_dev_v3()
+    for category in (*KINDS, "access_to_means"):
+        assert sum(r["label"] == "crisis" and r["category"] == category for r in rows) >= 8, category
+    for language in OTHER_LANGUAGES:
+        assert sum(r["language"] == language and r["label"] == "crisis" for r in rows) >= 10, language
+        assert sum(r["language"] == language and r["label"] == "safe" for r in rows) >= 8, language
+    results = detect_crisis_batch([r["text"] for r in rows], use_classifier=False)
+    missed = [r["text"] for r, res in zip(rows, results, strict=True) if r["label"] == "crisis" and not res.crisis]
+    alarms = [r["text"] for r, res in zip(rows, results, strict=True) if r["label"] == "safe" and res.crisis]
+    assert len(missed) / sum(r["label"] == "crisis" for r in rows) <= 0.05, missed
+    assert len(alarms) / sum(r["label"] == "safe" for r in rows) <= 0.05, alarms
+
+
+def test_every_pass_two_rule_fires_on_dev_v3() -> None:
+    """A rule that nothing in dev v3 exercises is untested; each rule of the second pass must fire there."""
+    fired = set()
+    for result in detect_crisis_batch([r["text"] for r in load_dev_v3()], use_classifier=False):
+        fired |= {m.split(":")[0] for m in result.matched}
+    rules = load_rules()
+    pass_two = {
+        "wd_relief_at_dying", "wd_indifferent_to_living", "ii_not_alive_by", "pl_plan_method", "prep_means_extra",
+        "prep_after_i_am_gone", "ad_not_taking_medicine", "pa_attempt_extra", "sh_coping_words",
+        "ab_threats_extra", "ho_intent_extra", "ad_danger_extra", "es_method", "es_not_exist", "de_method",
+        "fr_method", "fr_intent_present", "fr_acute_swallowed", "pt_method", "it_method", "it_prep_setting_aside",
+    }  # fmt: skip
+    every = {rule.id for rule in rules.crisis_rules} | {r.id for lr in rules.languages.values() for r in lr.rules}
+    assert pass_two <= every
+    assert pass_two - fired == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Got a load of my mum's old tramadol stashed in a shoebox", "preparatory_behaviour"),
+        ("I have a revolver under the bed and I can't stop thinking about it", "preparatory_behaviour"),
+        ("I haven't taken my dialysis on purpose since Monday", "acute_danger"),
+        ("Stopped drinking fluids deliberately, day three", "acute_danger"),
+        ("If the appeal fails I won't be alive by Easter", "ideation_with_intent"),
+        ("My plan is the quarry on Saturday when it's quiet", "ideation_with_plan"),
+        ("The paramedics pulled me back from the edge of the multi-storey", "past_attempt"),
+        ("When the voices get bad I cut, it's how I cope", "self_injury"),
+        ("I'd feel relieved if the scan showed a terminal illness", "wish_to_be_dead"),
+        ("Honestly I don't care whether I wake up tomorrow", "wish_to_be_dead"),
+    ],
+)
+def test_pass_two_rules_name_their_kind(text: str, kind: str) -> None:
+    """Phrasings written for this test, not in any set: explicit means, medicines and dated intent are hits."""
+    result = detect_crisis(text, use_classifier=False)
+    assert result.crisis and kind in result.kinds, result
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'm going to jump off the high board at the pool tomorrow",
+        "What's the point of living in London if you never see a show",
+        "There's no point going on about it now",
+        "I keep my tablets in the bathroom cabinet like the pharmacist said",
+        "Gave away my old trainers to my cousin, they don't fit me",
+        "My doctor told me to stop my blood thinners before the surgery",
+        "I fast during Ramadan and stop eating and drinking on purpose until sunset",
+    ],
+)
+def test_pass_two_look_alikes_stay_safe(text: str) -> None:
+    assert not detect_crisis(text, use_classifier=False).crisis
+
+
+@pytest.mark.parametrize(
+    ("text", "crisis"),
+    [
+        ("Si no consigo el trabajo me voy a matar", True),  # the "no" is the if-clause's
+        ("Si me deja no me voy a matar, tranquila", False),  # the "no" is the main clause's
+        ("Wenn ich keinen Job finde, bringe ich mich um", True),
+        ("Se non mi richiama stanotte mi ammazzo", True),
+        ("Hace años intenté suicidarme, pero eso ya pasó y estoy bien", False),
+        ("Vor Jahren hatte ich Suizidgedanken, heute geht es mir gut", False),
+        ("Há anos tentei suicídio, mas hoje estou bem", False),
+        ("Anni fa ho tentato il suicidio, ma adesso sto bene", False),
+        ("Il y a des années j'ai fait une tentative de suicide, c'est derrière moi", False),
+        ("Intenté suicidarme anoche", True),  # no resolution: still a hit
+    ],
+)
+def test_other_languages_scope_conditionals_and_a_past_that_is_over(text: str, crisis: bool) -> None:
+    assert detect_crisis(text, use_classifier=False).crisis is crisis
