@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import llama_cpp.llama
 import pytest
 
-from cbtcompare.models.base import BackendCapabilities, ChatModel
+from cbtcompare.models.base import BackendCapabilities, ChatModel, Message, ModelError, ModelSpec, Sampling
 from cbtcompare.models.defaults import default_gguf_path
-from cbtcompare.models.registry import BACKENDS, backend_capabilities, backend_class, backends_with
+from cbtcompare.models.llamacpp import LlamaCppModel, SharedWeights
+from cbtcompare.models.registry import BACKENDS, Registry, backend_capabilities, backend_class, backends_with
 
 
 def test_capabilities_say_which_backends_are_endpoints_and_which_can_be_trained():
@@ -154,3 +157,105 @@ def test_availability_of_hub_files_never_downloads(tmp_path, recording_hub):
     assert recording_hub.requests == []
     for name in names[:2]:
         assert offline[name][0] is False and "not in the Hugging Face cache" in offline[name][1], offline[name]
+
+
+# --- seeds are resolved once, in stream -------------------------------------------------------------------
+
+
+class EchoSeed(ChatModel):
+    """A backend that writes back the seed it was handed (the base class is what is under test)."""
+
+    supports_seed = True
+
+    def _stream(self, messages, sampling, usage):
+        yield str(sampling.seed)
+
+
+def test_stream_hands_the_backend_the_seed_it_records():
+    model = EchoSeed(ModelSpec(name="echo", backend="llamacpp", weights="embedded:smollm2"))
+    seeds = set()
+    for _ in range(20):
+        stream = model.stream([Message("user", "hi")], Sampling())
+        text = "".join(stream)
+        assert stream.usage.seed is not None and text == str(stream.usage.seed)
+        seeds.add(stream.usage.seed)
+    assert len(seeds) > 1, "every unseeded request got the same seed"
+    seeded = model.stream([Message("user", "hi")], Sampling(seed=7))
+    assert "".join(seeded) == "7" and seeded.usage.seed == 7
+    assert model.complete_json([Message("user", "hi")], {"type": "string"}, Sampling(seed=8)) == "8"
+
+
+def test_a_backend_without_seeds_records_none():
+    class NoSeed(EchoSeed):
+        supports_seed = False
+
+    stream = NoSeed(ModelSpec(name="n", backend="llamacpp", weights="embedded:smollm2")).stream([Message("user", "x")])
+    assert "".join(stream) == "None" and stream.usage.seed is None
+
+
+# --- one shared-weights entry per file, reference counted, freed by close() ---------------------------------
+
+
+@pytest.fixture
+def private_gguf(tmp_path) -> Path:
+    """The default GGUF under a path no other test uses, so its shared entry is this test's alone."""
+    target = tmp_path / "private.gguf"
+    try:
+        os.link(default_gguf_path(), target)
+    except OSError:
+        shutil.copyfile(default_gguf_path(), target)
+    return target
+
+
+def loaded_entries(path: Path) -> list[SharedWeights]:
+    return [w for w in SharedWeights.loaded() if w.path.resolve() == path.resolve()]
+
+
+def test_two_context_sizes_share_one_weights_load_and_closing_both_frees_it(private_gguf, monkeypatch):
+    loads = []
+    real_model = llama_cpp.llama.internals.LlamaModel
+
+    def counting_model(**kwargs):
+        loads.append(kwargs["path_model"])
+        return real_model(**kwargs)
+
+    monkeypatch.setattr(llama_cpp.llama.internals, "LlamaModel", counting_model)
+    small = LlamaCppModel(ModelSpec(name="small", backend="llamacpp", weights=str(private_gguf), n_ctx=512))
+    large = LlamaCppModel(ModelSpec(name="large", backend="llamacpp", weights=str(private_gguf), n_ctx=1024))
+    assert large.shared is small.shared and len(loaded_entries(private_gguf)) == 1
+    assert loads == [str(private_gguf)], "the second context size loaded the weights again"
+
+    greedy = Sampling(temperature=0.0, max_tokens=4, seed=0)
+    hello = [Message("user", "Hello")]
+    assert small.complete(hello, greedy) == large.complete(hello, greedy)
+    sizes = sorted(llama.n_ctx() for llama in small.shared._contexts)
+    assert sizes == [512, 1024]
+
+    shared = small.shared
+    weights = shared._first._model  # the LlamaModel that owns the llama_model
+    small.close()
+    assert loaded_entries(private_gguf) == [shared] and weights.model is not None
+    assert large.complete(hello, greedy), "closing one model freed weights another still uses"
+    large.close()
+    large.close()  # closing twice is harmless
+    assert loaded_entries(private_gguf) == []
+    assert weights.model is None, "the llama_model was not freed when its last user closed"
+    assert all(llama._ctx.ctx is None for llama in shared._contexts or [shared._first])
+    with pytest.raises(ModelError, match="closed"):
+        small.complete(hello, greedy)
+
+    again = LlamaCppModel(ModelSpec(name="again", backend="llamacpp", weights=str(private_gguf), n_ctx=512))
+    assert again.shared is not shared and len(loads) == 2
+    again.close()
+
+
+def test_registry_close_frees_the_weights_it_loaded(private_gguf, tmp_path):
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        f"models:\n  - {{name: mine, backend: llamacpp, weights: '{private_gguf}'}}\n"
+        f"  - {{name: mine-long, backend: llamacpp, weights: '{private_gguf}', n_ctx: 4096}}\n"
+    )
+    registry = Registry.from_files(models)
+    assert registry.load("mine").shared is registry.load("mine-long").shared
+    registry.close()
+    assert loaded_entries(private_gguf) == []

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cbtcompare.models.base import Message, ModelSpec, Sampling
 from cbtcompare.models.gguf_lora import random_lora_for
-from cbtcompare.models.llamacpp import PREFIX_CHUNK_TOKENS, LlamaCppModel, aligned_reusable_prefix
+from cbtcompare.models.llamacpp import (
+    PREFIX_CHUNK_TOKENS,
+    LlamaCppModel,
+    aligned_reusable_prefix,
+    prefill_aligned,
+    prefix_reuse_enabled,
+    thread_split,
+)
 
 PATIENT_TURNS = [
     "I have been feeling low for weeks and I can't sleep.",
@@ -47,8 +55,8 @@ def converse(model: LlamaCppModel, *, from_scratch: bool) -> tuple[list[str], li
 
 
 @pytest.fixture(autouse=True)
-def prefix_reuse_on(monkeypatch):
-    monkeypatch.setenv("CBTCOMPARE_PREFIX_REUSE", "1")
+def prefix_reuse_default(monkeypatch):
+    monkeypatch.delenv("CBTCOMPARE_PREFIX_REUSE", raising=False)  # reuse is the default
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +65,7 @@ def lora(tmp_path_factory, default_gguf) -> Path:
 
 
 @pytest.mark.slow
-# The adapter case is left out: with reuse on, an adapter's effect was measured lost (reuse is opt-in).
-@pytest.mark.parametrize("with_adapter", [False], ids=["base"])
+@pytest.mark.parametrize("with_adapter", [False, True], ids=["base", "adapter"])
 def test_twelve_turns_reusing_the_prefix_give_the_text_of_fresh_evaluation(with_adapter, lora):
     spec = ModelSpec(
         name="reuse-adapter" if with_adapter else "reuse-base",
@@ -111,3 +118,54 @@ def test_reusable_prefix_is_chunk_aligned_and_leaves_the_last_token():
     # positions past the last whole aligned chunk were evaluated in other batches: never reused
     assert aligned_reusable_prefix(prompt, prompt, valid=chunk + 10) == chunk
     assert aligned_reusable_prefix(prompt, prompt, valid=0) == 0
+
+
+def first_token_logits(model: LlamaCppModel, messages: list[Message]) -> tuple[np.ndarray, int]:
+    """The logits the backend samples the first reply token from, by its own request path; and how many
+    prompt positions came from the cached prefix."""
+    tokens, _ = model._render(messages)
+    shared = model.shared
+    with shared.context(model._adapter, model.spec.adapter_scale, tokens, n_ctx=model.spec.n_ctx) as llama:
+        kept = prefill_aligned(llama, tokens)
+        llama.eval(tokens[-1:])
+        logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(shared.model.n_vocab(),)).copy()
+    return logits, kept
+
+
+def test_the_adapter_changes_logits_over_a_cached_prefix_exactly_as_from_scratch(lora):
+    """Reuse was opt-in because an adapter's effect looked lost over pre-evaluated prompts: it is not."""
+    base = LlamaCppModel(ModelSpec(name="logits-base", backend="llamacpp", weights="embedded:smollm2"))
+    tuned = LlamaCppModel(
+        ModelSpec(name="logits-tuned", backend="llamacpp", weights="embedded:smollm2", adapter=str(lora))
+    )
+    conversation = [Message("system", "You are a supportive CBT therapist. " * 12), Message("user", PATIENT_TURNS[0])]
+    longer = [*conversation, Message("assistant", "Tell me more."), Message("user", PATIENT_TURNS[1])]
+    results = {}
+    for model in (base, tuned):
+        model.shared.forget_caches()
+        first_token_logits(model, conversation)  # leaves the shared prefix in the cache
+        results[model.name, "cached"] = first_token_logits(model, longer)
+        model.shared.forget_caches()
+        results[model.name, "scratch"] = first_token_logits(model, longer)
+    for name in ("logits-base", "logits-tuned"):
+        (cached, kept), (scratch, fresh) = results[name, "cached"], results[name, "scratch"]
+        assert kept >= PREFIX_CHUNK_TOKENS and fresh == 0, (kept, fresh)
+        assert np.array_equal(cached, scratch), f"{name}: a cached prefix changed the logits"
+    effect = np.abs(results["logits-tuned", "cached"][0] - results["logits-base", "cached"][0]).max()
+    assert effect > 1.0, f"the adapter moved the logits by only {effect} over a cached prefix"
+
+
+def test_reuse_is_on_unless_switched_off(monkeypatch):
+    assert prefix_reuse_enabled()
+    monkeypatch.setenv("CBTCOMPARE_PREFIX_REUSE", "0")
+    assert not prefix_reuse_enabled()
+
+
+def test_thread_split_gives_a_lone_stream_every_core_for_prompts_and_shares_them():
+    assert thread_split(1, cores=16) == (8, 16)
+    assert thread_split(2, cores=16) == (4, 8)
+    assert thread_split(3, cores=16) == (2, 5)
+    assert thread_split(1, cores=2) == (1, 2)
+    assert thread_split(2, cores=2) == (1, 1)
+    assert thread_split(8, cores=2) == (1, 1)  # never below one thread
+    assert thread_split(0, cores=4) == (2, 4)

@@ -6,6 +6,7 @@ output). Nothing here knows about any one backend, and nothing here imports grad
 
 from __future__ import annotations
 
+import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -270,7 +271,12 @@ class ChatModel(ABC):
         return None
 
     def sampling_for(self, sampling: Sampling | None) -> Sampling:
-        return sampling if sampling is not None else self.spec.sampling
+        """The settings a request runs with: the spec's when none are given, and always a concrete seed where
+        the backend takes one (drawn here, once, so `_stream` and Usage.seed never disagree)."""
+        resolved = sampling if sampling is not None else self.spec.sampling
+        if self.supports_seed and resolved.seed is None:
+            resolved = resolved.model_copy(update={"seed": random.getrandbits(31)})
+        return resolved
 
     def prepare(self, messages: Sequence[Message], sampling: Sampling) -> tuple[list[Message], int]:
         """The messages to send after the context guard, and how many were trimmed."""
@@ -287,7 +293,7 @@ class ChatModel(ABC):
 
     def stream(self, messages: Sequence[Message], sampling: Sampling | None = None) -> TextStream:
         resolved = self.sampling_for(sampling)
-        usage = Usage()
+        usage = Usage(seed=resolved.seed)
         fitted, trimmed = self.prepare(messages, resolved)
         usage.trimmed_messages = trimmed
         return TextStream(self._stream(fitted, resolved, usage), usage)

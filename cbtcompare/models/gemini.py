@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-import random
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
@@ -155,7 +154,6 @@ class GeminiModel(ChatModel):
 
     def _request(self, messages: list[Message], sampling: Sampling, usage: Usage, **config: object) -> dict:
         types = self._types
-        usage.seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
         system = "\n\n".join(m.content for m in messages if m.role == "system")
         contents = [
             types.Content(role="model" if m.role == "assistant" else "user", parts=[types.Part(text=m.content)])
@@ -169,7 +167,7 @@ class GeminiModel(ChatModel):
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_output_tokens=sampling.max_tokens,
-            seed=usage.seed,
+            seed=sampling.seed,
             stop_sequences=list(sampling.stop) or None,
             **config,  # type: ignore[arg-type]
         )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import random
 import re
 import threading
 import warnings
@@ -590,8 +589,7 @@ class HFModel(ChatModel):
 
         prompt = self._encode(messages)
         usage.prompt_tokens = len(prompt)
-        seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
-        usage.seed = seed
+        seed = sampling.seed if sampling.seed is not None else 0  # stream() resolved it; 0 only for direct calls
         streamer = TextIteratorStreamer(self._base.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = threading.Event()
         outcome: dict[str, object] = {}

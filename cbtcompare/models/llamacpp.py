@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import random
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -56,10 +55,50 @@ _NO_CACHE = object()
 
 
 def prefix_reuse_enabled() -> bool:
-    """Off unless CBTCOMPARE_PREFIX_REUSE=1: with a LoRA adapter set, a prompt pre-evaluated in chunks was
-    measured to lose the adapter's effect (identical logits to the base), so reuse stays opt-in until that
-    is understood; without it every request resets the cache and evaluates its prompt in one batch."""
-    return os.environ.get(PREFIX_REUSE_ENV, "0") == "1"
+    """On unless CBTCOMPARE_PREFIX_REUSE=0 (then every request resets the cache and evaluates its prompt in
+    one batch). It was opt-in while an adapter's effect seemed lost under reuse; it is not lost (the
+    adapter changes the logits as much on both paths, see tests/test_prefix_reuse.py): the random test
+    adapter only flipped the greedy text late, and chunked evaluation rounds differently from one batch."""
+    return os.environ.get(PREFIX_REUSE_ENV, "1") != "0"
+
+
+def thread_split(active_streams: int, cores: int | None = None) -> tuple[int, int]:
+    """(n_threads, n_threads_batch) for one of `active_streams` concurrent generations over `cores` cores.
+
+    Prompt processing is compute-bound, so a lone stream takes every core for it and concurrent streams
+    divide them; decoding one token at a time is memory-bound, so it keeps llama-cpp-python's own ratio of
+    half the batch threads. Never below one thread each.
+    """
+    cores = cores or available_cores()
+    batch = max(1, cores // max(1, active_streams))
+    return max(1, batch // 2), batch
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _ActiveStreams:
+    """How many llama.cpp generations run in this process right now (every weights file shares the cores)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def enter(self) -> int:
+        with self._lock:
+            self.count += 1
+            return self.count
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+ACTIVE_STREAMS = _ActiveStreams()
 
 
 def warm_contexts() -> int:
@@ -129,36 +168,75 @@ class _BorrowedModel:
 
 
 class SharedWeights:
-    """One GGUF file: its llama_model, its LoRA adapters, and a pool of contexts over it."""
+    """One GGUF file: its llama_model, its LoRA adapters, and a pool of contexts over it.
+
+    There is one instance per file whatever n_ctx the specs ask for (each context has its own n_ctx; the
+    weights are loaded once). Models acquire it and release it on close(); when the last one releases it,
+    its contexts, adapters and weights are freed and the entry is dropped.
+    """
 
     _lock = threading.Lock()  # guards construction, which briefly patches llama-cpp-python's loader
-    _instances: dict[tuple[str, int], SharedWeights] = {}
+    _instances: dict[str, SharedWeights] = {}
 
     def __init__(self, path: Path, n_ctx: int):
         self.path = path
-        self.n_ctx = n_ctx
         self._llama_cpp = _llama_cpp()
         self._pool_lock = threading.Condition()
         self._idle: list[object] = []
-        self._created = 0
+        self._contexts: list[object] = []
         self._adapters: dict[str, object] = {}
         self._use_count = 0
-        self._first = self._new_context()  # loads the model
+        self.users = 0
+        self.closed = False
+        self._first = self._new_context(n_ctx)  # loads the model; it owns it, so it is freed last
         self.model = self._first._model  # type: ignore[attr-defined]
         self._idle.append(self._first)
 
     @classmethod
-    def get(cls, path: Path, n_ctx: int) -> SharedWeights:
-        key = (str(path.resolve()), n_ctx)
+    def acquire(cls, path: Path, n_ctx: int) -> SharedWeights:
+        """The shared entry for `path` (loaded now if no model holds it), with one more user."""
+        key = str(path.resolve())
         with cls._lock:
-            if key not in cls._instances:
-                cls._instances[key] = cls(path, n_ctx)
-            return cls._instances[key]
+            shared = cls._instances.get(key)
+            if shared is None:
+                shared = cls._instances[key] = cls(path, n_ctx)
+            shared.users += 1
+            return shared
 
-    def _new_context(self) -> object:
+    def release(self) -> None:
+        """One user fewer; the last one frees the contexts, the adapters and the weights."""
+        with SharedWeights._lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            if SharedWeights._instances.get(str(self.path.resolve())) is self:
+                del SharedWeights._instances[str(self.path.resolve())]
+        with self._pool_lock:
+            self.closed = True
+            self._free_when_idle()
+
+    @classmethod
+    def loaded(cls) -> list[SharedWeights]:
+        with cls._lock:
+            return list(cls._instances.values())
+
+    def _free_when_idle(self) -> None:
+        """Free everything once no request holds a context (called with the pool lock held)."""
+        if not self.closed or len(self._idle) < len(self._contexts):
+            return
+        for llama in self._contexts:
+            if llama is not self._first:
+                llama.close()  # type: ignore[attr-defined]
+        for handle in self._adapters.values():  # before the model, as llama-cpp-python's own close does
+            self._llama_cpp.llama_adapter_lora_free(handle)
+        self._first.close()  # type: ignore[attr-defined]
+        self._idle, self._contexts, self._adapters = [], [], {}
+        self.model = None
+
+    def _new_context(self, n_ctx: int) -> object:
         llama_module = self._llama_cpp.llama
-        kwargs = dict(model_path=str(self.path), n_ctx=self.n_ctx, verbose=False, seed=0)
-        if self._created == 0:
+        kwargs = dict(model_path=str(self.path), n_ctx=n_ctx, verbose=False, seed=0)
+        if not self._contexts:
             try:
                 llama = llama_module.Llama(**kwargs)
             except ValueError as exc:
@@ -174,7 +252,8 @@ class SharedWeights:
                 llama = llama_module.Llama(**kwargs)
             finally:
                 llama_module.internals.LlamaModel = original
-        self._created += 1
+        llama._cbt_n_ctx = n_ctx  # type: ignore[attr-defined]
+        self._contexts.append(llama)
         return llama
 
     def adapter(self, path: Path) -> object:
@@ -192,22 +271,23 @@ class SharedWeights:
             return self._adapters[key]
 
     @contextmanager
-    def context(self, adapter: object | None, scale: float, prompt: Sequence[int] = ()) -> Iterator[object]:
-        """Borrow a context with the given adapter set (or none), for one request.
+    def context(
+        self, adapter: object | None, scale: float, prompt: Sequence[int] = (), *, n_ctx: int | None = None
+    ) -> Iterator[object]:
+        """Borrow a context of `n_ctx` positions with the given adapter set (or none), for one request.
 
         Sticky: the idle context whose KV cache holds the longest prefix of `prompt` under the same adapter
         setting is chosen; otherwise a new one while fewer than warm_contexts() exist; otherwise the least
         recently used. A context whose adapter setting changes forgets its cache (LoRA changes every K/V).
+        Its threads are set from the number of generations running now (thread_split).
         """
+        n_ctx = n_ctx or self._first._cbt_n_ctx  # type: ignore[attr-defined]
         key = (id(adapter), scale) if adapter is not None else None
         with self._pool_lock:
-            while not self._idle and self._created >= MAX_CONTEXTS_PER_WEIGHTS:
-                self._pool_lock.wait()
-            llama = self._pick_idle(key, prompt)
-            if llama is None:
-                with SharedWeights._lock:
-                    llama = self._new_context()
+            llama = self._take(n_ctx, key, prompt)
+        active = ACTIVE_STREAMS.enter()
         try:
+            llama._ctx.set_n_threads(*thread_split(active))  # type: ignore[attr-defined]
             if not prefix_reuse_enabled():
                 self._set_adapter(llama, adapter, scale)
                 llama.reset()  # type: ignore[attr-defined]
@@ -218,11 +298,13 @@ class SharedWeights:
                 llama._cbt_kv_key = key  # type: ignore[attr-defined]
             yield llama
         finally:
+            ACTIVE_STREAMS.leave()
             with self._pool_lock:
                 self._use_count += 1
                 llama._cbt_last_use = self._use_count  # type: ignore[attr-defined]
                 self._idle.append(llama)
-                self._pool_lock.notify()
+                self._free_when_idle()
+                self._pool_lock.notify_all()
 
     def forget_caches(self) -> None:
         """Drop every idle context's cached prefix (the next request on each evaluates from scratch)."""
@@ -230,9 +312,33 @@ class SharedWeights:
             for llama in self._idle:
                 llama.n_tokens = 0  # type: ignore[attr-defined]
 
-    def _pick_idle(self, key: object, prompt: Sequence[int]) -> object | None:
-        """Pop the idle context to serve `prompt` (see context()); None means: create one."""
-        if not self._idle:
+    def _take(self, n_ctx: int, key: object, prompt: Sequence[int]) -> object:
+        """The context to serve `prompt` (see context()), created or evicted as needed; pool lock held."""
+        while True:
+            if self.closed:
+                raise ModelError(f"the weights {self.path.name} were closed; load the model again")
+            llama = self._pick_idle(n_ctx, key, prompt)
+            if llama is not None:
+                return llama
+            if len(self._contexts) >= MAX_CONTEXTS_PER_WEIGHTS:
+                # make room: close the least recently used idle context of another size (never the first,
+                # which owns the weights)
+                spare = [c for c in self._idle if c is not self._first and c._cbt_n_ctx != n_ctx]  # type: ignore[attr-defined]
+                if not spare:
+                    self._pool_lock.wait()
+                    continue
+                victim = min(spare, key=lambda c: getattr(c, "_cbt_last_use", 0))
+                self._idle.remove(victim)
+                self._contexts.remove(victim)
+                victim.close()  # type: ignore[attr-defined]
+            with SharedWeights._lock:
+                llama = self._new_context(n_ctx)
+            return llama
+
+    def _pick_idle(self, n_ctx: int, key: object, prompt: Sequence[int]) -> object | None:
+        """Pop the idle context of `n_ctx` to serve `prompt` (see context()); None means: create one."""
+        sized = [c for c in self._idle if c._cbt_n_ctx == n_ctx]  # type: ignore[attr-defined]
+        if not sized:
             return None
 
         def reusable(llama: object) -> int:
@@ -241,11 +347,12 @@ class SharedWeights:
             valid = getattr(llama, "_cbt_aligned_valid", 0)
             return aligned_reusable_prefix(llama._input_ids, prompt, valid)  # type: ignore[attr-defined]
 
-        best = max(self._idle, key=reusable)
+        best = max(sized, key=reusable)
         if reusable(best) == 0:
-            if self._created < min(warm_contexts(), MAX_CONTEXTS_PER_WEIGHTS):
+            of_size = sum(1 for c in self._contexts if c._cbt_n_ctx == n_ctx)  # type: ignore[attr-defined]
+            if of_size < warm_contexts() and len(self._contexts) < MAX_CONTEXTS_PER_WEIGHTS:
                 return None
-            best = min(self._idle, key=lambda llama: getattr(llama, "_cbt_last_use", 0))
+            best = min(sized, key=lambda llama: getattr(llama, "_cbt_last_use", 0))
         self._idle.remove(best)
         return best
 
@@ -274,9 +381,24 @@ class LlamaCppModel(ChatModel):
         self.weights_path = resolve_weights(spec.weights)
         check_gguf(self.weights_path)
         self.adapter_path = self._adapter_path(spec)
-        self.shared = SharedWeights.get(self.weights_path, spec.n_ctx)
-        self._adapter = self.shared.adapter(self.adapter_path) if self.adapter_path else None
-        self._formatter = self._chat_formatter()
+        self.shared: SharedWeights | None = SharedWeights.acquire(self.weights_path, spec.n_ctx)
+        try:
+            self._adapter = self.shared.adapter(self.adapter_path) if self.adapter_path else None
+            self._formatter = self._chat_formatter()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give back this model's hold on the shared weights; the last model on a file frees them."""
+        shared, self.shared = self.shared, None
+        if shared is not None:
+            shared.release()
+
+    def _weights(self) -> SharedWeights:
+        if self.shared is None:
+            raise ModelError("this model was closed; load it again from the registry", model=self.name)
+        return self.shared
 
     @staticmethod
     def unavailable_reason(spec: ModelSpec) -> str | None:
@@ -311,7 +433,7 @@ class LlamaCppModel(ChatModel):
     def _chat_formatter(self):  # type: ignore[no-untyped-def]
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        llama = self.shared._first
+        llama = self._weights()._first
         metadata = llama.metadata  # type: ignore[attr-defined]
         if self.spec.chat_template != "auto":
             template = Path(self.spec.chat_template).read_text(encoding="utf-8")
@@ -322,7 +444,7 @@ class LlamaCppModel(ChatModel):
                 f"{self.weights_path.name} carries no chat template; set chat_template to a Jinja file in the spec",
                 model=self.name,
             )
-        model = self.shared.model
+        model = self._weights().model
         eos = model.token_get_text(model.token_eos())
         bos = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
         return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[model.token_eos()])
@@ -345,7 +467,7 @@ class LlamaCppModel(ChatModel):
 
     def _render(self, messages: Sequence[Message]) -> tuple[list[int], list[str]]:
         rendered = self._formatter(messages=[m.to_dict() for m in messages])
-        tokens = self.shared.model.tokenize(
+        tokens = self._weights().model.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
         stops = [rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop or [])
@@ -359,8 +481,7 @@ class LlamaCppModel(ChatModel):
     ) -> Iterator[str]:
         tokens, template_stops = self._render(messages)
         usage.prompt_tokens = len(tokens)
-        usage.seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
-        with self.shared.context(self._adapter, self.spec.adapter_scale, tokens) as llama:
+        with self._weights().context(self._adapter, self.spec.adapter_scale, tokens, n_ctx=self.spec.n_ctx) as llama:
             try:
                 if prefix_reuse_enabled():
                     usage.cached_prompt_tokens = prefill_aligned(llama, tokens)
@@ -370,7 +491,7 @@ class LlamaCppModel(ChatModel):
                     temperature=sampling.temperature,
                     top_p=sampling.top_p,
                     repeat_penalty=sampling.repeat_penalty,
-                    seed=usage.seed,
+                    seed=sampling.seed,
                     stop=template_stops + list(sampling.stop),
                     grammar=grammar,
                     stream=True,
@@ -393,7 +514,8 @@ class LlamaCppModel(ChatModel):
         return self._generate(messages, sampling, usage)
 
     def _complete_json(self, messages: list[Message], schema: dict, sampling: Sampling) -> str:
-        grammar = compile_grammar(schema_to_grammar(schema, model=self.name), self.shared.model.vocab, model=self.name)
+        gbnf = schema_to_grammar(schema, model=self.name)
+        grammar = compile_grammar(gbnf, self._weights().model.vocab, model=self.name)
         return "".join(self._generate(messages, sampling, Usage(), grammar=grammar))
 
 

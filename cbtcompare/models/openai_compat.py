@@ -227,14 +227,13 @@ class OpenAICompatModel(ChatModel):
     # --- requests ------------------------------------------------------------------------------------
 
     def _request_arguments(self, messages: list[Message], sampling: Sampling, usage: Usage) -> dict[str, object]:
-        usage.seed = sampling.seed if sampling.seed is not None else random.getrandbits(31)
         arguments: dict[str, object] = {
             "model": self.spec.weights,
             "messages": [m.to_dict() for m in messages],
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_tokens,
-            "seed": usage.seed,
+            "seed": sampling.seed,
         }
         if sampling.stop:
             arguments["stop"] = list(sampling.stop)
