@@ -43,7 +43,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cbtcompare.limits import DEFAULT_LIMITS, ImportLimits, describe_bytes, first_offset_too_deep
-from cbtcompare.store import ImportFailed, SaveReport, Store, TranscriptConflict, check_storable
+from cbtcompare.store import ImportFailed, SaveReport, Store, TranscriptConflict, check_storable, field_problem
 from cbtcompare.transcript import Transcript, Turn
 
 TEXT_SUFFIXES = {".txt", ".md", ".text"}
@@ -484,9 +484,8 @@ def _transcript_from_object(value: Any, lines: _LineIndex, line: int, limits: Im
     try:
         transcript = Transcript.model_validate(dict(value))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _LineError(_line_at(value, first["loc"], lines, line), f"field {where!r}: {first['msg']}") from None
+        at = _line_at(value, exc.errors()[0]["loc"], lines, line)
+        raise _LineError(at, field_problem(exc)) from None
     if not transcript.turns:
         raise _LineError(line, "the transcript has no turns")
     _check_turns(transcript.turns, line, limits)

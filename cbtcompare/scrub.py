@@ -18,8 +18,9 @@ from functools import cache, cached_property
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cbtcompare.config_errors import format_validation_error
 from cbtcompare.content_hash import content_version
 from cbtcompare.paths import PACKAGE_ROOT
 
@@ -59,11 +60,11 @@ class ScrubList(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: str
-    replacement: str = "[name removed]"
-    details_replacement: str = "[details removed]"
-    names: tuple[str, ...] = ()
-    case_sensitive_names: tuple[str, ...] = ()
+    version: str = Field(description="the declared version; stored as <version>@<file digest> with each study")
+    replacement: str = Field("[name removed]", description="what a removed name or identifier becomes")
+    details_replacement: str = Field("[details removed]", description="what a removed training description becomes")
+    names: tuple[str, ...] = Field((), description="model and vendor names, matched whole-word, any case")
+    case_sensitive_names: tuple[str, ...] = Field((), description="names that are ordinary words too, as written")
     training_descriptions: tuple[str, ...] = Field((), description="regexes; the whole match is replaced")
     self_descriptions: tuple[str, ...] = Field((), description="regexes; their (?P<who>...) group is replaced")
     identifiers: tuple[str, ...] = Field((), description="regexes tried before names; the whole match is replaced")
@@ -173,4 +174,7 @@ def _load(path: Path) -> ScrubList:
     if not isinstance(document, dict) or not str(document.get("version", "")).strip():
         raise ValueError(f"{path}: a scrub list is a mapping with a 'version' and name lists")
     version = content_version(str(document["version"]).strip(), text)
-    return ScrubList.model_validate({**document, "version": version})
+    try:
+        return ScrubList.model_validate({**document, "version": version})
+    except ValidationError as exc:
+        raise ValueError(format_validation_error(exc, str(path), document, whole="file")) from exc

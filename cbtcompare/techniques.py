@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cbtcompare.config_errors import format_validation_error
 from cbtcompare.content_hash import content_version
 from cbtcompare.transcript import Transcript, Turn
 
@@ -70,20 +71,22 @@ class PatternSpec(BaseModel):
 class TagRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    label: str = Field(min_length=1)
-    description: str = Field(min_length=1)
-    requires_question: bool = False
-    requires_open_question: bool = False
-    patterns: list[PatternSpec] = Field(min_length=1)
-    exclude: list[PatternSpec] = Field(default_factory=list)
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="stable tag id (lowercase, digits, _), stored with tags")
+    label: str = Field(min_length=1, description="the short name shown beside a turn")
+    description: str = Field(min_length=1, description="what the move is, shown as the tag's tooltip")
+    requires_question: bool = Field(False, description="match only in a turn that asks a question")
+    requires_open_question: bool = Field(
+        False, description="match only after an open question (what/how/why/which...) in the same turn"
+    )
+    patterns: list[PatternSpec] = Field(min_length=1, description="any one of these tags the turn")
+    exclude: list[PatternSpec] = Field(default_factory=list, description="none of these may match the turn")
 
 
 class RulesFile(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    schema_version: int = Field(alias="schema")
-    tags: list[TagRule] = Field(min_length=1)
+    schema_version: int = Field(alias="schema", description="the rules file format (1)")
+    tags: list[TagRule] = Field(min_length=1, description="the technique tags, each with its patterns")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RulesFile:
@@ -188,13 +191,15 @@ class TechniqueTagger:
                 needs_open = _setting(pattern.requires_open_question, tag.requires_open_question)
                 needs_question = _setting(pattern.requires_question, tag.requires_question)
                 (asked_open if needs_open else asked if needs_question else plain).append(pattern)
-            compiled.append(_CompiledRule(
-                info=TechniqueInfo(tag.id, tag.label, " ".join(tag.description.split())),
-                anywhere=_compile(plain, where),
-                in_question=_compile(asked, where),
-                in_open_question=_compile(asked_open, where),
-                exclude=_compile(tag.exclude, f"{where} exclude"),
-            ))
+            compiled.append(
+                _CompiledRule(
+                    info=TechniqueInfo(tag.id, tag.label, " ".join(tag.description.split())),
+                    anywhere=_compile(plain, where),
+                    in_question=_compile(asked, where),
+                    in_open_question=_compile(asked_open, where),
+                    exclude=_compile(tag.exclude, f"{where} exclude"),
+                )
+            )
         self._rules: tuple[_CompiledRule, ...] = tuple(compiled)
 
     @classmethod
@@ -205,9 +210,12 @@ class TechniqueTagger:
             raise RulesError(f"cannot read technique rules {path}: {exc}") from exc
         try:
             data = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise RulesError(f"technique rules {path} are invalid YAML: {str(exc)[:300]}") from exc
+        try:
             rules = RulesFile.model_validate(data)
-        except (yaml.YAMLError, ValidationError) as exc:
-            raise RulesError(f"technique rules {path} are invalid: {exc}") from exc
+        except ValidationError as exc:
+            raise RulesError(format_validation_error(exc, f"technique rules {path}", data, whole="file")) from exc
         return cls(rules, version=content_version(path.name, raw))
 
     @property
@@ -224,14 +232,18 @@ class TechniqueTagger:
                 start, end = sentence.start, sentence.end
                 if rule.exclude is not None and rule.exclude.search(normalised, start, end):
                     continue
-                hits = [m for pattern in (rule.anywhere, rule.in_question if sentence.is_question else None)
-                        if pattern is not None and (m := pattern.search(normalised, start, end))]
-                if rule.in_open_question is not None and (opened := _first_match_from(
-                        rule.in_open_question, normalised, sentence)):
+                hits = [
+                    m
+                    for pattern in (rule.anywhere, rule.in_question if sentence.is_question else None)
+                    if pattern is not None and (m := pattern.search(normalised, start, end))
+                ]
+                if rule.in_open_question is not None and (
+                    opened := _first_match_from(rule.in_open_question, normalised, sentence)
+                ):
                     hits.append(opened)
                 if hits:
                     first = min(hits, key=lambda m: (m.start(), -m.end()))
-                    found.append(TechniqueTag(rule.info.id, rule.info.label, text[first.start():first.end()]))
+                    found.append(TechniqueTag(rule.info.id, rule.info.label, text[first.start() : first.end()]))
                     break
         return tuple(found)
 
@@ -273,8 +285,12 @@ def tag_transcript(turns: Transcript | Sequence[Turn]) -> list[tuple[TechniqueTa
 
 def _therapist_tag_sets(transcripts: Iterable[Transcript | Sequence[Turn]]) -> list[set[str]]:
     tagger = default_tagger()
-    return [{tag.id for tag in tagger.tag_turn(turn.text)}
-            for turns in transcripts for turn in _turns_of(turns) if turn.role == "therapist"]
+    return [
+        {tag.id for tag in tagger.tag_turn(turn.text)}
+        for turns in transcripts
+        for turn in _turns_of(turns)
+        if turn.role == "therapist"
+    ]
 
 
 def technique_rates(transcripts: Iterable[Transcript | Sequence[Turn]]) -> dict[str, float]:

@@ -162,3 +162,24 @@ def test_the_versioned_rules_are_stored_with_everything_needed_to_redo_the_scrub
     again = ScrubList.model_validate(stored)
     sample = heldout()[0]["text"]
     assert again.scrub(sample) == SCRUB.scrub(sample)
+
+
+def test_the_yaml_rule_sets_are_pydantic_models_with_every_field_described(tmp_path):
+    """techniques_rules.yaml and rating_scrub.yaml load through models whose fields carry help text, and a
+    bad value is refused naming the file, the entry and the field."""
+    from cbtcompare.scrub import ScrubList, load_scrub_list
+    from cbtcompare.techniques import PatternSpec, RulesFile, TagRule
+
+    undescribed = [
+        f"{model.__name__}.{name}"
+        for model in (ScrubList, RulesFile, TagRule, PatternSpec)
+        for name, info in model.model_fields.items()
+        if not (info.description or "").strip()
+    ]
+    assert undescribed == []
+    bad = tmp_path / "scrub.yaml"
+    bad.write_text('version: "9"\nnames: [GPT]\nmarkers: 7\n', encoding="utf-8")
+    with pytest.raises(ValueError) as caught:
+        load_scrub_list(bad)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: markers: ") and "(got 7)" in message, message

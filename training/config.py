@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cbtcompare.config_errors import format_validation_error
 from cbtcompare.paths import REPO_ROOT
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -35,17 +36,6 @@ class ConfigError(ValueError):
 # integers of torch, numpy or the tokenizer with an OverflowError instead of a message.
 MAX_WHOLE_NUMBER = 2**31 - 1
 MAX_SEED = 2**32 - 1
-
-
-def describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per bad field: `source: field: what is wrong (got value)`."""
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "config"
-        got = repr(error.get("input"))
-        got = got if len(got) <= 60 else got[:57] + "..."
-        lines.append(f"{source}: {where}: {error['msg'].lower()} (got {got})")
-    return "; ".join(lines)
 
 
 class TrainConfig(BaseModel):
@@ -97,9 +87,7 @@ class TrainConfig(BaseModel):
     seed: int = Field(42, description="seed for LoRA initialisation, dropout and data order")
     save_steps: int = Field(20, description="write a resumable checkpoint every this many steps")
     logging_steps: int = Field(1, description="write a line to the training log every this many steps")
-    qlora: bool = Field(
-        False, description="load the base in 4-bit NF4 with bitsandbytes (needs a CUDA GPU)"
-    )
+    qlora: bool = Field(False, description="load the base in 4-bit NF4 with bitsandbytes (needs a CUDA GPU)")
     gradient_checkpointing: bool = Field(
         False, description="trade compute for memory (recompute activations in the backward pass)"
     )
@@ -134,7 +122,7 @@ class TrainConfig(BaseModel):
         try:
             config = cls(**values)
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, source)) from exc
+            raise ConfigError(format_validation_error(exc, source, values)) from exc
         config.check(source)
         return config
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cbtcompare.config_errors import format_validation_error
 from cbtcompare.content_hash import content_version
 from cbtcompare.paths import PACKAGE_ROOT
 
@@ -208,6 +209,4 @@ def _load_rubric_file(path: Path) -> Rubric:
     try:
         return Rubric.model_validate({**document, "version": content_version(declared, text), "source": str(path)})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ValueError(f"{path}: field {where!r}: {first['msg']}") from exc
+        raise ValueError(format_validation_error(exc, str(path), document, whole="(top level)")) from exc

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cbtcompare.ctrs.rubric import load_rubric
 from cbtcompare.limits import DEFAULT_LIMITS, first_offset_too_deep
 from cbtcompare.scrub import ScrubList, load_scrub_list
-from cbtcompare.store import ImportFailed, Store, check_storable
+from cbtcompare.store import ImportFailed, Store, check_storable, field_problem
 from cbtcompare.store.rating import AssignmentRow, PairRow, RaterRow, StudyRow
 from cbtcompare.transcript import Transcript, new_id, utc_now
 
@@ -199,9 +199,7 @@ def parse_pairs_jsonl(source: IO[str]) -> list[tuple[Transcript, Transcript]]:
             try:
                 transcript = Transcript.model_validate(member)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ImportFailed(f"line {number}, transcript {side}: field {where!r}: {first['msg']}") from None
+                raise ImportFailed(f"line {number}, transcript {side}: {field_problem(exc)}") from None
             except (ValueError, RecursionError) as exc:
                 raise ImportFailed(f"line {number}, transcript {side}: {exc}") from None
             try:

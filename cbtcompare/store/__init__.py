@@ -77,6 +77,7 @@ __all__ = [
     "batch_runs",
     "check_storable",
     "default_url",
+    "field_problem",
     "metadata",
     "pairwise_scores",
     "parse_transcripts_jsonl",
@@ -490,14 +491,22 @@ def parse_transcripts_jsonl(source: IO[str]) -> list[Transcript]:
         except json.JSONDecodeError as exc:
             raise ImportFailed(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ImportFailed(f"line {number}: field {where!r}: {first['msg']}") from None
+            raise ImportFailed(f"line {number}: {field_problem(exc)}") from None
         except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
             raise ImportFailed(f"line {number}: {exc}") from None
     if not parsed:
         raise ImportFailed("the file holds no transcripts")
     return parsed
+
+
+def field_problem(exc: ValidationError) -> str:
+    """`field 'turns.1.role': <pydantic's message>`: the first problem of a transcript that does not validate.
+
+    Data errors (an import line, a transcript) name the field this way; configuration files use
+    cbtcompare.config_errors, which also names the file and entry."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"field {where!r}: {first['msg']}"
 
 
 def _refuse_constant(name: str) -> float:
@@ -511,9 +520,7 @@ def check_storable(transcript: Transcript) -> Transcript:
     try:
         checked = Transcript.model_validate(transcript.model_dump())
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ImportFailed(f"transcript {transcript.id!r}: field {where!r}: {first['msg']}") from None
+        raise ImportFailed(f"transcript {transcript.id!r}: {field_problem(exc)}") from None
     if len(checked.therapist_name) > THERAPIST_NAME_CHARS:
         raise ImportFailed(
             f"transcript {transcript.id!r}: the therapist name is {len(checked.therapist_name)} characters; "
