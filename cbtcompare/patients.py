@@ -420,10 +420,6 @@ class SimulationRules:
     echo_ratio: float
     repeat_ratio: float
     min_chars_compared: int
-    variant_tuned: tuple[re.Pattern[str], ...]
-    variant_prompted: tuple[re.Pattern[str], ...]
-    plain_system_prompts: tuple[str, ...]
-    families: tuple[str, ...]
     digest: str
 
 
@@ -446,10 +442,6 @@ def rules(path: Path = RULES_FILE) -> SimulationRules:
         echo_ratio=float(fidelity["echo_ratio"]),
         repeat_ratio=float(fidelity["repeat_ratio"]),
         min_chars_compared=int(fidelity["min_chars_compared"]),
-        variant_tuned=_patterns(raw["variant"]["tuned"]),
-        variant_prompted=_patterns(raw["variant"]["prompted"]),
-        plain_system_prompts=tuple(raw["variant"]["plain_system_prompts"]),
-        families=tuple(raw["families"]),
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
     )
 

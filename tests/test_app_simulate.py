@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from gradio_client import Client
 
@@ -61,3 +63,33 @@ def test_a_batch_runs_and_resumes(app_url):
     assert "2 done" in first and "0 failed" in first
     again = client.predict(*args, api_name="/simulate_batch")
     assert "0 done, 2 already stored" in again
+
+
+def test_stop_ends_a_running_batch_and_keeps_the_finished_sessions(app_url, app_data_dir):
+    """Stop used to do nothing to a batch (its stop event never reached the button): it ran to the end."""
+    from cbtcompare.patients import curated_profiles
+    from cbtcompare.store import Store
+
+    client = Client(app_url, verbose=False)
+    replicates = 3
+    total = len(curated_profiles()) * replicates * len(THERAPISTS)
+    job = client.submit("ui-stop-batch", [], "smollm2-instruct", THERAPISTS, 1, replicates, 6, 24,
+                        api_name="/simulate_batch")  # fmt: skip
+    store = Store(f"sqlite:///{app_data_dir / 'cbtcompare.sqlite'}")
+    while not job.outputs() and not job.done():
+        time.sleep(0.2)
+    assert job.outputs(), f"the batch ended before it said it was running: {job.result()}"
+    batch_id = job.outputs()[0].split("`")[1]
+    while not store.batch_runs(batch_id):
+        assert not job.done(), f"the batch finished before a run was stored: {job.result()}"
+        time.sleep(0.2)
+    client.predict(api_name="/simulate_stop")
+    at_stop = len(store.batch_runs(batch_id))
+    message = job.result(timeout=600)
+    runs = store.batch_runs(batch_id)
+    assert "stopped" in message, message
+    assert len(runs) <= at_stop + 1 < total, "the batch went on after Stop (one run at a time: at most the running one)"
+    assert {row.status for row in runs.values()} == {"done"}
+    assert f"{len(runs)} done" in message and f"of {total} sessions" in message
+    for row in runs.values():
+        assert store.get_transcript(row.transcript_id).meta["batch_id"] == batch_id

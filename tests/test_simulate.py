@@ -19,11 +19,17 @@ import yaml
 from cbtcompare.models.base import ModelSpec, Sampling
 from cbtcompare.models.registry import Registry
 from cbtcompare.patients import carryover_opening, load_profile, mentions_crisis_resources
-from cbtcompare.simulate import BatchConfig, run_batch, run_course, run_pair, run_session
+from cbtcompare.simulate import BatchConfig, SessionSettings, run_batch, run_course, run_pair, run_session
 from cbtcompare.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 SHORT = Sampling(temperature=0.7, top_p=0.95, max_tokens=24)
+
+
+def short(max_turns: int, seed: int, **fields: object) -> SessionSettings:
+    return SessionSettings(max_turns=max_turns, seed=seed, therapist_sampling=SHORT, **fields)
+
+
 KEY_ENV = "CBTCOMPARE_TEST_SIM_SERVER_KEY"
 
 
@@ -36,10 +42,7 @@ def prompted_model(registry):
 def pair(instruct_model, prompted_model):
     """tangent-chef has no scripted opening, so the patient model writes it (once, for both therapists)."""
     profile = load_profile("tangent-chef")
-    return run_pair(
-        instruct_model, prompted_model, instruct_model, profile, 2, 11,
-        therapist_sampling=SHORT, patient_sampling=SHORT,
-    )  # fmt: skip
+    return run_pair(instruct_model, prompted_model, instruct_model, profile, short(2, 11, patient_sampling=SHORT))
 
 
 @pytest.mark.slow
@@ -80,9 +83,8 @@ def test_a_matched_pair_shares_the_patient_opening_and_seed_schedule(pair, store
 @pytest.mark.slow
 def test_the_same_seed_gives_the_same_transcript_again(pair, instruct_model):
     again = run_session(
-        instruct_model, instruct_model, load_profile("tangent-chef"), 2, 11,
-        therapist_sampling=SHORT, patient_sampling=SHORT,
-    )  # fmt: skip
+        instruct_model, instruct_model, load_profile("tangent-chef"), short(2, 11, patient_sampling=SHORT)
+    )
     first = pair[0]
     assert [(t.role, t.text, t.seed) for t in again.turns] == [(t.role, t.text, t.seed) for t in first.turns]
     assert again.meta["fidelity"] == first.meta["fidelity"]
@@ -95,7 +97,7 @@ def test_crisis_language_from_the_patient_stops_the_session_and_records_the_ther
 ):
     profile = load_profile("passive-si-warehouse")
     early = profile.model_copy(update={"disclosure": profile.disclosure.model_copy(update={"at_turn": 1})})
-    transcript = run_session(prompted_model, instruct_model, early, 4, 5, therapist_sampling=SHORT)
+    transcript = run_session(prompted_model, instruct_model, early, short(4, 5))
     assert transcript.meta["stop_reason"] == "crisis"
     disclosed = transcript.turns[2]
     assert disclosed.role == "patient" and disclosed.text == profile.disclosure.statement
@@ -113,7 +115,7 @@ def test_crisis_language_from_the_patient_stops_the_session_and_records_the_ther
 def test_a_patient_over_its_context_budget_stops_the_session_with_the_reason(instruct_model):
     registry = Registry([instruct_model.spec, instruct_model.spec.model_copy(update={"name": "tiny", "n_ctx": 256})])
     tiny = registry.load("tiny")  # the patient prompt alone is over 256 tokens
-    transcript = run_session(instruct_model, tiny, load_profile("nurse-burnout"), 3, 1, therapist_sampling=SHORT)
+    transcript = run_session(instruct_model, tiny, load_profile("nurse-burnout"), short(3, 1))
     assert transcript.meta["stop_reason"] == "context_budget"
     assert "tiny" in transcript.meta["context_overflow"]
     assert [t.role for t in transcript.turns] == ["patient", "therapist"]
@@ -207,9 +209,7 @@ def test_a_batch_killed_mid_run_resumes_without_duplicates(tmp_path: Path):
     assert summary["skipped"] == len(before) and summary["done"] == len(profiles) - len(before)
     after = store.batch_runs(batch_id)
     assert len(after) == len(profiles) and {row.status for row in after.values()} == {"done"}
-    assert {key: row.transcript_id for key, row in before.items()} == {
-        key: after[key].transcript_id for key in before
-    }
+    assert {key: row.transcript_id for key, row in before.items()} == {key: after[key].transcript_id for key in before}
     stored = store.list_transcripts(kind="simulation")
     assert len(stored) == len(profiles)  # no duplicate transcripts
     assert sorted(store.get_transcript(s.id).meta["profile_id"] for s in stored) == sorted(profiles)
@@ -262,11 +262,13 @@ def test_batch_config_errors_name_the_field(tmp_path: Path):
     path.write_text(yaml.safe_dump({"name": "x", "profiles": "all", "therapists": [], "patient": "p", "turnz": 3}))
     with pytest.raises(ValueError) as caught:
         BatchConfig.from_file(path)
-    assert "field 'therapists'" in str(caught.value) and "field 'turnz'" in str(caught.value)
+    # One formatter for every config error (cbtcompare.config_errors): file, field, what is wrong.
+    assert f"{path}: therapists: list should have at least 1 item" in str(caught.value)
+    assert f"{path}: turnz: extra inputs are not permitted" in str(caught.value)
     with pytest.raises(FileNotFoundError):
         BatchConfig.from_file(tmp_path / "missing.yaml")
 
 
 def test_a_group_takes_at_most_three_therapists(instruct_model):
     with pytest.raises(ValueError, match="1 to 3 therapist models"):
-        run_course([instruct_model] * 4, instruct_model, load_profile("nurse-burnout"), 1, 1)
+        run_course([instruct_model] * 4, instruct_model, load_profile("nurse-burnout"), SessionSettings(max_turns=1), 1)

@@ -7,6 +7,7 @@ import json
 
 from cbtcompare.compare import CompareSession
 from cbtcompare.models.registry import Registry
+from cbtcompare.provenance import describe
 from cbtcompare.simulate.settings import shared_sampling
 
 
@@ -39,9 +40,12 @@ def run(args: argparse.Namespace) -> int:
     for pane in session.panes:
         last = pane.transcript.turns[-1] if pane.transcript.turns else None
         text = last.text if last is not None and last.role == "therapist" else None
+        provenance = describe(registry.spec(pane.name))
         replies.append(
             {
                 "model": pane.name,
+                "variant": provenance.variant,
+                "family": provenance.family,
                 "text": text,
                 "error": pane.error,
                 "tokens": last.tokens if text is not None else None,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cbtcompare.models.registry import Registry
 from cbtcompare.patients import load_profile
-from cbtcompare.simulate import BatchConfig, BatchProgress, run_batch, run_course
+from cbtcompare.simulate import BatchConfig, BatchProgress, GroupHooks, SessionSettings, run_batch, run_course
 from cbtcompare.store import Store
 from cbtcompare.transcript import Transcript
 
@@ -46,6 +46,8 @@ def session_json(transcript: Transcript) -> dict[str, object]:
     return {
         "profile": transcript.meta["profile_id"],
         "therapist": transcript.therapist_name,
+        "variant": transcript.meta["variant"],
+        "family": transcript.meta["family"],
         "seed": transcript.seed,
         "turns": [{"role": t.role, "text": t.text} for t in transcript.turns],
         "session_id": transcript.id,
@@ -84,20 +86,16 @@ def run_simulate(args: argparse.Namespace) -> int:
                 print(f"{turn.role}: {turn.text}")
             print(flush=True)
 
-    # One therapist sampling for the whole group (the first therapist's defaults plus the overrides), so
-    # differences come from the models, not their settings.
-    run_course(
-        therapists,
-        patient,
-        profile,
-        args.sessions,
-        args.turns,
-        args.seed,
-        therapist_sampling=therapists[0].spec.sampling.merged(**overrides),
-        patient_sampling=patient.spec.sampling.merged(**overrides),
+    # One therapist sampling for the whole group (the first therapist's spec plus the overrides; the rule
+    # lives in SessionSettings), so differences come from the models, not their settings.
+    settings = SessionSettings(
+        max_turns=args.turns,
+        seed=args.seed,
+        therapist_sampling=overrides,
+        patient_sampling=overrides,
         summary_max_tokens=args.summary_max_tokens,
-        on_transcript=finished,
     )
+    run_course(therapists, patient, profile, settings, args.sessions, GroupHooks(on_transcript=finished))
     return 0
 
 

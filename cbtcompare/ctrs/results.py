@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import pandas as pd
 from sqlalchemy.exc import IntegrityError
 
+from cbtcompare import provenance
 from cbtcompare.ctrs.judge import EvidenceOut, ItemScore, JudgeConfig, JudgeResult, score_transcript
 from cbtcompare.ctrs.pairwise import PairwiseAnswer, PairwiseItem, PairwiseResult
 from cbtcompare.ctrs.rubric import Rubric
@@ -237,19 +237,17 @@ def load_pairwise(store: Store, *, transcript_id: str | None = None, judge: str 
 def transcript_columns(transcript: Transcript) -> dict[str, object]:
     """therapist, family, variant, patient_id, session and transcript_tokens for one transcript.
 
-    Read from `meta` first (simulate.py writes family, variant, profile_id and session_index there),
-    then from the therapist's ModelInfo. Defaults when absent: family = the therapist's weights file
-    stem (shared by a base model and its adapters), else its name, else "unknown"; variant = "tuned"
-    when the therapist has an adapter, else "base"; patient_id = meta profile_id, else the group id
-    (one matched pair shares a patient), else the transcript id; session = 1. transcript_tokens is the
-    sum of the turns' token counts when every turn has one, else an estimate of characters / 4.
+    Variant and family come from cbtcompare.provenance (what the transcript recorded, else classified
+    from its therapist record, the same way for Compare, Simulate and imports); a family it cannot tell
+    falls back to the therapist's name. patient_id = meta patient_id or profile_id, else the group id (one
+    matched pair shares a patient), else the transcript id; session = 1 unless recorded.
+    transcript_tokens is the sum of the turns' token counts when every turn has one, else an estimate of
+    characters / 4.
     """
-    meta, therapist = transcript.meta, transcript.therapist
-    weights = therapist.get("weights")
-    family = meta.get("family") or therapist.get("family")
-    if not family and isinstance(weights, str) and weights:
-        family = Path(weights.split(":")[-1]).stem or weights
-    variant = meta.get("variant") or therapist.get("variant") or ("tuned" if therapist.get("adapter") else "base")
+    meta = transcript.meta
+    variant, family = provenance.of_record(transcript.therapist, meta)
+    if family == "unknown":
+        family = transcript.therapist_name or "unknown"
     patient = meta.get("patient_id") or meta.get("profile_id") or transcript.group_id or transcript.id
     session = meta.get("session") or meta.get("session_index") or 1
     counts = [t.tokens for t in transcript.turns]
@@ -259,7 +257,7 @@ def transcript_columns(transcript: Transcript) -> dict[str, object]:
         tokens = float(math.ceil(sum(len(t.text) for t in transcript.turns) / 4))
     return {
         "therapist": transcript.therapist_name,
-        "family": str(family or transcript.therapist_name or "unknown"),
+        "family": str(family),
         "variant": str(variant),
         "patient_id": str(patient),
         "session": int(session),

@@ -16,11 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cbtcompare.config_errors import format_validation_error
 from cbtcompare.models.base import ModelSpec, Sampling
+from cbtcompare.seeds import SEED_SCHEDULE
 
 SummaryPolicy = Literal["none", "prompt", "last_turn"]
-SeedScheme = Literal["derive_seed-v1"]
-SEED_SCHEDULE = "derive_seed(run_seed, role, session_index, turn_index) (cbtcompare.seeds, sha256-based)"
-"""Stored beside every simulated transcript: how its per-turn seeds were made (scheme derive_seed-v1)."""
+SeedScheme = Literal["derive_seed-v1"]  # cbtcompare.seeds.SEED_SCHEME
 
 SamplingOverrides = Sampling | Mapping[str, Any] | None
 
@@ -99,3 +98,11 @@ class SessionSettings(BaseModel):
 
     def patient_sampling_for(self, spec: ModelSpec) -> Sampling:
         return with_overrides(spec.sampling, self.patient_sampling, "patient sampling")
+
+    def shared_by(self, specs: Sequence[ModelSpec]) -> SessionSettings:
+        """These settings with the group's shared therapist sampling pinned, for each therapist's session."""
+        return self.model_copy(update={"therapist_sampling": self.therapist_sampling_for(specs).model_dump()})
+
+    def for_course_session(self, session_index: int, sessions: int) -> SessionSettings:
+        """The last session of a course leaves no carry-over, so it asks for no summary."""
+        return self if session_index < sessions else self.model_copy(update={"summary": "none"})

@@ -1,7 +1,8 @@
 """Simulate tab: a simulated patient talks to 2-3 therapist models (one matched group), or a whole batch.
 
-Wires widgets to cbtcompare.simulate (run_group, run_batch) and cbtcompare.patients; the panes fill turn by
-turn from run_group's on_turn callback, which runs in a worker thread.
+Wires widgets to cbtcompare.simulate (stream_group, run_batch) and cbtcompare.patients; the panes fill turn
+by turn from a worker thread. One Stop button stops whichever run this browser started last (a matched
+session or a batch): both hand their stop event to the browser's state before they start working.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import gradio as gr
 
 from cbtcompare.compare import MAX_PANES
 from cbtcompare.patients import PatientProfile, list_profiles, load_profile, sample_profile
-from cbtcompare.simulate import BatchConfig, BatchProgress, run_batch, stream_group
+from cbtcompare.simulate import BatchConfig, BatchProgress, BatchResult, SessionSettings, run_batch, stream_group
 from cbtcompare.transcript import Transcript, Turn
 from cbtcompare.ui import AppContext, generation_concurrency, ui_copy
 from cbtcompare.ui.render import technique_label
@@ -84,6 +85,10 @@ def render(context: AppContext) -> None:
         run_batch_button = gr.Button("Run batch")
         batch_status = gr.Markdown()
 
+    def stop_run(event: threading.Event | None) -> None:
+        if event is not None:
+            event.set()
+
     def on_profile(choice: str, seed_value: float) -> str:
         try:
             return profile_for(choice, int(seed_value or 0)).card()
@@ -107,17 +112,11 @@ def render(context: AppContext) -> None:
             models = [context.registry.load(name) for name in chosen]
         except Exception as exc:
             raise gr.Error(str(exc)) from exc
-        sampling = models[0].spec.sampling.merged(max_tokens=int(budget))
-        stop_event = threading.Event()
-        updates = stream_group(
-            models,
-            patient_model,
-            profile,
-            int(turn_count),
-            int(seed_value or 0),
-            therapist_sampling=sampling,
-            stop_event=stop_event,
+        settings = SessionSettings(
+            max_turns=int(turn_count), seed=int(seed_value or 0), therapist_sampling={"max_tokens": int(budget)}
         )
+        stop_event = threading.Event()
+        updates = stream_group(models, patient_model, profile, settings, stop_event)
         try:
             for progress in updates:
                 if progress.transcripts is not None:
@@ -133,6 +132,19 @@ def render(context: AppContext) -> None:
     def views(chosen: list[str], shown: dict[str, list[Turn]]) -> list[object]:
         values = [gr.update(value=turn_messages(shown.get(n, [])), label=n) for n in chosen]
         return values + [gr.update(value=[], label="(unused)")] * (MAX_PANES - len(chosen))
+
+    def batch_message(result: BatchResult) -> str:
+        summary = result.summary()
+        counts = (
+            f"{summary['done']} done, {summary['skipped']} already stored, {summary['failed']} failed, "
+            f"{summary['ended']} ended early"
+        )
+        if result.stopped:
+            return (
+                f"Batch `{summary['batch_id']}` stopped: {counts}, of {summary['total']} sessions. The finished "
+                "sessions are stored; run the same settings again to resume."
+            )
+        return f"Batch `{summary['batch_id']}`: {counts}; {summary['sessions_per_minute']} sessions/minute."
 
     def on_save(transcripts: list[Transcript] | None) -> str:
         if not transcripts:
@@ -154,7 +166,7 @@ def render(context: AppContext) -> None:
         seed_value: float,
         budget: float,
         progress=gr.Progress(),
-    ) -> str:
+    ) -> Iterator[list[object]]:
         stop_event = threading.Event()
         try:
             config = BatchConfig(
@@ -175,13 +187,13 @@ def render(context: AppContext) -> None:
                 update.completed / max(update.total, 1), desc=f"{update.last.spec.therapist}: {update.last.status}"
             )
 
-        result = run_batch(config, context.registry, context.store, progress=report, stop_event=stop_event)
-        summary = result.summary()
-        return (
-            f"Batch `{summary['batch_id']}`: {summary['done']} done, {summary['skipped']} already stored, "
-            f"{summary['failed']} failed, {summary['ended']} ended early; "
-            f"{summary['sessions_per_minute']} sessions/minute."
-        )
+        # The Stop button reads this browser's run_control: hand it the event before the batch starts.
+        yield [stop_event, f"Batch `{config.batch_id}` running; Stop ends it within a turn."]
+        try:
+            result = run_batch(config, context.registry, context.store, progress=report, stop_event=stop_event)
+        except (ValueError, KeyError) as exc:
+            raise gr.Error(str(exc)) from exc
+        yield [None, batch_message(result)]
 
     profile_choice.change(on_profile, [profile_choice, seed], [card], api_name=False)
     seed.change(on_profile, [profile_choice, seed], [card], api_name=False)
@@ -193,12 +205,12 @@ def render(context: AppContext) -> None:
         api_name="simulate",
         **limit,
     )
-    stop.click(lambda event: event.set() if event else None, [run_control], None, api_name=False)
+    stop.click(stop_run, [run_control], None, api_name="simulate_stop")
     save.click(on_save, [last_run], [status], api_name="simulate_save")
     run_batch_button.click(
         on_batch,
         [batch_name, batch_profiles, patient, therapists, turns, replicates, seed, max_tokens],
-        [batch_status],
+        [run_control, batch_status],
         api_name="simulate_batch",
         **limit,
     )
