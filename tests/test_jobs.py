@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -192,17 +193,18 @@ def test_the_train_tab_shows_the_validator_report_and_refuses_bad_starts(train_a
     # A real job from the tab: it starts, the poll shows its progress, abort stops it with a checkpoint.
     good = write_sessions(tmp_path / "good.jsonl")
     form[2], form[3], form[4], form[6] = str(good), "embedded:smollm2", "ui-cbt-test", 50
-    status, _plot, runs = client.predict(*form, api_name="/train_start")
+    status, _progress, _plot, _log, runs = client.predict(*form, api_name="/train_start")
     assert "ui-cbt-test" in status and ("starting" in status or "running" in status)
     deadline = time.monotonic() + 120
     while "step 1/" not in status and "step 2/" not in status and time.monotonic() < deadline:
         time.sleep(1)
-        status, _plot = client.predict(api_name="/train_poll")
+        status, progress, _plot, log = client.predict(api_name="/train_poll")
     assert "running" in status, status
+    assert re.search(r"<progress id='train-progress' value='\d+' max='50'", progress), progress  # the bar beside
     client.predict(TRAIN_TAB_SECRET, api_name="/train_abort")
     while "aborted" not in status and time.monotonic() < deadline:
         time.sleep(1)
-        status, _plot = client.predict(api_name="/train_poll")
+        status, progress, _plot, log = client.predict(api_name="/train_poll")
     assert "aborted" in status, status
     assert not (REPO / "adapters" / "ui-cbt-test").exists()
 
