@@ -58,7 +58,11 @@ class ModelSpec(BaseModel):
     weights: str = Field(
         description="a GGUF path, hf:owner/repo:file.gguf, a local HF folder or Hub id, or an endpoint's model id"
     )
-    adapter: str | None = Field(None, description="a LoRA adapter: a GGUF LoRA (llamacpp) or a PEFT folder (hf)")
+    adapter: str | None = Field(
+        None,
+        description="a LoRA adapter: a GGUF LoRA (llamacpp), a PEFT folder (hf), or the model id a server gives a LoRA "
+        "it serves (openai: vLLM --lora-modules NAME=PATH, llama.cpp server model aliases)",
+    )
     adapter_scale: float = Field(1.0, description="how strongly the adapter is applied")
     quantization: Literal["4bit"] | None = Field(
         None, description="hf backend only: '4bit' loads the weights with bitsandbytes NF4 (needs a CUDA GPU)"
@@ -67,6 +71,14 @@ class ModelSpec(BaseModel):
     chat_template: str = Field("auto", description="'auto' reads the template from the weights; else a Jinja file")
     base_url: str | None = Field(None, description="endpoint URL for openai/gemini backends")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    server: Literal["generic", "llamacpp", "vllm"] = Field(
+        "generic",
+        description="openai backend: the server software, for the cache hints it understands: 'llamacpp' (llama.cpp "
+        "server: cache_prompt, and id_slot when server_slots is set), 'vllm' (prefix caching is automatic), 'generic'",
+    )
+    server_slots: int | None = Field(
+        None, ge=1, description="llama.cpp server's --parallel: one slot per conversation keeps its prefix"
+    )
     n_ctx: int = Field(2048, ge=128, description="context window the backend is run with")
     context_policy: ContextPolicy = Field("refuse", description="over the context: refuse, or trim oldest turns")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout for endpoints")

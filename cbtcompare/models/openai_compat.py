@@ -30,11 +30,12 @@ import importlib.util
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from cbtcompare.content_hash import content_digest
 from cbtcompare.models.base import (
     AuthenticationFailed,
     BackendUnavailable,
@@ -175,6 +176,44 @@ def _openai() -> object:
     return openai
 
 
+LLAMACPP_LORA_PREFIX = "lora:"
+
+
+def served_model_id(spec: ModelSpec) -> str:
+    """The `model` a request names: a LoRA the server serves is its own model id (vLLM --enable-lora with
+    --lora-modules NAME=PATH), so base and tuned come from one server. On llama.cpp's server an adapter
+    written `lora:N` is applied per request instead (cache_hints) and the model stays the weights' id."""
+    if spec.adapter and not spec.adapter.startswith(LLAMACPP_LORA_PREFIX):
+        return spec.adapter
+    return spec.weights
+
+
+def cache_hints(spec: ModelSpec, messages: Sequence[Message]) -> dict[str, object]:
+    """Request fields beyond OpenAI's for the server named by `spec.server`.
+
+    llama.cpp's server: `cache_prompt` reuses the KV of the slot's previous prompt; with `server_slots` (its
+    --parallel) `id_slot` pins a conversation, named by its first two messages, to one slot, so the turns of
+    one session land where their prefix is; an adapter `lora:N` sends `lora: [{id: N, scale}]` (the server
+    loads it with --lora and --lora-init-without-apply, so requests without it get the base). vLLM's
+    automatic prefix caching needs nothing in the request.
+    """
+    if spec.server != "llamacpp":
+        return {}
+    hints: dict[str, object] = {"cache_prompt": True}
+    if spec.server_slots:
+        opening = "\x1f".join(f"{m.role}:{m.content}" for m in messages[:2])
+        hints["id_slot"] = int(content_digest(opening, 8), 16) % spec.server_slots
+    if spec.adapter and spec.adapter.startswith(LLAMACPP_LORA_PREFIX):
+        index = spec.adapter.removeprefix(LLAMACPP_LORA_PREFIX)
+        if not index.isdigit():
+            raise ModelNotFound(
+                f"adapter {spec.adapter!r}: write lora:N, N the adapter's position among the server's --lora flags",
+                model=spec.name,
+            )
+        hints["lora"] = [{"id": int(index), "scale": spec.adapter_scale}]
+    return hints
+
+
 class OpenAICompatModel(ChatModel):
     remote = True
     adapters = True  # a LoRA served by the endpoint (vLLM --enable-lora) is addressed by its model id
@@ -203,10 +242,14 @@ class OpenAICompatModel(ChatModel):
     def unavailable_reason(spec: ModelSpec) -> str | None:
         if importlib.util.find_spec("openai") is None:
             return "the openai package is not installed; pip install 'openai>=1'"
-        if spec.api_key_env:
-            return missing_key_reason(spec.api_key_env)
-        if not spec.base_url and not os.environ.get("OPENAI_BASE_URL"):
+        if spec.api_key_env and (missing := missing_key_reason(spec.api_key_env)):
+            return missing
+        if not spec.api_key_env and not spec.base_url and not os.environ.get("OPENAI_BASE_URL"):
             return "set base_url to the server's URL (e.g. http://127.0.0.1:8000/v1), or api_key_env for OpenAI"
+        try:
+            cache_hints(spec, [])
+        except ModelError as exc:
+            return str(exc)
         return None
 
     def info(self) -> ModelInfo:
@@ -228,7 +271,7 @@ class OpenAICompatModel(ChatModel):
 
     def _request_arguments(self, messages: list[Message], sampling: Sampling, usage: Usage) -> dict[str, object]:
         arguments: dict[str, object] = {
-            "model": self.spec.weights,
+            "model": served_model_id(self.spec),
             "messages": [m.to_dict() for m in messages],
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
@@ -237,6 +280,8 @@ class OpenAICompatModel(ChatModel):
         }
         if sampling.stop:
             arguments["stop"] = list(sampling.stop)
+        if hints := cache_hints(self.spec, messages):
+            arguments["extra_body"] = hints
         return arguments
 
     def _call(self, **arguments: object) -> object:

@@ -88,7 +88,10 @@ def _resolve_paths(entry: object) -> object:
     if not isinstance(entry, dict):
         return entry
     resolved = dict(entry)
-    keys = ["adapter"] + (["weights"] if resolved.get("backend") == "llamacpp" else [])
+    backend = resolved.get("backend")
+    if backend not in backends_with("local_weights"):  # an endpoint's adapter is a model id, not a path
+        return resolved
+    keys = ["adapter"] + (["weights"] if backend == "llamacpp" else [])
     for key in keys:
         value = resolved.get(key)
         if isinstance(value, str) and ":" not in value and not Path(value).expanduser().is_absolute():
