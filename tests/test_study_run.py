@@ -177,3 +177,63 @@ def test_a_study_killed_in_each_stage_resumes_with_no_duplicate_and_nothing_lost
     assert summary["judgements_added"] == sessions - len(before["results"])
     assert Path(summary["report"]).is_file()
     assert run_json(path)["added_nothing"] is True
+
+
+# A study run that kills itself with SIGKILL at an exact point of a stage that takes too little time to hit
+# from outside: while the quality gate's verdicts are being written (half a temporary on disk), and in the
+# report stage once the fresh report folder is written but before it is swapped in.
+DYING_RUN = """
+import os, signal, sys
+from pathlib import Path
+import cbtcompare.report
+import cbtcompare.study.run as run
+from cbtcompare.cli import main
+stage, path = sys.argv[1], sys.argv[2]
+if stage == "quality":
+    write = run.write_json_atomically
+    def dying(target, data):
+        if target.name == "quality.json":
+            (target.parent / ".quality.json.half.tmp").write_text('{"rate": ', encoding="utf-8")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return write(target, data)
+    run.write_json_atomically = dying
+else:
+    write_results = cbtcompare.report.write_results
+    def dying(*args, **kwargs):
+        write_results(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+    cbtcompare.report.write_results = dying
+sys.exit(main(["study", "run", path]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["quality", "report"])
+def test_a_kill_in_the_quality_gate_or_the_report_stage_resumes_and_leaves_no_half_file(tmp_path: Path, stage: str):
+    path = tiny_study(tmp_path, f"kill-{stage}")
+    died = subprocess.run(
+        [sys.executable, "-c", DYING_RUN, stage, str(path)], cwd=REPO, capture_output=True, text=True, timeout=1200
+    )
+    assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
+    out = tmp_path / "out"
+    before = stored(tmp_path)
+    assert_no_duplicates(before)
+    assert not (out / "report" / "index.html").exists()
+    if stage == "quality":
+        assert (out / ".quality.json.half.tmp").exists() and not before["results"]
+    else:
+        assert [p.name for p in out.glob(".report-*")] and len(before["results"]) == len(PROFILES) * 2
+
+    summary = run_json(path)
+    after = stored(tmp_path)
+    assert before["results"] <= after["results"] and set(before["transcripts"]) <= set(after["transcripts"])
+    assert_no_duplicates(after)
+    assert len(after["results"]) == len(PROFILES) * 2 and len(after["pairwise"]) == len(PROFILES)
+    assert Path(summary["report"]).is_file() and summary["report_written"] is True
+    assert not list(out.glob(".quality.json.*.tmp")) and not list(out.glob(".report-*"))
+    assert json.loads((out / "quality.json").read_text(encoding="utf-8"))["rate"]["sessions"] == len(PROFILES) * 2
+    if stage == "report":  # everything but the report was stored before the kill
+        assert summary["sessions_added"] == summary["judgements_added"] == summary["pairwise_added"] == 0
+        assert summary["added_nothing"] is False and "missing report was written" in summary["message"]
+    again = run_json(path)
+    assert again["added_nothing"] is True and again["report_written"] is False

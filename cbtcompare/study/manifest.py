@@ -63,7 +63,10 @@ def prompt_versions() -> dict[str, str]:
 
 
 def write_json_atomically(path: Path, data: object) -> None:
+    """Write via a temporary + rename; temporaries a kill -9 left (one writer per study: the run's lock) go."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:

@@ -212,7 +212,8 @@ def _run(
     # 4. Report -----------------------------------------------------------------------------------------
     added = batch.count("done") + absolute.added + pairwise.added
     index = state.report
-    if added or not index.is_file():
+    report_written = bool(added or not index.is_file())
+    if report_written:
         index = write_study_report(
             study, store, rubric, judged_ids=state.judgeable, pairs=state.pairs, verdicts=verdicts,
             folder=folder / "report",
@@ -240,13 +241,17 @@ def _run(
         "seconds": round(time.perf_counter() - started, 2),
         "report": str(index),
         "manifest": str(manifest_path),
-        "added_nothing": added == 0,
+        "added_nothing": added == 0 and not report_written,
+        "report_written": report_written,
         "errors": [*batch.summary()["errors"], *absolute.failed, *pairwise.failed],
     }
-    summary["message"] = (
-        "nothing to do: every session, judgement and the report were already there"
-        if added == 0
-        else f"added {batch.count('done')} session(s), {absolute.added} score result(s), "
-        f"{pairwise.added} pairwise result(s)"
-    )
+    if added:
+        summary["message"] = (
+            f"added {batch.count('done')} session(s), {absolute.added} score result(s), "
+            f"{pairwise.added} pairwise result(s)"
+        )
+    elif report_written:
+        summary["message"] = "every session and judgement was already there; the missing report was written"
+    else:
+        summary["message"] = "nothing to do: every session, judgement and the report were already there"
     return summary
