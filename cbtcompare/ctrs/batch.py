@@ -1,9 +1,11 @@
 """Batch judging over stored transcripts: score what is not yet scored, and judge matched pairs both ways.
 
-A judgement (one transcript, or one pair, x one judge x one repeat) counts as done when a stored result
-has the same judge, rubric id and version, mode, repeat and prompt version as the one that would be made
-now; done judgements are skipped, so a rerun after a kill adds only what is missing, and an edited
-prompt or rubric makes everything due again. Each result is stored in its own transaction as it lands.
+A stored judgement (one transcript, or one pair, x one judge x one repeat) counts as done when it has
+the same judge, rubric id and version, mode and prompt version as the one that would be made now. A
+target with fewer than `repeats` done judgements gets the missing ones under the next free repeat
+numbers (the store's key is transcript x judge x rubric x repeat x item), so a rerun after a kill adds
+only what is missing, and an edited prompt or rubric makes everything due again while the older
+judgements keep their rows. Each result is stored in its own transaction as it lands.
 Scoring itself is cbtcompare.ctrs.judge / pairwise; storing is cbtcompare.ctrs.results. This module
 never imports gradio and never writes SQL.
 """
@@ -13,7 +15,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cbtcompare.ctrs.judge import JudgeConfig, JudgeResult, score_transcript
@@ -22,10 +23,11 @@ from cbtcompare.ctrs.render import build_pairwise_prompt, build_score_prompt
 from cbtcompare.ctrs.results import load_pairwise, load_results, save_pairwise, save_results, transcript_columns
 from cbtcompare.ctrs.rubric import Rubric
 from cbtcompare.models.base import ChatModel, Message
+from cbtcompare.models.registry import backend_capabilities
+from cbtcompare.simulate.fanout import fan_out, values_or_raise
 from cbtcompare.store import Store
 from cbtcompare.transcript import Transcript
 
-ENDPOINT_BACKENDS = frozenset({"openai", "gemini"})
 # (finished, due, line): once with (0, due, "") when the due judgements are known, then once per judgement.
 Progress = Callable[[int, int, str], None]
 
@@ -100,9 +102,7 @@ def _same_judgement(
     return bool(used) and used <= versions
 
 
-def scored_repeats(
-    store: Store, transcript: Transcript, judge: str, rubric: Rubric, config: JudgeConfig
-) -> set[int]:
+def scored_repeats(store: Store, transcript: Transcript, judge: str, rubric: Rubric, config: JudgeConfig) -> set[int]:
     """Repeats of this transcript already scored by `judge` the way they would be scored now."""
     versions = absolute_prompt_versions(rubric, transcript, config)
     return {
@@ -153,6 +153,21 @@ def variant_pairs(
 
 # Running ------------------------------------------------------------------------------------------------
 
+Judgement = JudgeResult | PairwiseResult
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One thing to judge (a transcript, or a pair in order A, B): how it is named in messages, the
+    repeats already judged the way they would be judged now, and how to judge it once."""
+
+    label: str
+    short: str
+    verb: str
+    done: set[int]
+    first_free: int
+    judge_once: Callable[[ChatModel, int], Judgement]
+
 
 def _reply_tokens(judge: ChatModel, raws: set[str]) -> int:
     total = 0
@@ -165,19 +180,92 @@ def _reply_tokens(judge: ChatModel, raws: set[str]) -> int:
 
 
 def _workers(judge: ChatModel, concurrency: dict[str, int] | None) -> int:
-    if judge.spec.backend not in ENDPOINT_BACKENDS:
+    if not backend_capabilities(judge.spec.backend).remote:
         return 1  # local models share one set of weights and contexts: one judgement at a time
     return max(1, (concurrency or {}).get(judge.spec.backend, 1))
 
 
-def _run_units(units: list[Callable[[], None]], workers: int) -> None:
-    if workers > 1 and len(units) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in [pool.submit(unit) for unit in units]:
-                future.result()
-    else:
-        for unit in units:
-            unit()
+def _raw_outputs(result: Judgement) -> set[str]:
+    if isinstance(result, JudgeResult):
+        return {item.raw_output for item in result.items.values()}
+    return {answer.raw_output for item in result.items.values() for answer in item.answers}
+
+
+def _store(store: Store, result: Judgement) -> tuple[str, int, int]:
+    """Store one result (its own transaction); what the progress line says, unscored and inconsistent items."""
+    if isinstance(result, JudgeResult):
+        save_results(store, [result])
+        return f"total {result.total}, {result.unscored_items} unscored", result.unscored_items, 0
+    save_pairwise(store, result)
+    counts = result.counts()
+    return str(counts), counts["unscored"], counts["inconsistent"]
+
+
+def _judge_targets(
+    store: Store,
+    judges: Sequence[ChatModel],
+    targets_for: Callable[[ChatModel], list[_Target]],
+    *,
+    repeats: int,
+    concurrency: dict[str, int] | None,
+    progress: Progress | None,
+    stop_event: threading.Event | None,
+) -> BatchJudging:
+    """Judge each target until `repeats` judgements of it are stored the way they would be made now.
+
+    What is missing is judged under new repeat numbers, after every stored one (an older way of judging
+    keeps its repeats, and its rows), so a rerun adds only what is missing and never a duplicate key.
+    Each result is stored as it lands and tallied.
+
+    The one loop behind judge_stored and pairwise_stored; a judge's own units run one at a time for a
+    local model and `concurrency[backend]` at a time for an endpoint; a set stop event starts no more."""
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    if not judges:
+        raise ValueError("name at least one judge")
+    tally = BatchJudging()
+    lock = threading.Lock()
+    per_judge: list[tuple[ChatModel, list[Callable[[threading.Event], None]]]] = []
+    for judge in judges:
+        units: list[Callable[[threading.Event], None]] = []
+        for target in targets_for(judge):
+            tally.planned += repeats
+            tally.skipped += min(repeats, len(target.done))
+            missing = max(0, repeats - len(target.done))
+            for repeat in range(target.first_free, target.first_free + missing):
+
+                def unit(
+                    stop: threading.Event, target: _Target = target, repeat: int = repeat, judge: ChatModel = judge
+                ) -> None:
+                    if stop.is_set():
+                        return
+                    started = time.perf_counter()
+                    try:
+                        result = target.judge_once(judge, repeat)
+                    except ValueError as exc:  # e.g. a transcript with no turns: nothing to judge, said once
+                        with lock:
+                            tally.failed.append(f"{judge.name} on {target.label}: {exc}")
+                        return
+                    summary, unscored, inconsistent = _store(store, result)
+                    with lock:
+                        tally.added += 1
+                        tally.unscored_items += unscored
+                        tally.inconsistent_items += inconsistent
+                        tally.usage.judgements += 1
+                        tally.usage.seconds += time.perf_counter() - started
+                        tally.usage.completion_tokens += _reply_tokens(judge, _raw_outputs(result))
+                        finished = tally.added
+                    if progress is not None:
+                        progress(finished, due, f"{judge.name} {target.verb} {target.short} r{repeat}: {summary}")
+
+                units.append(unit)
+        per_judge.append((judge, units))
+    due = sum(len(units) for _, units in per_judge)
+    if progress is not None:
+        progress(0, due, "")
+    for judge, units in per_judge:
+        values_or_raise(fan_out(units, _workers(judge, concurrency), stop_event))
+    return tally
 
 
 def judge_stored(
@@ -192,58 +280,32 @@ def judge_stored(
     progress: Progress | None = None,
     stop_event: threading.Event | None = None,
 ) -> BatchJudging:
-    """Score every stored transcript x judge x repeat (0..repeats-1) not yet scored; store each as it lands."""
-    if repeats < 1:
-        raise ValueError("repeats must be at least 1")
-    if not judges:
-        raise ValueError("name at least one judge")
+    """Score every stored transcript by every judge until it holds `repeats` scores made the way they would
+    be made now (repeats 0..repeats-1 in a fresh store); store each as it lands."""
     config = config or JudgeConfig()
-    tally = BatchJudging()
-    lock = threading.Lock()
-    per_judge: list[tuple[ChatModel, list[Callable[[], None]]]] = []
-    for judge in judges:
-        units: list[Callable[[], None]] = []
+    settings: JudgeConfig = config
+
+    def targets_for(judge: ChatModel) -> list[_Target]:
+        targets = []
         for transcript_id in transcript_ids:
             transcript = store.get_transcript(transcript_id)
-            done = scored_repeats(store, transcript, judge.name, rubric, config)
-            for repeat in range(repeats):
-                tally.planned += 1
-                if repeat in done:
-                    tally.skipped += 1
-                    continue
+            targets.append(
+                _Target(
+                    label=transcript.id,
+                    short=transcript.id[:8],
+                    verb="scored",
+                    done=scored_repeats(store, transcript, judge.name, rubric, settings),
+                    first_free=store.next_repeat(transcript.id, judge.name, rubric.id),
+                    judge_once=lambda judge, repeat, transcript=transcript: score_transcript(
+                        judge, transcript, rubric, settings, repeat=repeat
+                    ),
+                )
+            )
+        return targets
 
-                def unit(transcript: Transcript = transcript, repeat: int = repeat, judge: ChatModel = judge) -> None:
-                    if stop_event is not None and stop_event.is_set():
-                        return
-                    started = time.perf_counter()
-                    try:
-                        result = score_transcript(judge, transcript, rubric, config, repeat=repeat)
-                    except ValueError as exc:  # e.g. a transcript with no turns: nothing to score, said once
-                        with lock:
-                            tally.failed.append(f"{judge.name} on {transcript.id}: {exc}")
-                        return
-                    save_results(store, [result])
-                    with lock:
-                        tally.added += 1
-                        tally.unscored_items += result.unscored_items
-                        tally.usage.judgements += 1
-                        tally.usage.seconds += time.perf_counter() - started
-                        tally.usage.completion_tokens += _reply_tokens(
-                            judge, {i.raw_output for i in result.items.values()}
-                        )
-                        finished = tally.added
-                    if progress is not None:
-                        progress(finished, due, f"{judge.name} scored {transcript.id[:8]} r{repeat}: total "
-                                 f"{result.total}, {result.unscored_items} unscored")  # fmt: skip
-
-                units.append(unit)
-        per_judge.append((judge, units))
-    due = sum(len(units) for _, units in per_judge)
-    if progress is not None:
-        progress(0, due, "")
-    for judge, units in per_judge:
-        _run_units(units, _workers(judge, concurrency))
-    return tally
+    return _judge_targets(
+        store, judges, targets_for, repeats=repeats, concurrency=concurrency, progress=progress, stop_event=stop_event
+    )
 
 
 def pairwise_stored(
@@ -258,57 +320,28 @@ def pairwise_stored(
     progress: Progress | None = None,
     stop_event: threading.Event | None = None,
 ) -> BatchJudging:
-    """Judge every (A, B) pair x judge x repeat not yet judged, in both orders (position consistency is in
-    each stored item's outcome: 'inconsistent' when the two orders named different transcripts)."""
-    if repeats < 1:
-        raise ValueError("repeats must be at least 1")
-    if not judges:
-        raise ValueError("name at least one judge")
+    """Judge every (A, B) pair by every judge until it holds `repeats` judgements made the way they would be
+    made now, each in both orders (position consistency is in each stored item's outcome: 'inconsistent'
+    when the two orders named different transcripts)."""
     config = config or JudgeConfig()
-    tally = BatchJudging()
-    lock = threading.Lock()
-    per_judge: list[tuple[ChatModel, list[Callable[[], None]]]] = []
-    for judge in judges:
-        done = compared_repeats(store, judge.name, rubric, config)
-        units: list[Callable[[], None]] = []
-        for a_id, b_id in pairs:
-            for repeat in range(repeats):
-                tally.planned += 1
-                if repeat in done.get((a_id, b_id), set()):
-                    tally.skipped += 1
-                    continue
+    settings: JudgeConfig = config
 
-                def unit(a_id: str = a_id, b_id: str = b_id, repeat: int = repeat, judge: ChatModel = judge) -> None:
-                    if stop_event is not None and stop_event.is_set():
-                        return
-                    started = time.perf_counter()
-                    a, b = store.get_transcript(a_id), store.get_transcript(b_id)
-                    try:
-                        result = compare_pair(judge, a, b, rubric, config, repeat=repeat)
-                    except ValueError as exc:
-                        with lock:
-                            tally.failed.append(f"{judge.name} on {a_id} vs {b_id}: {exc}")
-                        return
-                    save_pairwise(store, result)
-                    counts = result.counts()
-                    with lock:
-                        tally.added += 1
-                        tally.unscored_items += counts["unscored"]
-                        tally.inconsistent_items += counts["inconsistent"]
-                        tally.usage.judgements += 1
-                        tally.usage.seconds += time.perf_counter() - started
-                        tally.usage.completion_tokens += _reply_tokens(
-                            judge, {a.raw_output for i in result.items.values() for a in i.answers}
-                        )
-                        finished = tally.added
-                    if progress is not None:
-                        progress(finished, due, f"{judge.name} compared {a_id[:8]} vs {b_id[:8]} r{repeat}: {counts}")
+    def targets_for(judge: ChatModel) -> list[_Target]:
+        done = compared_repeats(store, judge.name, rubric, settings)
+        return [
+            _Target(
+                label=f"{a_id} vs {b_id}",
+                short=f"{a_id[:8]} vs {b_id[:8]}",
+                verb="compared",
+                done=done.get((a_id, b_id), set()),
+                first_free=store.next_pairwise_repeat(a_id, b_id, judge.name, rubric.id),
+                judge_once=lambda judge, repeat, a_id=a_id, b_id=b_id: compare_pair(
+                    judge, store.get_transcript(a_id), store.get_transcript(b_id), rubric, settings, repeat=repeat
+                ),
+            )
+            for a_id, b_id in pairs
+        ]
 
-                units.append(unit)
-        per_judge.append((judge, units))
-    due = sum(len(units) for _, units in per_judge)
-    if progress is not None:
-        progress(0, due, "")
-    for judge, units in per_judge:
-        _run_units(units, _workers(judge, concurrency))
-    return tally
+    return _judge_targets(
+        store, judges, targets_for, repeats=repeats, concurrency=concurrency, progress=progress, stop_event=stop_event
+    )

@@ -425,6 +425,11 @@ class Store:
         with self.read() as conn:
             return next_free_repeat(conn, scores, (transcript_id, judge, rubric_id))
 
+    def next_pairwise_repeat(self, transcript_a: str, transcript_b: str, judge: str, rubric_id: str) -> int:
+        """The repeat number a new pairwise judgement of (A, B) in this order by this judge on this rubric gets."""
+        with self.read() as conn:
+            return next_free_repeat(conn, pairwise_scores, (transcript_a, transcript_b, judge, rubric_id))
+
     def list_scores(
         self, *, transcript_ids: Iterable[str] | None = None, judge: str | None = None, rubric_id: str | None = None
     ) -> list[dict]:
