@@ -309,3 +309,36 @@ def test_admin_creates_a_study_then_exports_and_unblinds_it(rate_app, tmp_path):
         admin.predict(
             SECRET, "all", handle_file(str(upload)), "paper", ["preference"], 1, 0, 0, "", api_name="/rate_admin_create"
         )
+
+
+def verdict(client: Client, which: str, flag: str, confidence: int | None = 4, comment: str = "", **kw) -> tuple:
+    """One click on a verdict button (a, b, tie, bad) with whatever else the form holds."""
+    scores_a = kw.get("scores_a", [7] * len(ITEMS))
+    scores_b = kw.get("scores_b", [5] * len(ITEMS))
+    return client.predict(flag, confidence, comment, *scores_a, *scores_b, api_name=f"/rate_verdict_{which}")
+
+
+def test_a_verdict_click_saves_the_pair_and_says_so_or_says_why_not_in_place(rate_app):
+    url, store = rate_app
+    created, _ = make_study(store, 3, 1)
+    client = Client(url, verbose=False)
+    shown = client.predict(created.invite_codes[0], api_name="/rate_start")
+    flag = f"{view_token(shown)}:a,b"
+    # Unread, or missing what the study asks: nothing stored, the reason shown under the pair (no toast).
+    unread = verdict(client, "b", "")
+    assert stored_count(store, created.study_id) == 0
+    assert any(isinstance(v, str) and "scroll both transcripts" in v for v in unread)
+    incomplete = verdict(client, "b", flag, confidence=None)
+    assert any(isinstance(v, str) and "Please complete: your confidence" in v for v in incomplete)
+    assert stored_count(store, created.study_id) == 0
+    done = verdict(client, "b", flag, comment="clearer agenda")
+    assert stored_count(store, created.study_id) == 1
+    assert any(isinstance(v, str) and "Saved** pair 1 of 3: B is better" in v for v in done)
+    assert "Pair 2 of 3" in done[0]
+    both_bad = verdict(client, "bad", f"{view_token(done)}:a,b", comment="neither set an agenda")
+    assert any(isinstance(v, str) and "pair 2 of 3: both bad" in v for v in both_bad)
+    first, second = sorted(rating.export_records(store, created.study_id), key=lambda r: r["submitted_at"])
+    assert first["preference"] == "B" and first["comment"] == "clearer agenda"
+    # The rating core stores A, B or tie: "both bad" is a tie whose comment says so (until it takes the value).
+    assert second["preference"] in {"tie", "both_bad"}
+    assert second["preference"] == "both_bad" or second["comment"].startswith("[verdict: both bad]")

@@ -10,6 +10,7 @@ reading time. Admin side: every event checks the admin secret first; in rating m
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from functools import cache
@@ -23,7 +24,7 @@ from cbtcompare import rating
 from cbtcompare.access import admin_panel_allowed
 from cbtcompare.ctrs.rubric import load_rubric
 from cbtcompare.rating.view import pair_html, progress_html
-from cbtcompare.ui import AppContext, app_mode, check_upload_size, require_admin, ui_copy
+from cbtcompare.ui import REFRESH_S, AppContext, app_mode, check_upload_size, require_admin, ui_copy
 
 TITLE = "Rate"
 ITEM_IDS: list[str] = load_rubric("paper").item_ids
@@ -32,6 +33,29 @@ PREFERENCE_CHOICES = [("A", "A"), ("B", "B"), ("Tie", "tie")]
 CONFIDENCE_WORDS = {1: "a guess", 3: "fairly sure", 5: "certain"}
 ASKS = ["preference", "confidence", "items", "comment"]
 RATING_EVENTS = {"concurrency_limit": None, "concurrency_id": "rating"}
+# The arena's one-click verdicts, right under the pair: (button label, elem_id suffix, what the rater means).
+VERDICTS = [
+    ("A is better", "a", "A"),
+    ("B is better", "b", "B"),
+    ("Tie", "tie", "tie"),
+    ("Both bad", "bad", "both bad"),
+]
+VERDICT_WORDS = {"A": "A is better", "B": "B is better", "tie": "a tie", "both bad": "both bad"}
+BOTH_BAD_NOTE = "[verdict: both bad]"
+READ_HINT = "*The verdict buttons open once you have scrolled both transcripts to the end.*"
+
+
+def _core_takes(preference: str) -> bool:
+    try:
+        rating.RatingAnswer(preference=preference)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True
+
+
+# The rating core stores A, B or tie; "both bad" is stored as its own value once the core takes one, and
+# until then as a tie with BOTH_BAD_NOTE leading the comment (kept where the study asks for comments).
+BOTH_BAD_PREFERENCE = "both_bad" if _core_takes("both_bad") else "tie"
 
 
 @cache
@@ -50,6 +74,15 @@ def scale_text(study: rating.Study) -> str:
     return f"**Score each item for both transcripts** ({study.rubric['name']}): {labels}"
 
 
+def verdict_answer(verdict: str, comment: str) -> tuple[str, str]:
+    """The preference and comment stored for a verdict button."""
+    if verdict != "both bad":
+        return verdict, comment
+    if BOTH_BAD_PREFERENCE != "tie":
+        return BOTH_BAD_PREFERENCE, comment
+    return "tie", f"{BOTH_BAD_NOTE} {comment}".strip()
+
+
 def render(context: AppContext) -> None:
     store = context.store
     rating.ReadingPace.from_env()  # a bad CBTCOMPARE_READING_WPM stops the app at start, saying what to set
@@ -62,24 +95,37 @@ def render(context: AppContext) -> None:
     progress_bar = gr.HTML(elem_id="rate-progress")
     pair_view = gr.HTML(elem_id="rate-pair", js_on_load=read_tracker_js())
     read_flag = gr.Textbox(visible="hidden", elem_id="rate-read-flag", label="read to the end")
+    saved = gr.Markdown(elem_id="rate-saved")
     with gr.Column(visible=False, elem_id="rate-form") as form:
-        with gr.Column(elem_id="rate-items") as items_box:
+        gr.Markdown(READ_HINT, elem_id="rate-read-hint")
+        confidence = gr.Radio(confidence_choices(), label="How sure are you?", elem_id="rate-confidence")
+        with gr.Row(elem_id="rate-verdicts") as verdict_row:
+            verdict_buttons = [
+                gr.Button(label, interactive=False, elem_id=f"rate-verdict-{suffix}", min_width=120)
+                for label, suffix, _ in VERDICTS
+            ]
+        with gr.Accordion("CTRS item scores", open=True, elem_id="rate-items") as items_box:
             scale_help = gr.Markdown(elem_id="rate-scale-help")
-            radios: dict[str, list[gr.Radio]] = {"A": [], "B": []}
+            radios: dict[str, list[gr.Dropdown]] = {"A": [], "B": []}
             for item_id in ITEM_IDS:
-                with gr.Row():
+                with gr.Row(equal_height=True):
                     for side in ("A", "B"):
                         radios[side].append(
-                            gr.Radio(
-                                choices=DEFAULT_LEVELS, label=f"{item_id} ({side})", elem_id=f"rate-{side}-{item_id}"
+                            gr.Dropdown(
+                                choices=DEFAULT_LEVELS,
+                                label=f"{item_id} ({side})",
+                                elem_id=f"rate-{side}-{item_id}",
+                                min_width=160,
                             )
                         )
+        comment = gr.Textbox(label="Comment (optional)", lines=2, max_length=5000, elem_id="rate-comment")
+        # The preference radio and Submit serve studies without a preference (items only) and the API.
         preference = gr.Radio(
-            PREFERENCE_CHOICES, label="Overall, which transcript shows the better CBT?", elem_id="rate-preference"
+            PREFERENCE_CHOICES,
+            label="Overall, which transcript shows the better CBT?",
+            elem_id="rate-preference",
+            visible=False,
         )
-        confidence = gr.Radio(confidence_choices(), label="How sure are you of that?", elem_id="rate-confidence")
-        comment = gr.Textbox(label="Comment (optional)", lines=3, max_length=5000, elem_id="rate-comment")
-        gr.Markdown(ui_copy("rate_read_hint"), elem_id="rate-read-hint")
         submit = gr.Button("Submit rating", variant="primary", interactive=False, elem_id="rate-submit")
 
     view_outputs = [
@@ -96,13 +142,17 @@ def render(context: AppContext) -> None:
         confidence,
         comment,
         submit,
+        saved,
+        verdict_row,
+        *verdict_buttons,
     ]
 
-    def show_next(session: rating.RaterSession) -> list[object]:
+    def show_next(session: rating.RaterSession, saved_text: str = "") -> list[object]:
         """The rater's next pair (or the end), with every field cleared; nothing but scrubbed text and progress."""
         study = rating.get_study(store, session.study_id)
         view = rating.next_pair(store, session)
         done = rating.progress(store, session.rater_id)
+        locked = [gr.update(interactive=False)] * len(VERDICTS)
         if view is None:
             hidden = [gr.update(value=None)] * (2 * len(ITEM_IDS) + 2)
             return [
@@ -116,6 +166,9 @@ def render(context: AppContext) -> None:
                 *hidden,
                 gr.update(value=""),
                 gr.update(interactive=False),
+                saved_text,
+                gr.update(visible=False),
+                *locked,
             ]
         items = {i["id"]: i for i in (study.rubric or {}).get("items", [])}
         radio_updates = [
@@ -123,26 +176,29 @@ def render(context: AppContext) -> None:
                 value=None,
                 choices=study.levels or DEFAULT_LEVELS,
                 label=f"{items[item_id]['name'] if item_id in items else item_id} ({side})",
-                info=items[item_id]["description"] if item_id in items else None,
                 visible=item_id in items,
             )
             for side in ("A", "B")
             for item_id in ITEM_IDS
         ]
+        asks_preference = study.choices.preference
         return [
             session,
-            f"**Pair {view.position} of {view.total}.** Read both transcripts to the end, then rate them below "
-            f"(submitting opens after about {math.ceil(view.min_reading_seconds)} s of reading).",
+            f"**Pair {view.position} of {view.total}.** Read both transcripts to the end, then give your verdict "
+            f"under them (it opens after about {math.ceil(view.min_reading_seconds)} s of reading).",
             progress_html(done),
             pair_html(view),
             gr.update(visible=True),
             gr.update(visible=study.choices.items),
             scale_text(study),
             *radio_updates,
-            gr.update(value=None, visible=study.choices.preference),
+            gr.update(value=None, visible=False),
             gr.update(value=None, visible=study.choices.confidence),
             gr.update(value="", visible=study.choices.comment),
-            gr.update(interactive=False),
+            gr.update(interactive=False, visible=not asks_preference),
+            saved_text,
+            gr.update(visible=asks_preference),
+            *locked,
         ]
 
     def on_start(code_text: str, _session: rating.RaterSession | None) -> list[object]:
@@ -152,13 +208,9 @@ def render(context: AppContext) -> None:
             raise gr.Error(str(exc)) from exc
         return show_next(session)
 
-    def on_submit(
-        session: rating.RaterSession | None, flag: str, pref: str | None, conf: int | None, note: str, *scores: int
-    ) -> list[object]:
-        if session is None:
-            raise gr.Error("Enter your invite code first.")
+    def answer_of(pref: str | None, conf: int | None, note: str, scores: tuple[int, ...]) -> rating.RatingAnswer:
         half = len(ITEM_IDS)
-        answer = rating.RatingAnswer(
+        return rating.RatingAnswer(
             preference=pref or None,
             confidence=int(conf) if conf not in (None, "") else None,
             scores={
@@ -167,14 +219,46 @@ def render(context: AppContext) -> None:
             },
             comment=note or "",
         )
+
+    def saved_message(before: rating.Progress, verdict: str | None) -> str:
+        said = f": {VERDICT_WORDS[verdict]}" if verdict else ""
+        return f"✓ **Saved** pair {before.done + 1} of {before.total}{said}."
+
+    def on_submit(
+        session: rating.RaterSession | None, flag: str, pref: str | None, conf: int | None, note: str, *scores: int
+    ) -> list[object]:
+        if session is None:
+            raise gr.Error("Enter your invite code first.")
+        before = rating.progress(store, session.rater_id)
         try:
-            rating.submit(store, session, answer, read_flag=flag)
+            rating.submit(store, session, answer_of(pref, conf, note, scores), read_flag=flag)
         except rating.RatingError as exc:
             raise gr.Error(str(exc)) from exc
-        return show_next(session)
+        return show_next(session, saved_message(before, pref))
 
-    def on_read(session: rating.RaterSession | None, flag: str) -> dict:
-        return gr.update(interactive=session is not None and rating.read_flag_ok(session, flag))
+    def inline(message: str) -> list[object]:
+        """Every view output left as it is but the line under the pair, which says `message`."""
+        kept: list[object] = [gr.skip()] * len(view_outputs)
+        kept[view_outputs.index(saved)] = message
+        return kept
+
+    def on_verdict(
+        verdict: str, session: rating.RaterSession | None, flag: str, conf: int | None, note: str, *scores: int
+    ) -> list[object]:
+        """One click: the verdict and whatever else the study asks, stored; or, in words under the pair, why not."""
+        if session is None:
+            return inline("Enter your invite code first.")
+        before = rating.progress(store, session.rater_id)
+        pref, note = verdict_answer(verdict, note or "")
+        try:
+            rating.submit(store, session, answer_of(pref, conf, note, scores), read_flag=flag)
+        except rating.RatingError as exc:
+            return inline(f"⚠ {exc}")
+        return show_next(session, saved_message(before, verdict))
+
+    def on_read(session: rating.RaterSession | None, flag: str) -> list[object]:
+        ready = session is not None and rating.read_flag_ok(session, flag)
+        return [gr.update(interactive=ready)] * (1 + len(VERDICTS))
 
     start.click(on_start, [code, session_state], view_outputs, api_name="rate_start", **RATING_EVENTS)
     code.submit(on_start, [code, session_state], view_outputs, api_name=False, **RATING_EVENTS)
@@ -185,7 +269,17 @@ def render(context: AppContext) -> None:
         api_name="rate_submit",
         **RATING_EVENTS,
     )
-    read_flag.change(on_read, [session_state, read_flag], [submit], api_name="rate_read", **RATING_EVENTS)
+    for button, (_, suffix, verdict) in zip(verdict_buttons, VERDICTS, strict=True):
+        button.click(
+            functools.partial(on_verdict, verdict),
+            [session_state, read_flag, confidence, comment, *radios["A"], *radios["B"]],
+            view_outputs,
+            api_name=f"rate_verdict_{suffix}",
+            **RATING_EVENTS,
+        )
+    read_flag.change(
+        on_read, [session_state, read_flag], [submit, *verdict_buttons], api_name="rate_read", **RATING_EVENTS
+    )
     if admin_panel_allowed(app_mode()):
         render_admin(context)
 
@@ -249,6 +343,10 @@ def render_admin(context: AppContext) -> None:
             export_csv = gr.Button("Export CSV")
             export_jsonl = gr.Button("Export JSONL")
         export_file = gr.File(label="Export", interactive=False)
+        # Once this session has shown the right secret, the studies list follows the store (REFRESH_S).
+        admin_ok = gr.State(False)
+        listed = gr.State(None)
+        timer = gr.Timer(REFRESH_S)
         summary = gr.Markdown(elem_id="rate-admin-summary")
         per_rater = gr.Dataframe(label="Progress per rater", interactive=False)
         per_pair_table = gr.Dataframe(label="Progress per pair", interactive=False)
@@ -288,11 +386,21 @@ def render_admin(context: AppContext) -> None:
             raise gr.Error(str(exc)) from exc
         codes = "\n".join(f"rater {i}: {c}" for i, c in enumerate(made.invite_codes, start=1))
         text = f"study {made.study_id}: {made.pairs} pairs, {made.assignments} assignments\n{codes}"
-        return [text, gr.update(choices=study_choices(store), value=made.study_id)]
+        listing = study_choices(store)
+        return [text, gr.update(choices=listing, value=made.study_id), True, listing]
 
-    def on_refresh(secret_text: str) -> dict:
+    def on_refresh(secret_text: str) -> list[object]:
         _require_admin(secret_text)
-        return gr.update(choices=study_choices(store))
+        listing = study_choices(store)
+        return [gr.update(choices=listing), True, listing]
+
+    def on_tick(allowed: bool, previous: list | None) -> list[object]:
+        if not allowed:
+            return [gr.skip(), gr.skip()]
+        listing = study_choices(store)
+        if previous is not None and [tuple(c) for c in previous] == [tuple(c) for c in listing]:
+            return [gr.skip(), gr.skip()]
+        return [gr.update(choices=listing), listing]
 
     def on_progress(secret_text: str, study_id: str | None) -> list[object]:
         _require_admin(secret_text)
@@ -330,10 +438,12 @@ def render_admin(context: AppContext) -> None:
     create.click(
         on_create,
         [secret, pairs_query, pairs_file, rubric, asks, raters, per_pair, seed, name],
-        [created, study],
+        [created, study, admin_ok, listed],
         api_name="rate_admin_create",
     )
-    refresh.click(on_refresh, [secret], [study], api_name="rate_admin_studies")
+    refresh.click(on_refresh, [secret], [study, admin_ok, listed], api_name="rate_admin_studies")
+    secret.submit(on_refresh, [secret], [study, admin_ok, listed], api_name=False)
+    timer.tick(on_tick, [admin_ok, listed], [study, listed], queue=False, show_progress="hidden", api_name=False)
     show_progress.click(on_progress, [secret, study], [per_rater, per_pair_table], api_name="rate_admin_progress")
     show_report.click(
         on_report,

@@ -17,6 +17,7 @@ from cbtcompare.study import StudyFileInvalid, load_study
 from cbtcompare.study.jobs import StudyJobError, StudyJobStatus, start_study_job, study_job_status
 from cbtcompare.study.plan import StudyNotReady, plan_lines, plan_study
 from cbtcompare.ui import check_upload_size, require_admin
+from cbtcompare.ui.pickers import live_dropdown
 
 TITLE = "Study"
 POLL_S = 2.0
@@ -67,8 +68,9 @@ def render(context: object) -> None:
     secret = gr.Textbox(label="Admin secret (CBTCOMPARE_ADMIN_SECRET): needed to upload or run a study",
                         type="password", elem_id="study-admin-secret")  # fmt: skip
     with gr.Row():
-        picked = gr.Dropdown(choices, value=choices[0] if choices else None, label="Study file",
-                             allow_custom_value=True, elem_id="study-file")  # fmt: skip
+        # The list follows the shipped and uploaded study files (another browser's upload shows at once).
+        picked = live_dropdown(study_choices, value=choices[0] if choices else None, label="Study file",
+                               allow_custom_value=True, elem_id="study-file")  # fmt: skip
         upload = gr.File(label="…or upload a study file", file_types=[".yaml", ".yml"], type="filepath")
     with gr.Row():
         plan_button = gr.Button("Plan", elem_id="study-plan")
