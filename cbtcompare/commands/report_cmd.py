@@ -3,7 +3,9 @@
 Without --scores the scores come from the store through the judge's `scores_frame` (cbtcompare.ctrs);
 when there are none the command exits 2 and says how to get some. --filter applies before validation, so
 `--filter rubric_id=ctrs-paper-1-10` picks one rubric out of a store holding several. `--pair BASE=TUNED`
-names the therapist pairs (needed when a family has two base or two tuned therapists), `--preferences`
+names the therapist pairs; without it a tuned adapter is paired with the base the registry puts it on
+(cbtcompare.study.pairing) and the rest by family (refused when a family has two base or two tuned
+therapists, naming them); `--preferences`
 adds the arena leaderboard from a votes CSV. This module only
 parses arguments and prints; the analyses live in cbtcompare.stats and the report in cbtcompare.report.
 """
@@ -74,6 +76,22 @@ def scores_from_store() -> pd.DataFrame | None:
     return None if frame is None or len(frame) == 0 else frame
 
 
+def registry_pairing(scores: pd.DataFrame) -> list[tuple[str, str]] | None:
+    """Without --pair: each tuned adapter paired with the base the registry puts it on, the other tuned
+    therapists by family; None (pair by family alone) when the registry pairs none of them."""
+    from cbtcompare.models.registry import Registry
+    from cbtcompare.study.pairing import registry_pairs
+
+    known = registry_pairs(Registry.from_files(), sorted(set(scores["therapist"].astype(str).str.strip())))
+    if not known:
+        return None
+    try:
+        resolved = stats.resolve_pairing(scores, known, rest_by_family=True)
+    except stats.AnalysisError:
+        return None  # the report says why when it pairs by family
+    return [(p.control, p.treatment) for p in resolved]
+
+
 def pairwise_from_store() -> list[PairwiseResult]:
     """The store's pairwise results (both orders), for the position-bias table."""
     from cbtcompare.ctrs.results import load_pairwise
@@ -137,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         filtered,
         ratings=ratings,
         loss_history=loss_history,
-        pairs=pairs or None,
+        pairs=pairs or registry_pairing(filtered),
         preferences=preferences,
         power_difference=args.power_difference,
         pairwise_results=pairwise_results,

@@ -469,12 +469,15 @@ def resolve_pairing(
     *,
     treatment: str = "tuned",
     control: str = "base",
+    rest_by_family: bool = False,
 ) -> tuple[TherapistPair, ...]:
     """The therapist pairs to compare: the given (control, treatment) therapist names, each checked against
     the data (it exists, and has the right variant); or, when none are given, the one control and one
     treatment therapist of each family. A family with two control (or two treatment) therapists is
     ambiguous and refused with an AnalysisError naming them: averaging two base models into one would
-    compare the tuned model with neither."""
+    compare the tuned model with neither. With `rest_by_family`, treatment therapists the given pairs do
+    not name are paired by family as well (the registry pairs adapters with their base; a merged
+    fine-tune has only its family)."""
     if UNASSIGNED in (treatment, control):
         raise AnalysisError("unassigned transcripts have no known producer and cannot be one side of a pair")
     totals = scores if "scored_items" in scores.columns else transcript_totals(scores)
@@ -495,11 +498,14 @@ def resolve_pairing(
                         f"expected {wanted} (the pair is {control}={treatment})"
                     )
             resolved.append(TherapistPair(control_name, treatment_name, str(family_of[control_name])))
-        return tuple(dict.fromkeys(resolved))
-    resolved = []
+        if not rest_by_family:
+            return tuple(dict.fromkeys(resolved))
+    else:
+        resolved = []
+    named = {p.treatment for p in resolved}
     for family, group in totals.groupby("family", sort=True):
         controls = sorted(group.loc[group["variant"] == control, "therapist"].unique())
-        treatments = sorted(group.loc[group["variant"] == treatment, "therapist"].unique())
+        treatments = sorted(set(group.loc[group["variant"] == treatment, "therapist"].unique()) - named)
         if not controls or not treatments:
             continue
         if len(controls) > 1 or len(treatments) > 1:
@@ -512,7 +518,7 @@ def resolve_pairing(
         resolved.append(TherapistPair(controls[0], treatments[0], str(family)))
     if not resolved:
         raise AnalysisError(f"no family has both a {control} and a {treatment} therapist to pair")
-    return tuple(resolved)
+    return tuple(dict.fromkeys(resolved))
 
 
 PAIR_KEY = ["family", "pair", "patient_id", "session"]
