@@ -4,11 +4,16 @@ Both sides run the same conversation (the same fixed replies are appended, so bo
 over the same GGUF in this process; rounds alternate which side goes first. Printed: time to first token
 per turn for each side (it must stay flat as the conversation grows), the last-turns TTFT ratio (turns
 10-12; target <= 1.3) and the session-total ratio (target <= 1.2). Last line: ratio=<session total ours /
-raw>. Run on an idle machine: llama.cpp's threads spin-wait, so other work on the cores swings timings 5-10x.
+raw>. Run on an idle machine: other work on the cores swings timings 5-10x.
+
+`--no-reuse` measures the old path (CBTCOMPARE_PREFIX_REUSE=0: every request resets the cache), for the
+before figure; `--turns 2 --rounds 1` is a quick check that the script runs.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 
 import _common
@@ -35,10 +40,10 @@ def conversation(turn: int) -> list[Message]:
     return messages
 
 
-def ours_session(model: LlamaCppModel) -> list[tuple[float, float]]:
+def ours_session(model: LlamaCppModel, turns: int) -> list[tuple[float, float]]:
     model.shared.forget_caches()
     timings = []
-    for turn in range(TURNS):
+    for turn in range(turns):
         started = time.perf_counter()
         first = None
         for _ in model.stream(conversation(turn), Sampling(temperature=0.7, max_tokens=MAX_TOKENS, seed=turn)):
@@ -47,10 +52,10 @@ def ours_session(model: LlamaCppModel) -> list[tuple[float, float]]:
     return timings
 
 
-def raw_session(llama: Llama, model: LlamaCppModel) -> list[tuple[float, float]]:
+def raw_session(llama: Llama, model: LlamaCppModel, turns: int) -> list[tuple[float, float]]:
     llama.reset()
     timings = []
-    for turn in range(TURNS):
+    for turn in range(turns):
         tokens = model._render(conversation(turn))[0]
         started = time.perf_counter()
         first = None
@@ -63,25 +68,37 @@ def raw_session(llama: Llama, model: LlamaCppModel) -> list[tuple[float, float]]
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=TURNS)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--no-reuse", action="store_true", help="the old path: reset the KV cache per request")
+    args = parser.parse_args()
+    os.environ["CBTCOMPARE_PREFIX_REUSE"] = "0" if args.no_reuse else "1"
+    turns, rounds = args.turns, args.rounds
+
     model = LlamaCppModel(ModelSpec(name="scaling", backend="llamacpp", weights="embedded:smollm2"))
     llama = Llama(model_path=str(default_gguf_path()), n_ctx=model.spec.n_ctx, verbose=False, seed=0)
     ours_runs, raw_runs = [], []
-    for round_index in range(ROUNDS):
-        sides = [("ours", lambda: ours_session(model)), ("raw", lambda: raw_session(llama, model))]
+    for round_index in range(rounds):
+        sides = [("ours", lambda: ours_session(model, turns)), ("raw", lambda: raw_session(llama, model, turns))]
         for name, run in sides if round_index % 2 == 0 else reversed(sides):
             (ours_runs if name == "ours" else raw_runs).append(run())
 
     def per_turn(runs: list[list[tuple[float, float]]], index: int) -> list[float]:
-        return [_common.median([run[turn][index] for run in runs]) for turn in range(TURNS)]
+        return [_common.median([run[turn][index] for run in runs]) for turn in range(turns)]
 
     ours_ttft, raw_ttft = per_turn(ours_runs, 0), per_turn(raw_runs, 0)
     ours_total = _common.median([sum(t for _, t in run) for run in ours_runs])
     raw_total = _common.median([sum(t for _, t in run) for run in raw_runs])
-    for turn in range(TURNS):
+    print(f"prefix reuse: {'off (before)' if args.no_reuse else 'on'}; {turns} turns, medians of {rounds} rounds")
+    for turn in range(turns):
         print(f"turn {turn + 1:2d}: ttft ours {ours_ttft[turn] * 1000:7.1f} ms   raw {raw_ttft[turn] * 1000:7.1f} ms")
-    last = sum(ours_ttft[-3:]) / sum(raw_ttft[-3:])
-    print(f"last-turns TTFT ratio (turns {TURNS - 2}-{TURNS}, medians of {ROUNDS}): {last:.3f}  (target <= 1.3)")
+    last = min(3, turns)
+    ratio_last = sum(ours_ttft[-last:]) / sum(raw_ttft[-last:])
+    print(f"last-turns TTFT ratio (last {last} turns): {ratio_last:.3f}  (target <= 1.3)")
     print(f"session total: ours {ours_total:.2f} s, raw {raw_total:.2f} s  (target ratio <= 1.2)")
+    model.close()
+    llama.close()
     print(f"ratio={ours_total / raw_total:.3f}")
 
 

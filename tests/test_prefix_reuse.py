@@ -82,13 +82,20 @@ def test_twelve_turns_reusing_the_prefix_give_the_text_of_fresh_evaluation(with_
 
 
 @pytest.mark.slow
-def test_a_conversation_returns_to_the_context_holding_its_prefix(default_gguf):
+@pytest.mark.parametrize("warm_by", ["env", "keep_warm"])
+def test_a_conversation_returns_to_the_context_holding_its_prefix(default_gguf, warm_by, tmp_path):
     """Two conversations alternate on one weights file: each keeps reusing its own prefix."""
     import os
+    import shutil
 
-    os.environ["CBTCOMPARE_WARM_CONTEXTS"] = "2"
+    if warm_by == "env":
+        os.environ["CBTCOMPARE_WARM_CONTEXTS"] = "2"
+    private = tmp_path / "sticky.gguf"  # its own shared entry: no other test's contexts in the pool
+    shutil.copyfile(default_gguf, private)
     try:
-        model = LlamaCppModel(ModelSpec(name="sticky", backend="llamacpp", weights="embedded:smollm2"))
+        model = LlamaCppModel(ModelSpec(name="sticky", backend="llamacpp", weights=str(private)))
+        if warm_by == "keep_warm":
+            model.shared.keep_warm(2)
         model.shared.forget_caches()
         a = [Message("system", "You are a calm therapist. " * 20), Message("user", "I feel anxious.")]
         b = [Message("system", "You are a patient describing your week. " * 20), Message("user", "How was it?")]
@@ -102,8 +109,9 @@ def test_a_conversation_returns_to_the_context_holding_its_prefix(default_gguf):
         for stream in third:
             "".join(stream)
             assert stream.usage.cached_prompt_tokens >= PREFIX_CHUNK_TOKENS
+        model.close()
     finally:
-        del os.environ["CBTCOMPARE_WARM_CONTEXTS"]
+        os.environ.pop("CBTCOMPARE_WARM_CONTEXTS", None)
 
 
 def test_reusable_prefix_is_chunk_aligned_and_leaves_the_last_token():

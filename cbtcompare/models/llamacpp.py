@@ -186,6 +186,7 @@ class SharedWeights:
         self._contexts: list[object] = []
         self._adapters: dict[str, object] = {}
         self._use_count = 0
+        self._warm_floor = 1
         self.users = 0
         self.closed = False
         self._first = self._new_context(n_ctx)  # loads the model; it owns it, so it is freed last
@@ -306,6 +307,12 @@ class SharedWeights:
                 self._free_when_idle()
                 self._pool_lock.notify_all()
 
+    def keep_warm(self, contexts: int) -> None:
+        """Keep at least `contexts` contexts' caches before reusing one for another conversation (e.g. 2 for a
+        simulated therapist and patient on this file, so each keeps its prefix; each costs its KV cache)."""
+        with self._pool_lock:
+            self._warm_floor = max(self._warm_floor, min(contexts, MAX_CONTEXTS_PER_WEIGHTS))
+
     def forget_caches(self) -> None:
         """Drop every idle context's cached prefix (the next request on each evaluates from scratch)."""
         with self._pool_lock:
@@ -350,7 +357,7 @@ class SharedWeights:
         best = max(sized, key=reusable)
         if reusable(best) == 0:
             of_size = sum(1 for c in self._contexts if c._cbt_n_ctx == n_ctx)  # type: ignore[attr-defined]
-            if of_size < warm_contexts() and len(self._contexts) < MAX_CONTEXTS_PER_WEIGHTS:
+            if of_size < max(warm_contexts(), self._warm_floor) and len(self._contexts) < MAX_CONTEXTS_PER_WEIGHTS:
                 return None
             best = min(sized, key=lambda llama: getattr(llama, "_cbt_last_use", 0))
         self._idle.remove(best)
