@@ -40,10 +40,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cbtcompare.config_errors import format_validation_error
 from cbtcompare.limits import DEFAULT_LIMITS, ImportLimits, describe_bytes, first_offset_too_deep
-from cbtcompare.store import ImportFailed, SaveReport, Store, TranscriptConflict, check_storable, field_problem
+from cbtcompare.provenance import VARIANTS, Variant
+from cbtcompare.store import (
+    THERAPIST_NAME_CHARS,
+    ImportFailed,
+    SaveReport,
+    Store,
+    TranscriptConflict,
+    check_storable,
+    field_problem,
+)
 from cbtcompare.transcript import Transcript, Turn
 
 TEXT_SUFFIXES = {".txt", ".md", ".text"}
@@ -88,6 +98,29 @@ class ImportReport:
         return [t for parsed in self.files for t in parsed.transcripts]
 
 
+class Attribution(BaseModel):
+    """Who produced imported transcripts, as the person importing says; applied where a transcript records
+    nothing itself. Without a variant from either, a transcript the importer builds is `unassigned`: its
+    producer is unknown, so tuned-vs-base analyses leave it out (it is never counted as a base model)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    therapist: str | None = Field(
+        None, min_length=1, max_length=THERAPIST_NAME_CHARS, description="therapist name for transcripts naming none"
+    )
+    variant: Variant | None = Field(None, description="base, tuned, prompted or unassigned")
+    family: str | None = Field(
+        None, min_length=1, max_length=200, description="model family shared by a base model and its tuned variants"
+    )
+
+    @classmethod
+    def of(cls, therapist: str | None, variant: str | None, family: str | None) -> Attribution:
+        try:
+            return cls(therapist=therapist or None, variant=variant or None, family=family or None)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise ImportFailed(format_validation_error(exc, "import options", whole="options")) from None
+
+
 # Public entry points ---------------------------------------------------------------------------------
 
 
@@ -96,11 +129,15 @@ def import_file(
     store: Store | None = None,
     *,
     therapist: str | None = None,
+    variant: str | None = None,
+    family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
 ) -> list[Transcript]:
     """Parse a transcript file (any format above); when `store` is given, save all of it in one transaction."""
-    return import_files([path], store, therapist=therapist, meta=meta, limits=limits).transcripts
+    return import_files(
+        [path], store, therapist=therapist, variant=variant, family=family, meta=meta, limits=limits
+    ).transcripts
 
 
 def import_files(
@@ -108,11 +145,15 @@ def import_files(
     store: Store | None = None,
     *,
     therapist: str | None = None,
+    variant: str | None = None,
+    family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
 ) -> ImportReport:
     """Parse every file first; only when all of them are valid, store them all in one transaction."""
-    parsed = [read_file(path, therapist=therapist, meta=meta, limits=limits) for path in paths]
+    Attribution.of(therapist, variant, family)  # refused before any file is read
+    options = {"therapist": therapist, "variant": variant, "family": family, "meta": meta, "limits": limits}
+    parsed = [read_file(path, **options) for path in paths]
     saved = save_parsed(store, parsed) if store is not None else None
     return ImportReport(files=parsed, saved=saved)
 
@@ -121,6 +162,8 @@ def read_file(
     path: str | Path,
     *,
     therapist: str | None = None,
+    variant: str | None = None,
+    family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
 ) -> ParsedFile:
@@ -143,7 +186,14 @@ def read_file(
     except UnicodeDecodeError as exc:
         raise ImportFailed(f"{path.name}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     return parse_file_text(
-        text, source=path.name, fmt=detect_format(path, text), therapist=therapist, meta=meta, limits=limits
+        text,
+        source=path.name,
+        fmt=detect_format(path, text),
+        therapist=therapist,
+        variant=variant,
+        family=family,
+        meta=meta,
+        limits=limits,
     )
 
 
@@ -188,11 +238,15 @@ def parse_transcripts(
     source: str = "upload",
     fmt: str = "text",
     therapist: str | None = None,
+    variant: str | None = None,
+    family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
 ) -> list[Transcript]:
     """Parse text in one of the formats; ImportFailed names the source and the line of the first problem."""
-    return parse_file_text(text, source=source, fmt=fmt, therapist=therapist, meta=meta, limits=limits).transcripts
+    return parse_file_text(
+        text, source=source, fmt=fmt, therapist=therapist, variant=variant, family=family, meta=meta, limits=limits
+    ).transcripts
 
 
 def parse_file_text(
@@ -201,10 +255,13 @@ def parse_file_text(
     source: str = "upload",
     fmt: str = "text",
     therapist: str | None = None,
+    variant: str | None = None,
+    family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
 ) -> ParsedFile:
     """`parse_transcripts`, keeping the line each transcript starts on."""
+    attribution = Attribution.of(therapist, variant, family)
     parsers: dict[str, Callable[[str, ImportLimits], list[tuple[int, Transcript, bool]]]] = {
         "text": _parse_plain_text,
         "json": _parse_json,
@@ -231,13 +288,39 @@ def parse_file_text(
             transcript.meta = {**provenance, **transcript.meta}
         if meta:
             transcript.meta = {**meta, **transcript.meta}
-        if therapist and not transcript.therapist:
-            transcript.therapist = {"name": therapist}
         try:
+            _attribute(transcript, attribution, built_here=built_here)
             check_storable(transcript)
         except ImportFailed as exc:
             raise ImportFailed(f"{source}: line {line}: {exc}") from None
     return ParsedFile(source=source, transcripts=[t for _, t, _ in found], lines=[line for line, _, _ in found])
+
+
+def _attribute(transcript: Transcript, attribution: Attribution, *, built_here: bool) -> None:
+    """Therapist, variant and family: what the transcript records, else what its file said beside the
+    messages ({"messages": [...], "therapist": ..., "variant": ..., "family": ...}), else the importer's
+    options; a transcript the importer built with no variant from any of them is `unassigned`. A
+    transcript that came whole with its own id is changed only by options the person gave."""
+    beside = transcript.meta.get("source_fields") if built_here else None
+    beside = beside if isinstance(beside, dict) else {}
+    name = next(
+        (v.strip() for v in (beside.get("therapist"), attribution.therapist) if isinstance(v, str) and v.strip()), ""
+    )
+    if not transcript.therapist and name:
+        transcript.therapist = {"name": name[:THERAPIST_NAME_CHARS]}
+    for key in ("variant", "family"):
+        if transcript.meta.get(key) or transcript.therapist.get(key):
+            continue  # the transcript records it
+        value = beside.get(key) or getattr(attribution, key)
+        if value is None and key == "variant" and built_here:
+            value = "unassigned"
+        if value is None:
+            continue
+        if key == "variant" and value not in VARIANTS:
+            raise ImportFailed(f"variant {_clip(repr(value))} is not one of {', '.join(VARIANTS)}")
+        if not isinstance(value, str) or not value.strip():
+            raise ImportFailed(f"{key} must be a non-empty text, not {_clip(repr(value))}")
+        transcript.meta = {**transcript.meta, key: value}
 
 
 # Shared checks -----------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_csv_export_is_one_row_per_turn_and_neutralises_formulas(tmp_path, capsy
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == sum(len(t.turns) for t in awkward_transcripts())
     texts = [row["text"] for row in rows]
-    assert "'=HYPERLINK(\"http://example.invalid\",\"click\")" in texts
+    assert '\'=HYPERLINK("http://example.invalid","click")' in texts
     assert not any(text.startswith(("=", "+", "-", "@")) for text in texts)
     assert any("\u2028" in text for text in texts)  # everything else is kept as it is
 
@@ -130,3 +130,25 @@ def test_the_database_password_is_never_printed(tmp_path, capsysbinary):
     assert secret not in shown and "***@127.0.0.1:1/cbt" in shown and "Traceback" not in shown
     code, out, err = in_process(capsysbinary, "export", "--db", url, "--format", "jsonl")
     assert code == 2 and secret not in out + err and "***@127.0.0.1:1/cbt" in err
+
+
+def test_import_records_who_produced_an_upload_or_marks_it_unassigned(tmp_path, capsysbinary):
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    plain = tmp_path / "plain.txt"
+    plain.write_text("Patient: hello\nTherapist: hi", encoding="utf-8")
+    code, _, err = in_process(capsysbinary, "import", "--db", db, str(plain))
+    assert code == 0, err
+    named = tmp_path / "named.txt"
+    named.write_text("Patient: hello again\nTherapist: hi there", encoding="utf-8")
+    code, _, err = in_process(
+        capsysbinary, "import", "--db", db, "--therapist", "Dr Lee", "--variant", "tuned", "--family", "smollm2",
+        str(named),
+    )  # fmt: skip
+    assert code == 0, err
+    store = Store(db)
+    recorded = {t.therapist_name: (t.meta.get("variant"), t.meta.get("family")) for t in store.iter_transcripts()}
+    assert recorded == {"unknown": ("unassigned", None), "Dr Lee": ("tuned", "smollm2")}
+    with pytest.raises(SystemExit) as refused:
+        cbt_cli.main(["import", "--db", db, "--variant", "champion", str(plain)])
+    assert refused.value.code == 2
+    assert "invalid choice: 'champion'" in capsysbinary.readouterr().err.decode()

@@ -319,3 +319,47 @@ def test_numbers_and_characters_no_database_stores_are_typed_errors(tmp_path, te
     with pytest.raises(ImportFailed, match=re.escape(fragment)):
         import_file(write(tmp_path, "n.json", text), store)
     assert store.list_transcripts() == []
+
+
+# Who produced an import (issue 14: uploads became therapist "unknown", variant "base") ------------
+
+
+def test_an_import_naming_no_producer_is_unassigned_not_base(tmp_path):
+    """Results read an upload with no therapist as a base model; now it is `unassigned`, which the
+    tuned-vs-base analyses leave out."""
+    from cbtcompare.ctrs.results import transcript_columns
+    from cbtcompare.provenance import of_record
+
+    (transcript,) = import_file(write(tmp_path, "s.txt", "Patient: hello\nTherapist: hi"))
+    assert transcript.meta["variant"] == "unassigned" and "family" not in transcript.meta
+    assert transcript_columns(transcript)["variant"] == "unassigned"
+    assert of_record(transcript.therapist, transcript.meta)[0] == "unassigned"
+
+
+def test_the_importer_takes_therapist_variant_and_family_or_reads_them_beside_the_messages(tmp_path):
+    (given,) = import_file(
+        write(tmp_path, "s.txt", "Patient: hello\nTherapist: hi"), therapist="Dr Lee", variant="tuned", family="smollm2"
+    )
+    assert (given.therapist_name, given.meta["variant"], given.meta["family"]) == ("Dr Lee", "tuned", "smollm2")
+    wrapped = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+               "therapist": "qwen-cbt", "variant": "prompted", "family": "qwen2.5"}  # fmt: skip
+    (read,) = import_file(write(tmp_path, "w.json", json.dumps(wrapped)), variant="base")
+    assert (read.therapist_name, read.meta["variant"], read.meta["family"]) == ("qwen-cbt", "prompted", "qwen2.5")
+    with pytest.raises(ImportFailed, match=r"w\.json: line 1: variant 'champion' is not one of base, tuned"):
+        import_file(write(tmp_path, "w.json", json.dumps({**wrapped, "variant": "champion"})))
+    with pytest.raises(ImportFailed, match=r"import options: variant: input should be 'base', 'tuned'"):
+        import_file(write(tmp_path, "s.txt", "Patient: hello\nTherapist: hi"), variant="champion")
+
+
+def test_a_transcript_with_its_own_id_keeps_what_it_records(tmp_path):
+    """An exported transcript is stored exactly as given: no `unassigned` mark is added to it, and
+    options fill only what it does not record."""
+    exported = Transcript(
+        therapist={"name": "m", "variant": "tuned"}, meta={"family": "smollm2"},
+        turns=[{"role": "patient", "text": "hi"}],
+    )  # fmt: skip
+    path = write(tmp_path, "t.jsonl", exported.to_json_line() + "\n")
+    (same,) = import_file(path)
+    assert same == exported
+    (filled,) = import_file(path, variant="base", family="other")
+    assert filled.meta == {"family": "smollm2"}  # the therapist record's variant and the meta's family win

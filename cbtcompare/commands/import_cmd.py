@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from cbtcompare.importers import import_files
+from cbtcompare.provenance import VARIANTS
 from cbtcompare.store import Store
 
 
@@ -23,13 +24,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="transcript files to import")
     parser.add_argument("--db", default=None, help="store URL (default: CBTCOMPARE_DB_URL, else the app's store)")
     parser.add_argument("--therapist", default=None, help="therapist name for transcripts that name none")
+    parser.add_argument(
+        "--variant",
+        default=None,
+        choices=VARIANTS,
+        help="what produced transcripts that record no variant (default: unassigned, left out of tuned-vs-base "
+        "analyses)",
+    )
+    parser.add_argument("--family", default=None, help="model family for transcripts that record none, e.g. smollm2")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     store = Store(args.db)
-    report = import_files(args.files, store, therapist=args.therapist)
+    report = import_files(args.files, store, therapist=args.therapist, variant=args.variant, family=args.family)
     saved = report.saved
     assert saved is not None  # a store was given
     if args.json:

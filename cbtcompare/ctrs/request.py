@@ -48,8 +48,14 @@ def check_request(
     judge_names: Sequence[str],
     repeats: float | int | None,
     mode: str,
+    upload_therapist: str | None = None,
+    upload_variant: str | None = None,
+    upload_family: str | None = None,
 ) -> CheckedRequest:
-    """Every check, nothing written; ValueError (or a typed model error) says what to fix."""
+    """Every check, nothing written; ValueError (or a typed model error) says what to fix.
+
+    An upload's transcripts take the therapist, variant and family given here where they record none;
+    without a variant they are `unassigned` (cbtcompare.importers.Attribution)."""
     if rubric_name not in rubric_names():
         raise ValueError(f"unknown rubric {str(rubric_name)[:80]!r}; choose one of {', '.join(rubric_names())}")
     if mode not in MODES:
@@ -61,7 +67,8 @@ def check_request(
     for name in names:
         registry.spec(name)  # an unknown name fails here, before anything loads
     stored = [_stored(store, i) for i in dict.fromkeys(stored_ids or [])]
-    uploaded = import_file(upload) if upload else []
+    attribution = {"therapist": upload_therapist, "variant": upload_variant, "family": upload_family}
+    uploaded = import_file(upload, **attribution) if upload else []
     if not stored and not uploaded:
         raise ValueError("pick stored transcripts or upload a file first")
     for transcript in stored + uploaded:
