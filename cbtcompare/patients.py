@@ -9,7 +9,6 @@ therapist model, never touches the store and never imports gradio; running sessi
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import random
 import re
@@ -22,6 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cbtcompare.config_errors import format_validation_error
+from cbtcompare.content_hash import content_digest
 from cbtcompare.models.base import ChatModel, Message, Sampling
 from cbtcompare.paths import ASSETS_DIR, PACKAGE_ROOT, data_dir
 from cbtcompare.prompts import Prompt, load_prompt
@@ -137,14 +138,6 @@ class PatientProfile(BaseModel):
 # Loading, validation, import ---------------------------------------------------------------------------
 
 
-def _describe_errors(exc: ValidationError, source: str) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(profile)"
-        problems.append(f"field {where!r}: {error['msg']}")
-    return f"{source}: " + "; ".join(problems)
-
-
 def validate_profile(data: object, source: str = "profile") -> PatientProfile:
     """A PatientProfile from a mapping; ProfileInvalid names every bad field."""
     if not isinstance(data, dict):
@@ -153,7 +146,8 @@ def validate_profile(data: object, source: str = "profile") -> PatientProfile:
         return PatientProfile.model_validate(data)
     except ValidationError as exc:
         label = data.get("id") if isinstance(data.get("id"), str) else None
-        raise ProfileInvalid(_describe_errors(exc, f"{source} ({label})" if label else source)) from exc
+        where = f"{source} ({label})" if label else source
+        raise ProfileInvalid(format_validation_error(exc, where, data, whole="profile")) from exc
 
 
 def parse_profiles(text: str, source: str = "profile file") -> list[PatientProfile]:
@@ -174,7 +168,7 @@ def parse_profiles(text: str, source: str = "profile file") -> list[PatientProfi
     seen: set[str] = set()
     for profile in profiles:
         if profile.id in seen:
-            raise ProfileInvalid(f"{source}: field 'id': {profile.id!r} appears more than once")
+            raise ProfileInvalid(f"{source}: id: {profile.id!r} appears more than once")
         seen.add(profile.id)
     return profiles
 
@@ -266,7 +260,7 @@ class AttributeLists:
 @cache
 def attribute_lists(path: Path = ATTRIBUTES_FILE) -> AttributeLists:
     text = path.read_text(encoding="utf-8")
-    return AttributeLists(yaml.safe_load(text), hashlib.sha256(text.encode("utf-8")).hexdigest()[:12])
+    return AttributeLists(yaml.safe_load(text), content_digest(text))
 
 
 def sample_profile(seed: int, attributes: AttributeLists | None = None) -> PatientProfile:
@@ -442,7 +436,7 @@ def rules(path: Path = RULES_FILE) -> SimulationRules:
         echo_ratio=float(fidelity["echo_ratio"]),
         repeat_ratio=float(fidelity["repeat_ratio"]),
         min_chars_compared=int(fidelity["min_chars_compared"]),
-        digest=hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
+        digest=content_digest(text),
     )
 
 

@@ -136,8 +136,9 @@ def test_validation_errors_name_the_field(change, field, words):
     with pytest.raises(ProfileInvalid) as caught:
         parse_profiles(yaml.safe_dump(data), source="upload.yaml")
     message = str(caught.value)
+    # One formatter for every config error (cbtcompare.config_errors): `FILE: FIELD: what is wrong`.
     assert message.startswith("upload.yaml")
-    assert f"field {field!r}" in message and words in message
+    assert f": {field}: " in message and words.lower() in message.lower()
 
 
 def test_a_missing_field_is_named_and_every_problem_is_listed():
@@ -146,8 +147,8 @@ def test_a_missing_field_is_named_and_every_problem_is_listed():
     data["engagement"] = "very"
     with pytest.raises(ProfileInvalid) as caught:
         parse_profiles(json.dumps(data), source="upload.json")
-    assert "field 'phq9_band': Field required" in str(caught.value)
-    assert "field 'engagement'" in str(caught.value)
+    assert "upload.json (nurse-burnout): phq9_band: field required" in str(caught.value)
+    assert "upload.json (nurse-burnout): engagement: " in str(caught.value)
 
 
 def test_files_that_are_not_profiles_are_refused_with_a_reason():
@@ -158,10 +159,10 @@ def test_files_that_are_not_profiles_are_refused_with_a_reason():
     with pytest.raises(ProfileInvalid, match="holds no profiles"):
         parse_profiles("", source="empty.yaml")
     duplicate = {"profiles": [valid_profile_dict(), valid_profile_dict()]}
-    with pytest.raises(ProfileInvalid, match="field 'id': 'nurse-burnout' appears more than once"):
+    with pytest.raises(ProfileInvalid, match="two.yaml: id: 'nurse-burnout' appears more than once"):
         parse_profiles(yaml.safe_dump(duplicate), source="two.yaml")
     second_bad = [valid_profile_dict() | {"id": "one"}, valid_profile_dict() | {"id": "two", "style": "loud"}]
-    with pytest.raises(ProfileInvalid, match=r"profile #2 \(two\): field 'style'"):
+    with pytest.raises(ProfileInvalid, match=r"many.json, profile #2 \(two\): style: "):
         parse_profiles(json.dumps(second_bad), source="many.json")
 
 
