@@ -27,7 +27,7 @@ from cbtcompare.ctrs.rubric import load_rubric
 from cbtcompare.limits import DEFAULT_LIMITS, first_offset_too_deep
 from cbtcompare.scrub import ScrubList, load_scrub_list
 from cbtcompare.store import ImportFailed, Store, check_storable, field_problem
-from cbtcompare.store.rating import AssignmentRow, PairRow, RaterRow, StudyRow
+from cbtcompare.store.rating import AssignmentRow, PairRow, RaterRow, StudyCounts, StudyRow
 from cbtcompare.transcript import Transcript, new_id, utc_now
 
 RubricChoice = Literal["paper", "classic", "none"]
@@ -454,20 +454,12 @@ def _int_labels(rubric: dict | None) -> dict | None:
     return {**rubric, "scale": {**rubric["scale"], "labels": labels}}
 
 
-@dataclass(frozen=True)
-class StudySummary:
-    id: str
-    name: str
-    created_at: str
-    pairs: int
-    raters: int
-    assignments: int
-    ratings: int
+StudySummary = StudyCounts  # a study with its counts of pairs, raters, assignments and ratings
 
 
 def list_studies(store: Store) -> list[StudySummary]:
     """Every study, newest first, with its counts."""
-    return [StudySummary(**counts.model_dump()) for counts in store.rating.studies()]
+    return store.rating.studies()
 
 
 def invite_codes(store: Store, study_id: str) -> list[tuple[str, str]]:
