@@ -30,9 +30,10 @@ How a statement is screened (`detect_crisis`, `detect_crisis_batch`):
 - No model at import: the embedding model loads on first use, once per process; when it cannot be had the
   rules screen alone and the result says so (`screened_by == "rules"`, `fallback_reason`). Simulated
   patients are screened by the rules alone, so runs reproduce exactly.
-Known limits, measured on tests/data/crisis_heldout_v2.jsonl (frozen before this design, never tuned on;
-benchmarks/crisis_eval.py): implicit passive ideation and plans worded in new ways are still missed more
-than the rest; the other five languages have rules only, fewer of them.
+Known limits, measured on tests/data/crisis_heldout_v3.jsonl (written before the second pass, never tuned on;
+benchmarks/crisis_eval.py; docs/crisis-screen.md has the table): recall 0.871, FPR 0.093, short of the 0.95 target;
+harm to others, plans, attempts, access to means and passive wishes worded in new ways are missed most, and a
+past the speaker says is over is the commonest false alarm; the other five languages have rules only.
 
 What it must never do: reach the network, call a generative model, block or rewrite what a person wrote,
 or give advice of its own beyond pointing to people who can help (helplines, local emergency services). It

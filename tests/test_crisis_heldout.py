@@ -49,3 +49,17 @@ def test_no_heldout_v3_statement_is_in_a_development_set() -> None:
     dev_sets = [p for p in HELDOUT_V3.parent.glob("crisis_*.jsonl") if p != HELDOUT_V3]
     dev = {r["text"].casefold().strip() for p in dev_sets for r in _rows(p)}
     assert not heldout & dev
+
+
+def test_heldout_v3_regression_floor_for_the_combined_screen() -> None:
+    """A floor, not a target: first measured after the second pass at recall 0.871, FPR 0.093 (the targets are
+    recall >= 0.95 with FPR <= 0.10; see docs/crisis-screen.md). A change that loses ground here fails; a change
+    may never be made *because of* a line here (that would be tuning on the held-out set)."""
+    from cbtcompare.safety import detect_crisis_batch
+
+    rows = _rows(HELDOUT_V3)
+    results = detect_crisis_batch([r["text"] for r in rows])
+    flagged = [res.crisis and res.screened for res in results]
+    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
+    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
+    assert sum(crisis) / len(crisis) >= 0.86 and sum(safe) / len(safe) <= 0.10, (sum(crisis), sum(safe))
