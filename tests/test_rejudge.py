@@ -125,3 +125,32 @@ def test_judge_tab_request_run_twice_draws_a_new_repeat_with_a_new_seed(store: S
     stored = load_results(store, transcript_ids=[transcript.id])
     assert [r.repeat for r in stored] == [0, 1]
     validate_scores(scores_frame(store, rubric=request.rubric.id))
+
+
+def test_concurrent_rejudging_on_postgresql_never_collides(pg_store: Store):  # noqa: F811
+    """Two judges' processes storing the same repeat number at once: the transcript's row lock makes the
+    second wait and take the next repeat (READ COMMITTED alone would let both pick 1 and one fail)."""
+    import threading
+
+    transcript = sample(1)
+    pg_store.save_transcript(transcript)
+    save_results(pg_store, [_judge_result(transcript.id, 0, 1)])
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def judge_again(score: int) -> None:
+        try:
+            start.wait()
+            save_results(pg_store, [_judge_result(transcript.id, 0, score)])
+        except BaseException as exc:  # collected: the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=judge_again, args=(score,)) for score in (2, 3, 4, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    stored = load_results(pg_store, transcript_ids=[transcript.id])
+    assert sorted(r.repeat for r in stored) == [0, 1, 2, 3, 4]
+    assert sorted(r.items["agenda"].score for r in stored) == [1, 2, 3, 4, 5]
