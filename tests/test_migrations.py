@@ -164,7 +164,14 @@ def test_a_store_at_every_old_version_upgrades_and_keeps_its_rows(tmp_path: Path
 
 def test_migration_5_renumbers_duplicate_judgements_and_loses_nothing(tmp_path: Path):
     """A store judged twice before the unique index existed: the later judgements move to new repeats."""
-    url = f"sqlite:///{tmp_path / 'judged-twice.sqlite'}"
+    _check_renumbering(f"sqlite:///{tmp_path / 'judged-twice.sqlite'}")
+
+
+def test_migration_5_renumbers_duplicate_judgements_on_postgresql(postgres_server):  # type: ignore[no-untyped-def]
+    _check_renumbering(postgres_server.new_database())
+
+
+def _check_renumbering(url: str) -> None:
     one, two = sample(1), sample(2)
     old = create_engine(url)
     with old.begin() as conn:
@@ -201,3 +208,4 @@ def test_migration_5_renumbers_duplicate_judgements_and_loses_nothing(tmp_path: 
     }
     assert [(r.id, r.repeat) for r in load_pairwise(upgraded)] == [("p1", 0), ("p2", 1)]
     validate_scores(scores_frame(upgraded, rubric="ctrs-paper-1-10"))  # Results reads the store again
+    upgraded.engine.dispose()
