@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cbtcompare.importers import import_file
@@ -68,3 +69,35 @@ def test_a_judge_that_cannot_load_stores_nothing(models_file, tmp_path):
     )
     assert done.returncode == 2 and "no-such-adapter.gguf does not exist" in done.stderr
     assert Store(db).list_transcripts() == []  # the transcript was not stored ahead of a judge that never ran
+
+
+@pytest.mark.slow
+def test_judge_padding_bias_re_judges_stored_sessions_padded_and_stores_nothing(tmp_path, capsys):
+    from cbtcompare import cli
+    from cbtcompare.store import Store
+    from cbtcompare.transcript import Transcript, Turn
+
+    url = f"sqlite:///{tmp_path / 'bias.sqlite'}"
+    store = Store(url)
+    turns = [
+        Turn(role="therapist", text="What would you like to work on today?"),
+        Turn(role="patient", text="I keep thinking I failed my exam."),
+        Turn(role="therapist", text="This week, write down the thought and the evidence for it."),
+    ]
+    stored_id = store.save_transcript(Transcript(kind="simulation", turns=turns))
+    bias_csv = tmp_path / "padding.csv"
+    code = cli.main(
+        ["judge", "--padding-bias", "--rubric", "paper", "--judge", "smollm2-instruct", "--store", url,
+         "--limit", "1", "--padding-exchanges", "1", "--retries", "0", "--max-evidence", "0",
+         "--justification-chars", "20", "--max-tokens", "420", "--detail", "brief", "--bias-out", str(bias_csv),
+         "--json"]
+    )  # fmt: skip
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = out["per_transcript"]
+    assert row["transcript_id"] == stored_id and row["padded_turns"] == row["original_turns"] + 2
+    (judge,) = out["length_bias_by_padding"]
+    assert judge["judge"] == "smollm2-instruct" and judge["n"] == (1 if row["items_compared"] else 0)
+    assert pd.read_csv(bias_csv)["judge"].tolist() == ["smollm2-instruct"]
+    assert [t.id for t in Store(url).list_transcripts()] == [stored_id]  # the padded copy is never stored
+    assert Store(url).list_scores() == []

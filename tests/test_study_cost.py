@@ -4,12 +4,15 @@ and the estimate `study plan` gives for the paper's study. Planted ledgers with 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cbtcompare.study import load_study
 from cbtcompare.study.cost import endpoint_costs, read_usage_ledger
@@ -119,3 +122,32 @@ def test_study_plan_for_the_paper_states_time_and_cost_with_their_basis(tmp_path
     assert therapist["calls"] == per_therapist * spec["turns"] + per_therapist
     assert therapist["cost"] is None and "A100" in therapist["speed_source"]
     assert plan["estimated_cost"]["USD"] == pytest.approx(sum(e["cost"] or 0 for e in plan["estimate"]), abs=0.05)
+
+
+LEDGER_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.dictionaries(
+            st.sampled_from(["model", "role", "completion_tokens", "prompt_tokens", "seconds", "stage"]),
+            LEDGER_VALUES,
+            max_size=6,
+        ),
+        max_size=8,
+    ),
+    junk=st.text(max_size=200),
+)
+def test_any_ledger_gives_finite_totals_or_skips_the_line(tmp_path: Path, rows: list[dict], junk: str):
+    path = tmp_path / "usage.jsonl"
+    lines = [json.dumps(row, allow_nan=True) for row in rows] + junk.splitlines()
+    path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
+    totals = read_usage_ledger(path)
+    for total in totals.values():
+        assert all(math.isfinite(v) and v >= 0 for v in (total.completion_tokens, total.seconds, total.prompt_tokens))
+    keys = {(str(r["model"]), str(r["role"])) for r in rows if {"model", "role"} <= r.keys()}
+    assert set(totals) <= keys  # junk lines never make a row

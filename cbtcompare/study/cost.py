@@ -10,6 +10,7 @@ reply tokens only, so a judge's cost is marked as a lower bound. This module nev
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -40,12 +41,15 @@ def read_usage_ledger(path: Path) -> dict[tuple[str, str], UsageTotal]:
             key = (str(row["model"]), str(row["role"]))
             completion, seconds = float(row["completion_tokens"]), float(row["seconds"])
             prompt = row.get("prompt_tokens")
-        except (ValueError, KeyError, TypeError):
+            reported = isinstance(prompt, int | float) and not isinstance(prompt, bool)
+            if not all(math.isfinite(v) and v >= 0 for v in (completion, seconds, *([prompt] if reported else []))):
+                continue  # not a count this code wrote
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             continue
         total = totals.setdefault(key, UsageTotal(model=key[0], role=key[1]))
         total.completion_tokens += completion
         total.seconds += seconds
-        if isinstance(prompt, int | float):
+        if reported:
             total.prompt_tokens += int(prompt)
         else:
             total.calls_without_prompt_count += 1
