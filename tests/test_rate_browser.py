@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fixtures_browser import needs_chromium
@@ -19,6 +22,8 @@ from test_rating import ITEMS, LEAK_STRINGS, canary_pair, pairs_jsonl
 
 from cbtcompare import rating
 from cbtcompare.store import Store, ratings
+
+SCREENSHOT = Path(__file__).resolve().parent.parent / "assets" / "screenshots" / "rate.png"
 
 pytestmark = [
     pytest.mark.slow,
@@ -109,16 +114,44 @@ def stored(store: Store, study_id: str) -> int:
         return conn.execute(query).scalar_one()
 
 
+def pick(page, elem_id: str, value: int) -> None:  # type: ignore[no-untyped-def]
+    """Choose `value` in the compact item dropdown `elem_id`, as a person does with the keyboard: type the
+    level into the box, press Enter."""
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(str(value))
+    box.press("Enter")
+    box.evaluate("e => e.blur()")
+    assert box.input_value() == str(value), f"{elem_id} shows {box.input_value()!r}"
+
+
 def fill_form(page, a: int, b: int) -> None:  # type: ignore[no-untyped-def]
     for side, value in (("A", a), ("B", b)):
         for item in ITEMS:
-            page.locator(f"#rate-{side}-{item}").get_by_label(str(value), exact=True).check()
-    page.locator("#rate-preference").get_by_label("B", exact=True).check()
+            pick(page, f"rate-{side}-{item}", value)
     page.locator("#rate-confidence").get_by_label("4", exact=True).check()
     page.locator("#rate-comment textarea").fill("B set a clearer agenda.")
 
 
-def test_rating_in_the_browser_is_gated_by_reading_and_leaks_nothing(page, app_url, app_data_dir):
+@pytest.fixture(scope="module")
+def rating_mode_app(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """The app as raters get it (CBTCOMPARE_MODE=rating), with no minimum reading time (the long pairs here
+    would take minutes; test_rating_mode_app.py checks that time). A full app is no blind setting: its Judge
+    tab lists every stored transcript by design, and those lists now follow the store."""
+    from fixtures_app import start_app
+
+    data_dir = tmp_path_factory.mktemp("rate-browser-app")
+    process, url = start_app(data_dir, {"CBTCOMPARE_MODE": "rating", "CBTCOMPARE_READING_WPM": "1e9"})
+    yield url, data_dir
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_rating_in_the_browser_is_gated_by_reading_and_leaks_nothing(page, rating_mode_app):
+    app_url, app_data_dir = rating_mode_app
     store = Store(f"sqlite:///{app_data_dir / 'cbtcompare.sqlite'}")
     pairs = [canary_pair(f"browser{i}-{os.urandom(3).hex()}", turns=4, long=True) for i in range(2)]
     uploaded = rating.store_uploaded_pairs(store, io.StringIO(pairs_jsonl(pairs)))
@@ -138,28 +171,35 @@ def test_rating_in_the_browser_is_gated_by_reading_and_leaks_nothing(page, app_u
     page.locator("#rate-start").click()
     pair = page.locator("#rate-pair [data-view]")
     pair.wait_for(timeout=30_000)
-    submit = page.locator("#rate-submit")
+    verdict = page.locator("#rate-verdict-b")  # the one-click verdict right under the pair
+    assert not page.locator("#rate-preference").is_visible(), "the verdict buttons replace the preference radio"
+    assert not page.locator("#rate-submit").is_visible()
     for number in (1, 2):
         page.get_by_text(f"Pair {number} of 2.").wait_for()
         assert "[name removed]" in pair.inner_text() and "zorblat" not in pair.inner_text()
         panes = [page.locator(f"#rate-pair [data-pane='{side}']") for side in ("a", "b")]
         assert all(p.evaluate("e => e.scrollHeight > e.clientHeight + 50") for p in panes), "panes must scroll"
+        verdict_box = page.locator("#rate-verdicts").bounding_box()
+        assert verdict_box["y"] < page.locator("#rate-items").bounding_box()["y"], "verdicts come before the items"
         fill_form(page, a=8, b=6)
-        assert submit.is_disabled()
+        assert verdict.is_disabled()
         panes[0].evaluate("e => { e.scrollTop = e.scrollHeight; }")
         page.wait_for_timeout(600)
-        assert submit.is_disabled(), "one transcript read is not enough"
+        assert verdict.is_disabled(), "one transcript read is not enough"
         panes[1].hover()
         page.mouse.wheel(0, 20_000)
-        page.wait_for_function("() => !document.querySelector('#rate-submit').disabled", timeout=10_000)
+        page.wait_for_function("() => !document.querySelector('#rate-verdict-b').disabled", timeout=10_000)
         assert_no_leak(f"before pair {number} was rated")
         assert stored(store, created.study_id) == number - 1
-        submit.click()
+        if number == 1:
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        verdict.click()
+        page.locator("#rate-saved").get_by_text(f"Saved pair {number} of 2: B is better").wait_for(timeout=30_000)
         if number == 1:
             page.get_by_text("Pair 2 of 2.").wait_for(timeout=30_000)
             assert stored(store, created.study_id) == 1
             assert "1 of 2 pairs rated" in page.locator("#rate-progress").inner_text()
-            assert submit.is_disabled()
+            assert verdict.is_disabled()
     page.get_by_text("All your pairs are rated").wait_for(timeout=30_000)
     assert stored(store, created.study_id) == 2
     record = rating.export_records(store, created.study_id)[0]

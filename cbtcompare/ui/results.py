@@ -2,11 +2,15 @@
 uploaded scores; and the arena leaderboard from a preferences CSV.
 
 Wires widgets to cbtcompare.report (build_results, write_report_archive, display_frame), cbtcompare.arena
-and cbtcompare.ctrs.scores_frame. Tables are shown rounded for people; the downloaded CSVs keep full
-precision. A "pair=BASE=TUNED" line in the filters box names a therapist pair instead of filtering.
+and cbtcompare.ctrs.scores_frame. Tables are shown rounded for people (p-values as "< 0.001" or three
+decimals), an empty table says why in words, and library warnings in the notes are summarised in plain
+words; the downloaded CSVs keep full precision. A "pair=BASE=TUNED" line in the filters box names a
+therapist pair instead of filtering.
 """
 
 from __future__ import annotations
+
+import math
 
 import gradio as gr
 import pandas as pd
@@ -31,6 +35,36 @@ SHOWN_TABLES = [
 ]
 SHOWN_FIGURES = ["item_bars", "radar", "paired_slopes", "totals_distribution"]
 PAIR_PREFIX = "pair="
+# Why a table can be empty, in words (the notes say more where an analysis was skipped).
+EMPTY_REASONS = {
+    "paper_table": "No scored transcripts match the filters.",
+    "tuned_vs_base": "Needs a tuned and a base model of the same family, judged with the same patients.",
+    "pairing": "No therapist pair could be formed: name one with pair=BASE=TUNED, or judge both variants.",
+    "unscored_by_arm": "Every item was scored: nothing to prorate.",
+    "power": "Needs a tuned-vs-base contrast (see above).",
+    "paired": "Needs tuned and base sessions with the same patients and session numbers.",
+    "mixed_model": "Needs at least two patients per variant (see the notes for why it was skipped).",
+    "friedman": "Needs three or more therapist models with matched data.",
+    "judge_alpha": "Needs scores from two or more judges on the same transcripts.",
+    "judge_icc": "Needs scores from two or more judges on the same transcripts.",
+    "length_bias": "The scores carry no transcript lengths (transcript_tokens).",
+    "self_preference": "No judge scored transcripts of its own model.",
+}
+P_FLOOR = 0.001
+# Library warnings as people read them: (words to look for, what they mean here). First match wins.
+PLAIN_WARNINGS = [
+    (("converge",), "the model's fit did not fully settle, so treat its estimate as rough (more patients or "
+     "sessions usually help)"),
+    (("boundary", "singular"), "the patients hardly differ from each other here, so the random intercept is "
+     "near zero and the mixed model is close to a plain regression"),
+    (("hessian", "positive definite"), "its standard errors could not be computed reliably, so its "
+     "confidence intervals and p-values are unreliable"),
+    (("divide by zero", "invalid value", "degrees of freedom"), "some statistics are undefined for these data "
+     "(for example no spread within a group) and are left blank"),
+    (("ties", "zero differences", "zero_method"), "many pairs have identical scores, so the test uses an "
+     "approximation"),
+    (("sample size", "too small", "too few"), "there are too few data for this test to be reliable"),
+]  # fmt: skip
 
 
 def split_pairs(filters_text: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -38,6 +72,45 @@ def split_pairs(filters_text: str) -> tuple[list[str], list[tuple[str, str]]]:
     lines = [line.strip() for line in (filters_text or "").splitlines() if line.strip()]
     pairs = stats.parse_pair_args([line[len(PAIR_PREFIX) :] for line in lines if line.startswith(PAIR_PREFIX)])
     return [line for line in lines if not line.startswith(PAIR_PREFIX)], pairs
+
+
+def is_p_column(name: object) -> bool:
+    text = str(name).lower()
+    return text == "p" or text.startswith("p_") or text.endswith("_p") or text == "pvalue"
+
+
+def format_p(value: object) -> str:
+    """A p-value as people read it: '< 0.001' below that, else three decimals; blank when undefined."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "" if value is None else str(value)
+    if not math.isfinite(number):
+        return ""
+    return f"< {P_FLOOR:g}" if number < P_FLOOR else f"{number:.3f}"
+
+
+def readable_frame(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:
+    """A table for the screen: p-values formatted, other numbers rounded (report.display_frame); an empty
+    table becomes one line saying why. The CSVs in the download keep full precision."""
+    if frame is None or not len(frame):
+        return pd.DataFrame({"": [EMPTY_REASONS.get(name, "Nothing to show for these scores.")]})
+    p_columns = [c for c in frame.columns if is_p_column(c) and pd.api.types.is_numeric_dtype(frame[c])]
+    shown = report.display_frame(frame.drop(columns=p_columns))
+    for column in p_columns:
+        shown.insert(list(frame.columns).index(column), column, [format_p(v) for v in frame[column]])
+    return shown
+
+
+def plain_note(note: str) -> str:
+    """A note with a library's warning (statsmodels, scipy) summarised in plain words, the original kept short."""
+    lowered = note.lower()
+    for words, meaning in PLAIN_WARNINGS:
+        if any(word in lowered for word in words):
+            subject = note.split(":", 1)[0] if ":" in note[:60] else "A statistic"
+            detail = note if len(note) <= 160 else note[:157] + "..."
+            return f"{subject}: {meaning}. (Library message: {detail})"
+    return note
 
 
 def load_scores(
@@ -63,19 +136,21 @@ def load_scores(
 def render(context: AppContext) -> None:
     gr.Markdown(ui_copy("results_intro"))
     with gr.Row():
-        source = gr.Radio(["The store", "Upload a CSV"], value="The store", label="Scores from")
-        upload = gr.File(label="Scores CSV", file_types=[".csv"], type="filepath")
+        source = gr.Radio(
+            ["The store", "Upload a CSV"], value="The store", label="Scores from", elem_id="results-source"
+        )
+        upload = gr.File(label="Scores CSV", file_types=[".csv"], type="filepath", elem_id="results-upload")
         filters = gr.Textbox(
             label="Filters (one column=value per line; pair=BASE=TUNED names a therapist pair)",
             lines=3,
             placeholder="rubric_id=ctrs-paper-1-10",
         )
-    compute = gr.Button("Compute", variant="primary")
-    notes = gr.Markdown()
+    compute = gr.Button("Compute", variant="primary", elem_id="results-compute")
+    notes = gr.Markdown(elem_id="results-notes")
     tables = {}
     for name, title in SHOWN_TABLES:
         with gr.Accordion(title, open=name in {"paper_table", "tuned_vs_base", "pairing"}):
-            tables[name] = gr.Dataframe(interactive=False, wrap=True)
+            tables[name] = gr.Dataframe(interactive=False, wrap=True, elem_id=f"results-{name}")
     figures = {name: gr.Plot(label=name.replace("_", " ")) for name in SHOWN_FIGURES}
     download = gr.File(label="Report (HTML + CSVs, zipped)")
 
@@ -87,12 +162,12 @@ def render(context: AppContext) -> None:
         except (ValueError, FileNotFoundError) as exc:
             raise gr.Error(str(exc)) from exc
         archive = report.write_report_archive(bundle, scores, chosen_filters)
-        note_lines = "\n".join(f"- {note}" for note in bundle.notes) or "- no warnings"
+        note_lines = "\n".join(f"- {plain_note(note)}" for note in bundle.notes) or "- no warnings"
         summary = (
             f"**{scores['transcript_id'].nunique()} transcripts, {scores['therapist'].nunique()} therapist models, "
             f"{scores['judge'].nunique()} judge(s).** Notes:\n{note_lines}"
         )
-        table_values = [report.display_frame(bundle.tables.get(name, pd.DataFrame())) for name, _ in SHOWN_TABLES]
+        table_values = [readable_frame(bundle.tables.get(name, pd.DataFrame()), name) for name, _ in SHOWN_TABLES]
         figure_values = [bundle.figures.get(name) for name in SHOWN_FIGURES]
         return [summary, *table_values, *figure_values, str(archive)]
 
@@ -122,6 +197,6 @@ def render(context: AppContext) -> None:
             raise gr.Error(str(exc)) from exc
         frame = board.frame()
         flags = arena.rater_flags(votes)
-        return [report.display_frame(frame), report.display_frame(flags), plots.arena_ratings(frame)]
+        return [readable_frame(frame), readable_frame(flags), plots.arena_ratings(frame)]
 
     fit.click(on_fit, [preferences], [leaderboard, raters, leaderboard_plot], api_name="arena")
