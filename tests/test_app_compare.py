@@ -35,7 +35,7 @@ PAIR = ("smollm2-instruct", "smollm2-cbt-prompted", "(none)")
 def unpack(result: tuple) -> dict:
     _message, crisis, *panes = result
     headers, chats, stats = panes[0:3], panes[3:6], panes[6:9]
-    return {"crisis": crisis, "headers": headers, "chats": chats, "stats": stats}
+    return {"crisis": crisis, "headers": headers, "chats": chats, "stats": stats, "status": panes[9]}
 
 
 def text_of(message: dict) -> str:
@@ -93,7 +93,8 @@ def test_crisis_message_shows_the_resources_panel_and_flags_the_turn(app_url, ap
     client = Client(app_url, verbose=False)
     view = unpack(send(client, "I don't want to be alive anymore, I've been thinking of ending it.", PAIR))
     assert "988" in crisis_text(view["crisis"]) and "findahelpline.com" in crisis_text(view["crisis"])
-    group_id = client.predict(api_name="/save")
+    group_id, saved_note = client.predict(api_name="/save")
+    assert f"comparison {group_id[:8]}" in saved_note
     from cbtcompare.store import Store
 
     store = Store(f"sqlite:///{app_data_dir / 'cbtcompare.sqlite'}")
@@ -101,8 +102,13 @@ def test_crisis_message_shows_the_resources_panel_and_flags_the_turn(app_url, ap
     assert len(saved) == 2
     assert all(t.turns[0].flags.get("crisis") for t in saved)
     assert all(t.therapist.get("weights_sha256") for t in saved)
+    # Issue 14 changed this on purpose: the resources stay on the next message until the person dismisses them.
     calm = unpack(send(client, "Thanks, I feel a bit calmer now.", PAIR))
-    assert crisis_text(calm["crisis"]) == ""
+    assert "988" in crisis_text(calm["crisis"])
+    hidden, _button = client.predict(api_name="/dismiss_crisis")
+    assert crisis_text(hidden) == ""
+    calmer = unpack(send(client, "Still calm.", PAIR))
+    assert crisis_text(calmer["crisis"]) == ""
 
 
 def test_download_gives_the_transcripts_as_json(app_url):
@@ -115,12 +121,33 @@ def test_download_gives_the_transcripts_as_json(app_url):
     assert all(t["prompt_versions"]["system"] != "none" for t in transcripts)
 
 
-def test_empty_and_oversized_messages_are_refused_with_a_reason(app_url):
+def test_the_tab_samples_a_spec_as_pair_does_and_records_what_each_model_is(app_url):
+    """Issue 12: the tab sampled with the pydantic default repeat_penalty 1.0, `pair` with the spec's 1.1;
+    its transcripts of smollm2-cbt-prompted were variant base, family SmolLM2-135M-Instruct.Q4_1."""
+    from cbtcompare.models.base import Sampling
+    from cbtcompare.models.registry import Registry
+    from cbtcompare.provenance import of_record
+    from cbtcompare.simulate.settings import shared_sampling
+
     client = Client(app_url, verbose=False)
-    with pytest.raises(Exception, match="empty"):
-        send(client, "   ", PAIR)
-    with pytest.raises(Exception, match="limit is 4,000"):
-        send(client, "x" * 20_000, PAIR)
+    send(client, "Hello.", PAIR)
+    transcripts = json.loads(Path(client.predict(api_name="/download")).read_text())
+    registry = Registry.from_files()
+    chosen = {"temperature": SETTINGS["temperature"], "top_p": SETTINGS["top_p"], "max_tokens": SETTINGS["max_tokens"]}
+    expected = shared_sampling([registry.spec(n) for n in PAIR[:2]], chosen).model_dump(mode="json")
+    assert [t["sampling"] for t in transcripts] == [expected, expected]
+    assert expected["repeat_penalty"] == registry.spec(PAIR[0]).sampling.repeat_penalty != Sampling().repeat_penalty
+    assert [of_record(t["therapist"], t["meta"]) for t in transcripts] == [("base", "smollm2"), ("prompted", "smollm2")]
+
+
+def test_empty_and_oversized_messages_are_refused_with_a_reason(app_url):
+    # Issue 14: the reason is the status line beside the input (an error toast left blank red badges behind).
+    client = Client(app_url, verbose=False)
+    empty = unpack(send(client, "   ", PAIR))
+    assert "empty" in empty["status"]
+    oversized = unpack(send(client, "x" * 20_000, PAIR))
+    assert "limit is 4,000" in oversized["status"]
+    assert client.predict(api_name="/save")[1].startswith("⚠ Nothing to save yet")  # no turn was added
 
 
 def test_a_pane_that_fails_mid_stream_says_why_and_the_others_finish(app_url):

@@ -1,24 +1,74 @@
-"""Compare tab: wires widgets to cbtcompare.compare.CompareSession (one per browser session, in gr.State)."""
+"""Compare tab: wires widgets to cbtcompare.compare.CompareSession (one per browser session, in gr.State).
+
+The tab's per-visitor state is a `CompareTabState` in gr.State: a mutable holder, so a Stop handler sees
+the Send it stops from the moment Send was clicked (a state value yielded by a generator reaches other
+handlers only after its first yield, which comes after the models load). Stop never cancels the Send
+event: cancelling left its worker threads generating with nobody listening; it asks the session to end
+the replies and the Send finishes normally. A person's recent comparisons are kept in their browser
+(gr.BrowserState) and reopened from a list; a settings change starts a new conversation and keeps the
+old one listed. Reasons for refusals are shown in a status line beside the input, not as error toasts
+(which left blank red badges behind).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
 
-from cbtcompare.compare import MAX_PANES, CompareSession, Pane, default_session_prompt
-from cbtcompare.models.base import Sampling
-from cbtcompare.safety import crisis_panel_markdown
+from cbtcompare.compare import (
+    MAX_MESSAGE_CHARS,
+    MAX_PANES,
+    CompareSession,
+    CompareSettings,
+    ComparisonHistory,
+    Pane,
+    default_session_prompt,
+    history_from_browser,
+    validate_message,
+)
+from cbtcompare.models.base import ModelError
+from cbtcompare.redact import redact
+from cbtcompare.safety import CrisisResult, crisis_panel_markdown
 from cbtcompare.ui import AppContext, generation_concurrency, ui_copy
+from cbtcompare.ui.pickers import model_dropdown
 from cbtcompare.ui.render import pane_header, pane_messages, pane_stats
 
 TITLE = "Compare"
 NONE = "(none)"
 UPDATE_INTERVAL_S = 0.05
+HISTORY_KEY = "cbtcompare-compare-history"
+COUNTER_JS = f"(text) => `${{(text || '').trim().length.toLocaleString('en-US')}} / {MAX_MESSAGE_CHARS:,} characters`"
+
+
+class CompareTabState:
+    """One visitor's Compare tab: the open session, their recent comparisons, and the Stop request."""
+
+    def __init__(self) -> None:
+        self.session: CompareSession | None = None
+        self.running: CompareSession | None = None  # the session generating now, for Stop
+        self.stop_requested = threading.Event()
+        self.history = ComparisonHistory()
+        self.crisis_shown: CrisisResult | None = None  # shown until dismissed, across later messages
+
+    def __deepcopy__(self, memo: dict) -> CompareTabState:
+        return CompareTabState()  # gr.State copies its default per visitor: each gets a fresh holder
+
+    def remember(self) -> None:
+        if self.session is not None:
+            self.history = self.history.remember(self.session.snapshot())
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+        running = self.running
+        if running is not None:
+            running.stop()
 
 
 def default_models(context: AppContext) -> list[str]:
@@ -28,148 +78,306 @@ def default_models(context: AppContext) -> list[str]:
     return available or names[:2]
 
 
+def settings_from(values: tuple[object, ...]) -> CompareSettings:
+    """The settings the widgets show, or ValueError saying what to change."""
+    models = [str(m) for m in values[:MAX_PANES] if m and m != NONE]
+    prompt, temp, nucleus, budget, seed_value = values[MAX_PANES:]
+    if len(models) < 2:
+        raise ValueError("pick at least two models to compare")
+    sampling = {"temperature": float(temp), "top_p": float(nucleus), "max_tokens": int(budget)}
+    return CompareSettings(
+        models=tuple(models), session_prompt=str(prompt), sampling=sampling, seed=int(seed_value or 0)
+    )
+
+
+def settings_values(settings: CompareSettings) -> list[object]:
+    """The widget values that show `settings` (pickers, prompt, sliders, seed), in the widgets' order."""
+    models = [*settings.models, *[NONE] * (MAX_PANES - len(settings.models))]
+    sampling = settings.sampling
+    return [
+        *models,
+        settings.session_prompt or default_session_prompt(),
+        sampling.get("temperature", gr.update()),
+        sampling.get("top_p", gr.update()),
+        sampling.get("max_tokens", gr.update()),
+        settings.seed,
+    ]
+
+
+def download_file(session: CompareSession | None) -> str | None:
+    """The conversation as a JSON file ready for the one-click download button (None before any turn)."""
+    if session is None or not session.has_turns:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="cbtcompare-"))
+    path = folder / f"comparison-{session.group_id[:8]}.json"
+    path.write_text(json.dumps([t.model_dump(mode="json") for t in session.transcripts()], indent=2))
+    return str(path)
+
+
 def render(context: AppContext) -> None:
     names = context.registry.names()
     defaults = default_models(context)
-    session_state = gr.State(None)
+    tab_state = gr.State(CompareTabState())
+    browser_history = gr.BrowserState(
+        None, storage_key=HISTORY_KEY, secret=os.environ.get("CBTCOMPARE_BROWSER_SECRET") or None
+    )
     gr.Markdown(ui_copy("compare_intro"))
     with gr.Row():
         pickers = [
-            gr.Dropdown(
-                choices=names if i < 2 else [NONE, *names],
-                value=defaults[i] if i < len(defaults) else (NONE if i >= 2 else names[0]),
+            model_dropdown(
+                context,
                 label=f"Model {chr(65 + i)}",
+                leading=(NONE,) if i >= 2 else (),
+                value=defaults[i] if i < len(defaults) else (NONE if i >= 2 else names[0]),
                 elem_id=f"compare-model-{i}",
             )
             for i in range(MAX_PANES)
         ]
+    recent = gr.Dropdown(
+        choices=[], value=None, label="Recent comparisons (kept in this browser)", elem_id="recent-comparisons"
+    )
     with gr.Accordion("Parity card: the same for every pane", open=False):
         gr.Markdown(ui_copy("parity"))
         system_prompt = gr.Textbox(default_session_prompt(), label="Therapist system prompt", lines=5)
         with gr.Row():
-            temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="temperature")
-            top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top_p")
-            max_tokens = gr.Slider(16, 1024, value=200, step=8, label="max tokens")
-            seed = gr.Number(0, precision=0, label="seed")
+            temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="temperature", elem_id="temperature")
+            top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top_p", elem_id="top-p")
+            max_tokens = gr.Slider(16, 1024, value=200, step=8, label="max tokens", elem_id="max-tokens")
+            seed = gr.Number(0, precision=0, label="seed", elem_id="seed")
     crisis_panel = gr.Markdown(visible=False, elem_id="crisis-panel")
+    crisis_dismiss = gr.Button(
+        "I have read this: hide the resources", visible=False, size="sm", elem_id="crisis-dismiss"
+    )
     with gr.Row(equal_height=True):
-        headers, chatbots, stats = [], [], []
+        columns, headers, chatbots, stats = [], [], [], []
         for i in range(MAX_PANES):
-            with gr.Column(visible=i < len(defaults) or i < 2) as column:
+            with gr.Column(visible=i < max(2, len(defaults))) as column:
                 headers.append(gr.Markdown(elem_id=f"pane-header-{i}"))
                 chatbots.append(gr.Chatbot(label=f"Model {chr(65 + i)}", height=460, elem_id=f"pane-{i}"))
                 stats.append(gr.Markdown(elem_classes=["pane-stats"], elem_id=f"pane-stats-{i}"))
-            if i == 2:
-                third_column = column
+            columns.append(column)
     message = gr.Textbox(
-        label="Your message (sent to every pane)", placeholder="Type a message and press Enter", elem_id="message"
+        label=f"Your message (sent to every pane; up to {MAX_MESSAGE_CHARS:,} characters)",
+        placeholder=f"Type a message (up to {MAX_MESSAGE_CHARS:,} characters) and press Enter",
+        elem_id="message",
     )
+    counter = gr.Markdown(
+        f"0 / {MAX_MESSAGE_CHARS:,} characters", elem_classes=["pane-stats"], elem_id="message-counter"
+    )
+    status = gr.Markdown("", elem_id="compare-status")
     with gr.Row():
         send = gr.Button("Send", variant="primary", elem_id="send")
         stop = gr.Button("Stop", elem_id="stop")
         regenerate = gr.Button("Regenerate last reply", elem_id="regenerate")
-        clear = gr.Button("Clear", elem_id="clear")
+        clear = gr.Button("New conversation", elem_id="clear")
         save = gr.Button("Save to store", elem_id="save")
-        download = gr.DownloadButton("Download JSON", elem_id="download")
+        download = gr.DownloadButton("Download JSON", value=None, interactive=False, elem_id="download")
 
     settings = [*pickers, system_prompt, temperature, top_p, max_tokens, seed]
-    pane_outputs = [*headers, *chatbots, *stats]
+    # The first eleven are the order gradio_client callers of /send unpack; the rest were appended after.
+    screen_outputs = [
+        message,
+        crisis_panel,
+        *headers,
+        *chatbots,
+        *stats,
+        status,
+        download,
+        crisis_dismiss,
+        *columns,
+        recent,
+        browser_history,
+    ]
 
-    def session_for(state: CompareSession | None, *values: object) -> CompareSession:
-        models = [m for m in values[:MAX_PANES] if m and m != NONE]
-        prompt, temp, nucleus, budget, seed_value = values[MAX_PANES:]
-        if len(models) < 2:
-            raise gr.Error("Pick at least two models to compare.")
-        sampling = Sampling(temperature=float(temp), top_p=float(nucleus), max_tokens=int(budget))
-        wanted = (models, prompt, sampling, int(seed_value or 0))
-        if state is not None and (state.model_names, state.session_prompt, state.sampling, state.seed) == wanted:
-            return state
-        return CompareSession(
-            context.registry, models, session_prompt=prompt, sampling=sampling, seed=int(seed_value or 0)
-        )
-
-    def views(session: CompareSession) -> list[object]:
-        panes: list[Pane | None] = [*session.panes, *[None] * (MAX_PANES - len(session.panes))]
+    def pane_views(session: CompareSession | None) -> list[object]:
+        panes: list[Pane | None] = [*(session.panes if session else []), *[None] * MAX_PANES]
+        panes = panes[:MAX_PANES]
         return (
             [pane_header(p) if p else "" for p in panes]
             + [pane_messages(p) if p else [] for p in panes]
             + [pane_stats(p) if p else "" for p in panes]
         )
 
-    def crisis_update(session: CompareSession) -> dict:
-        if session.crisis:
-            return gr.update(value=crisis_panel_markdown(session.crisis), visible=True)
-        return gr.update(value="", visible=False)
+    def screen(
+        tab: CompareTabState, note: str | object = "", *, message_value: object = None, final: bool = True
+    ) -> list[object]:
+        """Every output of a tab action: panes, crisis panel, the status line, and (when final) the rest."""
+        session = tab.session
+        if session is not None and session.crisis:
+            tab.crisis_shown = session.crisis
+        crisis = tab.crisis_shown
+        panel_text = crisis_panel_markdown(crisis) if crisis else ""
+        shown = len(session.panes) if session else max(2, len(defaults))
+        status_value = redact(note) if isinstance(note, str) else note
+        keep = gr.update()
+        return [
+            gr.update() if message_value is None else message_value,
+            gr.update(value=panel_text, visible=bool(panel_text)),
+            *pane_views(session),
+            status_value,
+            gr.update(value=download_file(session), interactive=bool(session and session.has_turns)) if final else keep,
+            gr.update(visible=bool(panel_text)),
+            *[gr.update(visible=i < shown) for i in range(MAX_PANES)],
+            recent_update(tab) if final else keep,
+            tab.history.model_dump(mode="json") if final else keep,  # kept in the browser as soon as it is final
+        ]
 
-    def stream_updates(session: CompareSession, updates: Iterator[list[Pane]]) -> Iterator[list[object]]:
-        last = 0.0
-        yield [session, "", crisis_update(session), *views(session)]
-        for _ in updates:
-            now = time.perf_counter()
-            if now - last >= UPDATE_INTERVAL_S:
-                last = now
-                yield [session, gr.update(), crisis_update(session), *views(session)]
-        yield [session, gr.update(), crisis_update(session), *views(session)]
+    def recent_update(tab: CompareTabState) -> dict:
+        choices = tab.history.choices()
+        current = tab.session.group_id if tab.session else None
+        return gr.update(choices=choices, value=current if any(v == current for _, v in choices) else None)
 
-    def on_send(text: str, state: CompareSession | None, *values: object) -> Iterator[list[object]]:
-        session = session_for(state, *values)
+    def _refusal(reason: str) -> list[object]:
+        updates: list[object] = [gr.update()] * len(screen_outputs)
+        updates[screen_outputs.index(status)] = "⚠ " + redact(reason)
+        return updates
+
+    def stream(
+        tab: CompareTabState, session: CompareSession, updates: Iterator[list[Pane]], note: str
+    ) -> Iterator[list[object]]:
+        tab.running = session
+        if tab.stop_requested.is_set():  # a Stop between the click and the workers' start
+            session.stop()
+        try:
+            last = 0.0
+            yield screen(tab, note, message_value="", final=False)
+            for _ in updates:
+                now = time.perf_counter()
+                if now - last >= UPDATE_INTERVAL_S:
+                    last = now
+                    yield screen(tab, gr.update(), final=False)
+        finally:
+            tab.running = None
+            tab.remember()
+        stopped = any(p.transcript.turns and p.transcript.turns[-1].flags.get("stopped") for p in session.panes)
+        yield screen(tab, note or ("Stopped: each reply ends where it was." if stopped else ""))
+
+    def on_send(text: str, tab: CompareTabState, *values: object) -> Iterator[list[object]]:
+        tab.stop_requested.clear()
+        try:
+            wanted = settings_from(values)
+            validate_message(text)
+        except ValueError as exc:
+            yield _refusal(str(exc).capitalize() + ".")
+            return
+        note = ""
+        session = tab.session
+        if session is None or session.settings != wanted:
+            if session is not None and session.has_turns:
+                turns = session.snapshot().person_turns
+                note = (
+                    f"Settings changed, so this is a new conversation. The previous one ({turns} message"
+                    f"{'s' if turns != 1 else ''}) is kept under Recent comparisons."
+                )
+            try:
+                session = CompareSession.from_settings(context.registry, wanted)
+            except (ModelError, ValueError) as exc:
+                yield _refusal(str(exc))
+                return
+            tab.session = session
+            tab.crisis_shown = None
+        if tab.stop_requested.is_set():
+            yield _refusal("Stopped before any reply; your message was not sent (it is still in the box).")
+            return
         try:
             updates = session.send(text)
             first = next(updates)
         except ValueError as exc:
-            raise gr.Error(str(exc)) from exc
-        yield from stream_updates(session, _prepend(first, updates))
+            yield _refusal(str(exc))
+            return
+        yield from stream(tab, session, _prepend(first, updates), note)
 
-    def on_regenerate(state: CompareSession | None) -> Iterator[list[object]]:
-        if state is None:
-            raise gr.Error("Nothing to regenerate yet; send a message first.")
+    def on_regenerate(tab: CompareTabState) -> Iterator[list[object]]:
+        tab.stop_requested.clear()
+        if tab.session is None:
+            yield _refusal("Nothing to regenerate yet; send a message first.")
+            return
         try:
-            updates = state.regenerate()
+            updates = tab.session.regenerate()
             first = next(updates)
         except ValueError as exc:
-            raise gr.Error(str(exc)) from exc
-        yield from stream_updates(state, _prepend(first, updates))
+            yield _refusal(str(exc).capitalize() + ".")
+            return
+        yield from stream(tab, tab.session, _prepend(first, updates), "")
 
-    def on_stop(state: CompareSession | None) -> None:
-        if state is not None:
-            state.stop()
+    def on_stop(tab: CompareTabState) -> None:
+        tab.stop()
 
-    def on_clear(state: CompareSession | None, *values: object) -> list[object]:
-        session = session_for(None, *values)
-        return [session, "", gr.update(value="", visible=False), *views(session)]
-
-    def on_save(state: CompareSession | None) -> str:
-        if state is None or not any(p.transcript.turns for p in state.panes):
-            raise gr.Error("Nothing to save yet; send a message first.")
+    def on_clear(tab: CompareTabState, *values: object) -> list[object]:
         try:
-            ids = [context.store.save_transcript(t) for t in state.transcripts()]
+            wanted = settings_from(values)
+            session = CompareSession.from_settings(context.registry, wanted)
+        except (ModelError, ValueError) as exc:
+            return _refusal(str(exc))
+        had_turns = tab.session is not None and tab.session.has_turns
+        tab.remember()
+        tab.session, tab.crisis_shown = session, None
+        note = "A new conversation; the previous one is kept under Recent comparisons." if had_turns else ""
+        return screen(tab, note, message_value="")
+
+    def open_saved(tab: CompareTabState, group_id: str | None, note: str = "") -> list[object]:
+        saved = tab.history.find(group_id)
+        if saved is None:
+            return [*[gr.update()] * len(settings), *screen(tab, note)]
+        try:
+            session = CompareSession.resume(context.registry, saved)
+        except (ModelError, ValueError) as exc:
+            return [*[gr.update()] * len(settings), *_refusal(f"This comparison cannot be reopened: {exc}")]
+        tab.remember()
+        tab.session, tab.crisis_shown = session, None
+        tab.history = tab.history.remember(session.snapshot())
+        return [*settings_values(session.settings), *screen(tab, note)]
+
+    def on_open(group_id: str | None, tab: CompareTabState) -> list[object]:
+        return open_saved(tab, group_id)
+
+    def on_load(raw: object, tab: CompareTabState) -> list[object]:
+        tab.history, problem = history_from_browser(raw)
+        return open_saved(tab, tab.history.current, problem or "")
+
+    def on_dismiss_crisis(tab: CompareTabState) -> list[object]:
+        tab.crisis_shown = None
+        return [gr.update(value="", visible=False), gr.update(visible=False)]
+
+    def on_pick(*values: object) -> list[object]:
+        shown = sum(1 for m in values if m and m != NONE)
+        return [gr.update(visible=i < shown) for i in range(MAX_PANES)]
+
+    def on_save(tab: CompareTabState) -> tuple[str, str]:
+        session = tab.session
+        if session is None or not session.has_turns:
+            return gr.update(), "⚠ Nothing to save yet; send a message first."
+        try:
+            ids = [context.store.save_transcript(t) for t in session.transcripts()]
         except ValueError as exc:  # a stored transcript is never changed (TranscriptConflict), or the store is down
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"Saved {len(ids)} transcripts (comparison {state.group_id[:8]}).")
-        return state.group_id
+            return gr.update(), "⚠ " + redact(exc)
+        return session.group_id, f"Saved {len(ids)} transcripts (comparison {session.group_id[:8]})."
 
-    def on_download(state: CompareSession | None) -> str:
-        if state is None or not any(p.transcript.turns for p in state.panes):
+    def on_download(tab: CompareTabState) -> str:
+        path = download_file(tab.session)
+        if path is None:
             raise gr.Error("Nothing to download yet; send a message first.")
-        folder = Path(tempfile.mkdtemp(prefix="cbtcompare-"))
-        path = folder / f"comparison-{state.group_id[:8]}.json"
-        path.write_text(json.dumps([t.model_dump(mode="json") for t in state.transcripts()], indent=2))
-        return str(path)
+        return path
 
-    def on_third_model_changed(choice: str) -> dict:
-        return gr.update(visible=choice != NONE)
-
-    outputs = [session_state, message, crisis_panel, *pane_outputs]
     limit = {"concurrency_limit": generation_concurrency(), "concurrency_id": "generation"}
-    send_event = send.click(on_send, [message, session_state, *settings], outputs, api_name="send", **limit)
-    submit_event = message.submit(on_send, [message, session_state, *settings], outputs, api_name=False, **limit)
-    regen_event = regenerate.click(on_regenerate, [session_state], outputs, api_name="regenerate", **limit)
-    stop.click(on_stop, [session_state], None, cancels=[send_event, submit_event, regen_event], api_name="stop")
-    clear.click(on_clear, [session_state, *settings], outputs, api_name="clear")
+    send.click(on_send, [message, tab_state, *settings], screen_outputs, api_name="send", **limit)
+    message.submit(on_send, [message, tab_state, *settings], screen_outputs, api_name=False, **limit)
+    regenerate.click(on_regenerate, [tab_state], screen_outputs, api_name="regenerate", **limit)
+    stop.click(on_stop, [tab_state], None, api_name="stop", concurrency_limit=None)
+    clear.click(on_clear, [tab_state, *settings], screen_outputs, api_name="clear")
+    recent.input(on_open, [recent, tab_state], [*settings, *screen_outputs], api_name=False)
+    crisis_dismiss.click(on_dismiss_crisis, [tab_state], [crisis_panel, crisis_dismiss], api_name="dismiss_crisis")
     save_output = gr.Textbox(visible=False)
-    save.click(on_save, [session_state], [save_output], api_name="save")
-    download.click(on_download, [session_state], [download], api_name="download")
-    pickers[2].change(on_third_model_changed, [pickers[2]], [third_column], api_name=False)
+    save.click(on_save, [tab_state], [save_output, status], api_name="save")
+    # The button downloads the file prepared after each reply in one click; this keeps /download for API callers.
+    download_api = gr.Button(visible=False)
+    download_api.click(on_download, [tab_state], [download], api_name="download")
+    for picker in pickers:
+        picker.input(on_pick, pickers, columns, api_name=False)
+    message.change(None, [message], [counter], js=COUNTER_JS, api_name=False)
+    root = gr.context.Context.root_block
+    if root is not None:
+        root.load(on_load, [browser_history, tab_state], [*settings, *screen_outputs], api_name=False)
 
 
 def _prepend(first: list[Pane], rest: Iterator[list[Pane]]) -> Iterator[list[Pane]]:
