@@ -116,3 +116,20 @@ def test_arbitrary_overrides_give_a_sampling_or_an_error_naming_a_field(override
         given_value = overrides.get(name)
         if given_value is None:
             assert getattr(resolved, name) == getattr(base.sampling, name)
+
+
+settings_fields = st.sampled_from(sorted(SessionSettings.model_fields)) | st.text(max_size=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(settings_fields, json_values | st.dictionaries(keys, json_values, max_size=3), max_size=6))
+def test_arbitrary_settings_validate_or_name_what_to_fix(data):
+    try:
+        resolved = SessionSettings.model_validate(data)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        assert any(name in str(exc) for name in data), str(exc)
+        return
+    assert 1 <= resolved.max_turns <= 200
+    # Whatever was accepted resolves to a valid Sampling on top of any spec.
+    assert isinstance(resolved.therapist_sampling_for([spec()]), Sampling)
+    assert isinstance(resolved.patient_sampling_for(spec()), Sampling)

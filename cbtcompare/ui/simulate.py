@@ -66,11 +66,11 @@ def render(context: AppContext) -> None:
                 max_choices=MAX_PANES,
                 label="Therapist models (2-3)",
             )
-            turns = gr.Slider(1, 20, value=4, step=1, label="Therapist turns per session")
-            max_tokens = gr.Slider(16, 512, value=120, step=8, label="Max tokens per turn")
+            turns = gr.Slider(1, 20, value=4, step=1, label="Therapist turns per session", elem_id="sim-turns")
+            max_tokens = gr.Slider(16, 512, value=120, step=8, label="Max tokens per turn", elem_id="sim-max-tokens")
     with gr.Row():
         run = gr.Button("Run matched session", variant="primary")
-        stop = gr.Button("Stop")
+        stop = gr.Button("Stop", elem_id="sim-stop")
         save = gr.Button("Save to store")
     status = gr.Markdown()
     with gr.Row():
@@ -79,11 +79,13 @@ def render(context: AppContext) -> None:
         ]
     with gr.Accordion("Batch: profiles x therapists x replicates, stored and resumable", open=False):
         with gr.Row():
-            batch_name = gr.Textbox("ui-batch", label="Batch name (rerunning the same settings resumes it)")
+            batch_name = gr.Textbox(
+                "ui-batch", label="Batch name (rerunning the same settings resumes it)", elem_id="sim-batch-name"
+            )
             batch_profiles = gr.Dropdown([p.id for p in profiles], multiselect=True, label="Profiles")
-            replicates = gr.Number(1, precision=0, minimum=1, label="Replicates")
-        run_batch_button = gr.Button("Run batch")
-        batch_status = gr.Markdown()
+            replicates = gr.Number(1, precision=0, minimum=1, label="Replicates", elem_id="sim-replicates")
+        run_batch_button = gr.Button("Run batch", elem_id="sim-batch-run")
+        batch_status = gr.Markdown(elem_id="sim-batch-status")
 
     def stop_run(event: threading.Event | None) -> None:
         if event is not None:
