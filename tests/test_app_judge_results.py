@@ -16,9 +16,16 @@ def test_judge_an_uploaded_transcript_then_see_it_in_results(app_url, app_data_d
     client = Client(app_url, verbose=False)
     summary, table, _evidence, _radar = client.predict(
         [], handle_file(str(DATA / "ctrs_session_short.txt")), "classic", ["smollm2-instruct"], 1, "all",
-        api_name="/judge",
-    )
+        "clinic-gpt", "prompted", "Llama-3", api_name="/judge",
+    )  # fmt: skip
     assert "Judged 1 transcript(s) with 1 judge(s)" in summary
+    # the upload keeps what the person said about it (before: therapist "unknown", variant "base")
+    from cbtcompare.provenance import of_record
+    from cbtcompare.store import Store
+
+    store = Store(f"sqlite:///{app_data_dir / 'cbtcompare.sqlite'}")
+    uploaded = store.get_transcript(next(s.id for s in store.list_transcripts() if s.therapist_name == "clinic-gpt"))
+    assert of_record(uploaded.therapist, uploaded.meta) == ("prompted", "Llama-3")
     rows = table["data"]
     items = [row[2] for row in rows]
     assert items[-1] == "TOTAL" and len(items) == 12
@@ -30,7 +37,6 @@ def test_judge_an_uploaded_transcript_then_see_it_in_results(app_url, app_data_d
             assert 0 <= int(score) <= 6
 
     from cbtcompare.ctrs import scores_frame
-    from cbtcompare.store import Store
 
     frame = scores_frame(Store(f"sqlite:///{app_data_dir / 'cbtcompare.sqlite'}"))
     assert len(frame) >= 11 and set(frame["judge"]) == {"smollm2-instruct"}

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cbtcompare.store import Store
 
@@ -80,3 +82,34 @@ def test_a_refused_request_stores_nothing(app_url, app_data_dir, tmp_path, rubri
         )
     with pytest.raises(KeyError):
         Store(f"sqlite:///{app_data_dir / 'cbtcompare.sqlite'}").get_transcript(transcript_id)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    therapist=st.text(max_size=160),
+    variant=st.one_of(st.sampled_from(["base", "tuned", "prompted", "unassigned"]), st.text(max_size=12)),
+    family=st.text(max_size=100),
+)
+def test_upload_labels_are_stored_as_given_or_refused_saying_which_field(tmp_path, therapist, variant, family):
+    """Whatever a person types about an upload: stored and read back as typed, or a ValueError naming the field;
+    never a crash in the store or a transcript stored with half its labels."""
+    from cbtcompare.provenance import of_record
+    from cbtcompare.transcript import Transcript, Turn
+    from cbtcompare.ui.judge import label_uploads, upload_labels
+
+    store = Store(f"sqlite:///{tmp_path / 'labels.sqlite'}")
+    upload = Transcript(kind="import", turns=[Turn(role="therapist", text="What is on your agenda?")])
+    try:
+        labels = upload_labels(therapist, variant, family)
+    except ValueError as exc:
+        message = str(exc)
+        assert message.startswith("the upload's labels: ")
+        assert any(f"{name}:" in message for name in ("therapist", "variant", "family")), message
+        with pytest.raises(KeyError):
+            store.get_transcript(upload.id)
+        return
+    (labelled,) = label_uploads([upload], labels)
+    store.save_transcripts([labelled])
+    stored = store.get_transcript(upload.id)
+    assert stored.therapist_name == (therapist.strip() or "unknown")
+    assert of_record(stored.therapist, stored.meta) == (variant or "unassigned", family.strip() or "unknown")

@@ -13,12 +13,13 @@ from __future__ import annotations
 import html
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import gradio as gr
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cbtcompare import plots
 from cbtcompare.config_errors import format_validation_error
@@ -134,6 +135,13 @@ class UploadLabels(BaseModel):
         "unassigned", description="base, tuned, prompted, or unassigned (left out of tuned-vs-base analyses)"
     )
     family: str = Field("", max_length=80, description="the model family, shared by a base and its tuned variants")
+
+    @field_validator("therapist", "family")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+            raise ValueError("must be plain text: remove control characters and line breaks")
+        return value
 
 
 def label_uploads(transcripts: Sequence[Transcript], labels: UploadLabels) -> list[Transcript]:
