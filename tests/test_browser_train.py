@@ -106,6 +106,16 @@ def test_a_returning_browser_follows_the_job_and_its_adapter_reaches_every_picke
         page.locator("#judge-models input").first.click()
         page.locator(OPTION, has_text=name).first.wait_for(timeout=30_000)
         assert name in dropdown_options(page, "judge-models")
+
+        # and Compare chats with it at once
+        page.get_by_role("tab", name="Compare").click()
+        page.locator("#compare-model-1 input").first.click()
+        page.locator(OPTION, has_text=name).first.wait_for(timeout=30_000)
+        page.locator(OPTION, has_text=name).first.click()
+        page.locator("#message textarea").fill("I failed my exam and I keep thinking I'm useless.")
+        page.locator("#send").click()
+        page.locator("#pane-1").get_by_text("techniques:").first.wait_for(timeout=180_000)
+        assert name in page.locator("#pane-header-1").inner_text()
     finally:
         process.kill()
         process.wait()
