@@ -725,8 +725,8 @@ def test_every_pass_two_rule_fires_on_dev_v3() -> None:
         fired |= {m.split(":")[0] for m in result.matched}
     rules = load_rules()
     pass_two = {
-        "wd_relief_at_dying", "wd_indifferent_to_living", "ii_not_alive_by", "pl_plan_method", "prep_means_extra",
-        "prep_after_i_am_gone", "ad_not_taking_medicine", "pa_attempt_extra", "sh_coping_words",
+        "wd_relief_at_dying", "wd_indifferent_to_living", "ii_not_alive_by", "ii_stated_intent", "pl_plan_method",
+        "prep_means_extra", "prep_after_i_am_gone", "ad_not_taking_medicine", "pa_attempt_extra", "sh_coping_words",
         "ab_threats_extra", "ho_intent_extra", "ad_danger_extra", "es_method", "es_not_exist", "de_method",
         "fr_method", "fr_intent_present", "fr_acute_swallowed", "pt_method", "it_method", "it_prep_setting_aside",
     }  # fmt: skip
@@ -766,6 +766,8 @@ def test_pass_two_rules_name_their_kind(text: str, kind: str) -> None:
         "Gave away my old trainers to my cousin, they don't fit me",
         "My doctor told me to stop my blood thinners before the surgery",
         "I fast during Ramadan and stop eating and drinking on purpose until sunset",
+        "I'm not going to end my life, I just needed to say how tired I am",
+        "Suicide is never the only option, my sister taught me that",
     ],
 )
 def test_pass_two_look_alikes_stay_safe(text: str) -> None:
