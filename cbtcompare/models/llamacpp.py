@@ -1,37 +1,19 @@
-"""GGUF models through llama-cpp-python: one weights file loaded once, a pool of contexts over it.
-
-Every spec that names the same GGUF shares one llama_model (memory-mapped, so the weights sit in memory
-once). Requests take a context from that file's pool, set the spec's LoRA adapter on it (or clear it) and
-generate, so one context never serves two requests at once and base and tuned never hold two copies of
-the weights. Contexts keep their KV cache between requests and a conversation is routed back to the
-context holding its prefix, so turn k of a session costs its new tokens, not the whole conversation.
-Reuse is deterministic: prompts are evaluated in chunks aligned to fixed positions and the last prompt
-token alone, from scratch or over a cached prefix, so both paths run identical batches and same seed +
-same settings give the same text whichever context serves the request. (llama-cpp-python's own
-`lora_path` would turn mmap off and load a private copy; adapters are applied per context here instead.)
+"""GGUF models through llama-cpp-python, as a ChatModel over the shared weights of llamacpp_pool.
 
 The prompt is rendered with the chat template from the GGUF's own metadata (or a Jinja file named by
 the spec), and the same rendering is used to count tokens for the context guard. JSON output is
-constrained by a llama.cpp grammar built from the JSON schema.
+constrained by a llama.cpp grammar built from the JSON schema (llamacpp_grammar). The pool's and the
+grammar's public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import ctypes
-import json
-import os
-import re
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 from cbtcompare.models.base import (
-    AdapterMismatch,
-    BackendUnavailable,
     ChatModel,
     ContextOverflow,
-    InvalidConstraint,
     InvalidWeights,
     Message,
     ModelError,
@@ -41,338 +23,38 @@ from cbtcompare.models.base import (
     Sampling,
     Usage,
 )
+from cbtcompare.models.llamacpp_grammar import compile_grammar, gbnf_literal, schema_to_grammar
+from cbtcompare.models.llamacpp_pool import (
+    MAX_CONTEXTS_PER_WEIGHTS,
+    PREFIX_CHUNK_TOKENS,
+    PREFIX_REUSE_ENV,
+    WARM_CONTEXTS_ENV,
+    SharedWeights,
+    aligned_reusable_prefix,
+    llama_cpp_library,
+    prefill_aligned,
+    prefix_reuse_enabled,
+    thread_split,
+    warm_contexts,
+)
 from cbtcompare.models.weights import check_gguf, local_weights_file, resolve_weights, sha256_of
 
-MAX_CONTEXTS_PER_WEIGHTS = 4
-# Prompts are evaluated in chunks aligned to multiples of this many positions, so a prompt evaluated from
-# scratch and one extending a cached prefix go through identical batches: bit-identical logits.
-PREFIX_CHUNK_TOKENS = 64
-WARM_CONTEXTS_ENV = "CBTCOMPARE_WARM_CONTEXTS"
-
-
-PREFIX_REUSE_ENV = "CBTCOMPARE_PREFIX_REUSE"
-_NO_CACHE = object()
-
-
-def prefix_reuse_enabled() -> bool:
-    """On unless CBTCOMPARE_PREFIX_REUSE=0 (then every request resets the cache and evaluates its prompt in
-    one batch). It was opt-in while an adapter's effect seemed lost under reuse; it is not lost (the
-    adapter changes the logits as much on both paths, see tests/test_prefix_reuse.py): the random test
-    adapter only flipped the greedy text late, and chunked evaluation rounds differently from one batch."""
-    return os.environ.get(PREFIX_REUSE_ENV, "1") != "0"
-
-
-def thread_split(active_streams: int, cores: int | None = None) -> tuple[int, int]:
-    """(n_threads, n_threads_batch) for one of `active_streams` concurrent generations over `cores` cores.
-
-    Prompt processing is compute-bound, so a lone stream takes every core for it and concurrent streams
-    divide them; decoding one token at a time is memory-bound, so it keeps llama-cpp-python's own ratio of
-    half the batch threads. Never below one thread each.
-    """
-    cores = cores or available_cores()
-    batch = max(1, cores // max(1, active_streams))
-    return max(1, batch // 2), batch
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-class _ActiveStreams:
-    """How many llama.cpp generations run in this process right now (every weights file shares the cores)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-
-    def enter(self) -> int:
-        with self._lock:
-            self.count += 1
-            return self.count
-
-    def leave(self) -> None:
-        with self._lock:
-            self.count -= 1
-
-
-ACTIVE_STREAMS = _ActiveStreams()
-
-
-def warm_contexts() -> int:
-    """Contexts per weights file kept for their caches before one is reused for another conversation.
-
-    Each costs its KV cache (about 47 MiB for the default model at n_ctx 2048); 1 keeps the memory of a
-    single context, 2 lets a simulated patient and its therapist on the same weights keep their prefixes.
-    """
-    return max(1, int(os.environ.get(WARM_CONTEXTS_ENV, "1")))
-
-
-def aligned_reusable_prefix(cached: Sequence[int], prompt: Sequence[int], valid: int | None = None) -> int:
-    """How many leading positions of `prompt` a cache holding `cached` can keep: the common prefix, at
-    most all but the prompt's last token (always decoded alone) and at most `valid` (the positions that
-    were evaluated in whole aligned chunks), floored to a chunk boundary."""
-    limit = min(len(cached), len(prompt) - 1, len(cached) if valid is None else valid)
-    common = 0
-    while common < limit and cached[common] == prompt[common]:
-        common += 1
-    return common - common % PREFIX_CHUNK_TOKENS
-
-
-def prefill_aligned(llama: object, prompt: Sequence[int]) -> int:
-    """Evaluate all but the last prompt token in aligned chunks, keeping the reusable cached prefix.
-
-    llama-cpp-python's generate() then finds every token but the last cached and decodes that one alone,
-    whether or not a prefix was reused, so both paths compute exactly the same batches. Only whole aligned
-    chunks are ever reused: the partial last chunk, the last prompt token and the generated tokens were
-    evaluated in other batches than a longer prompt evaluated from scratch would use. Returns the number
-    of positions reused.
-    """
-    valid = getattr(llama, "_cbt_aligned_valid", 0)
-    keep = aligned_reusable_prefix(llama._input_ids, prompt, valid)  # type: ignore[attr-defined]
-    llama.n_tokens = keep  # type: ignore[attr-defined]
-    target = len(prompt) - 1
-    for start in range(keep, target, PREFIX_CHUNK_TOKENS):
-        llama.eval(prompt[start : min(target, start + PREFIX_CHUNK_TOKENS)])  # type: ignore[attr-defined]
-    llama._cbt_aligned_valid = max(keep, target - target % PREFIX_CHUNK_TOKENS)  # type: ignore[attr-defined]
-    return keep
-
-
-def _llama_cpp():
-    # llama.cpp's OpenMP threads spin while waiting; on a few shared cores (the app's server threads, two
-    # panes, a judge) spinning starved the others: prefill fell from 26 to 6 tokens/s under load.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:
-        import llama_cpp
-        import llama_cpp.llama
-    except ImportError as exc:
-        raise BackendUnavailable(
-            "llama-cpp-python is not installed; run `make run` or pip install llama-cpp-python"
-        ) from exc
-    return llama_cpp
-
-
-class _BorrowedModel:
-    """Stands in for a LlamaModel inside one Llama object; closing it leaves the shared model alone."""
-
-    def __init__(self, real: object):
-        self._real = real
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._real, name)
-
-    def close(self) -> None:
-        pass
-
-
-class SharedWeights:
-    """One GGUF file: its llama_model, its LoRA adapters, and a pool of contexts over it.
-
-    There is one instance per file whatever n_ctx the specs ask for (each context has its own n_ctx; the
-    weights are loaded once). Models acquire it and release it on close(); when the last one releases it,
-    its contexts, adapters and weights are freed and the entry is dropped.
-    """
-
-    _lock = threading.Lock()  # guards construction, which briefly patches llama-cpp-python's loader
-    _instances: dict[str, SharedWeights] = {}
-
-    def __init__(self, path: Path, n_ctx: int):
-        self.path = path
-        self._llama_cpp = _llama_cpp()
-        self._pool_lock = threading.Condition()
-        self._idle: list[object] = []
-        self._contexts: list[object] = []
-        self._adapters: dict[str, object] = {}
-        self._use_count = 0
-        self._warm_floor = 1
-        self.users = 0
-        self.closed = False
-        self._first = self._new_context(n_ctx)  # loads the model; it owns it, so it is freed last
-        self.model = self._first._model  # type: ignore[attr-defined]
-        self._idle.append(self._first)
-
-    @classmethod
-    def acquire(cls, path: Path, n_ctx: int) -> SharedWeights:
-        """The shared entry for `path` (loaded now if no model holds it), with one more user."""
-        key = str(path.resolve())
-        with cls._lock:
-            shared = cls._instances.get(key)
-            if shared is None:
-                shared = cls._instances[key] = cls(path, n_ctx)
-            shared.users += 1
-            return shared
-
-    def release(self) -> None:
-        """One user fewer; the last one frees the contexts, the adapters and the weights."""
-        with SharedWeights._lock:
-            self.users -= 1
-            if self.users > 0:
-                return
-            if SharedWeights._instances.get(str(self.path.resolve())) is self:
-                del SharedWeights._instances[str(self.path.resolve())]
-        with self._pool_lock:
-            self.closed = True
-            self._free_when_idle()
-
-    @classmethod
-    def loaded(cls) -> list[SharedWeights]:
-        with cls._lock:
-            return list(cls._instances.values())
-
-    def _free_when_idle(self) -> None:
-        """Free everything once no request holds a context (called with the pool lock held)."""
-        if not self.closed or len(self._idle) < len(self._contexts):
-            return
-        for llama in self._contexts:
-            if llama is not self._first:
-                llama.close()  # type: ignore[attr-defined]
-        for handle in self._adapters.values():  # before the model, as llama-cpp-python's own close does
-            self._llama_cpp.llama_adapter_lora_free(handle)
-        self._first.close()  # type: ignore[attr-defined]
-        self._idle, self._contexts, self._adapters = [], [], {}
-        self.model = None
-
-    def _new_context(self, n_ctx: int) -> object:
-        llama_module = self._llama_cpp.llama
-        kwargs = dict(model_path=str(self.path), n_ctx=n_ctx, verbose=False, seed=0)
-        if not self._contexts:
-            try:
-                llama = llama_module.Llama(**kwargs)
-            except ValueError as exc:
-                raise InvalidWeights(
-                    f"llama.cpp could not load {self.path} ({exc}); the file may be truncated or not a model: "
-                    "download it again"
-                ) from exc
-        else:
-            original = llama_module.internals.LlamaModel
-            shared = self.model
-            llama_module.internals.LlamaModel = lambda **_: _BorrowedModel(shared)  # type: ignore[assignment]
-            try:
-                llama = llama_module.Llama(**kwargs)
-            finally:
-                llama_module.internals.LlamaModel = original
-        llama._cbt_n_ctx = n_ctx  # type: ignore[attr-defined]
-        self._contexts.append(llama)
-        return llama
-
-    def adapter(self, path: Path) -> object:
-        key = str(path.resolve())
-        with self._pool_lock:
-            if key not in self._adapters:
-                check_gguf(path)
-                handle = self._llama_cpp.llama_adapter_lora_init(self.model.model, key.encode("utf-8"))
-                if not handle:
-                    raise AdapterMismatch(
-                        f"the LoRA adapter {path} does not fit {self.path.name}: it was built for another base "
-                        "model or its tensor shapes differ; export an adapter trained on this base"
-                    )
-                self._adapters[key] = handle
-            return self._adapters[key]
-
-    @contextmanager
-    def context(
-        self, adapter: object | None, scale: float, prompt: Sequence[int] = (), *, n_ctx: int | None = None
-    ) -> Iterator[object]:
-        """Borrow a context of `n_ctx` positions with the given adapter set (or none), for one request.
-
-        Sticky: the idle context whose KV cache holds the longest prefix of `prompt` under the same adapter
-        setting is chosen; otherwise a new one while fewer than warm_contexts() exist; otherwise the least
-        recently used. A context whose adapter setting changes forgets its cache (LoRA changes every K/V).
-        Its threads are set from the number of generations running now (thread_split).
-        """
-        n_ctx = n_ctx or self._first._cbt_n_ctx  # type: ignore[attr-defined]
-        key = (id(adapter), scale) if adapter is not None else None
-        with self._pool_lock:
-            llama = self._take(n_ctx, key, prompt)
-        active = ACTIVE_STREAMS.enter()
-        try:
-            llama._ctx.set_n_threads(*thread_split(active))  # type: ignore[attr-defined]
-            if not prefix_reuse_enabled():
-                self._set_adapter(llama, adapter, scale)
-                llama.reset()  # type: ignore[attr-defined]
-                llama._cbt_kv_key = _NO_CACHE  # type: ignore[attr-defined]
-            elif getattr(llama, "_cbt_kv_key", _NO_CACHE) != key:
-                self._set_adapter(llama, adapter, scale)
-                llama.n_tokens = 0  # type: ignore[attr-defined]
-                llama._cbt_kv_key = key  # type: ignore[attr-defined]
-            yield llama
-        finally:
-            ACTIVE_STREAMS.leave()
-            with self._pool_lock:
-                self._use_count += 1
-                llama._cbt_last_use = self._use_count  # type: ignore[attr-defined]
-                self._idle.append(llama)
-                self._free_when_idle()
-                self._pool_lock.notify_all()
-
-    def keep_warm(self, contexts: int) -> None:
-        """Keep at least `contexts` contexts' caches before reusing one for another conversation (e.g. 2 for a
-        simulated therapist and patient on this file, so each keeps its prefix; each costs its KV cache)."""
-        with self._pool_lock:
-            self._warm_floor = max(self._warm_floor, min(contexts, MAX_CONTEXTS_PER_WEIGHTS))
-
-    def forget_caches(self) -> None:
-        """Drop every idle context's cached prefix (the next request on each evaluates from scratch)."""
-        with self._pool_lock:
-            for llama in self._idle:
-                llama.n_tokens = 0  # type: ignore[attr-defined]
-
-    def _take(self, n_ctx: int, key: object, prompt: Sequence[int]) -> object:
-        """The context to serve `prompt` (see context()), created or evicted as needed; pool lock held."""
-        while True:
-            if self.closed:
-                raise ModelError(f"the weights {self.path.name} were closed; load the model again")
-            llama = self._pick_idle(n_ctx, key, prompt)
-            if llama is not None:
-                return llama
-            if len(self._contexts) >= MAX_CONTEXTS_PER_WEIGHTS:
-                # make room: close the least recently used idle context of another size (never the first,
-                # which owns the weights)
-                spare = [c for c in self._idle if c is not self._first and c._cbt_n_ctx != n_ctx]  # type: ignore[attr-defined]
-                if not spare:
-                    self._pool_lock.wait()
-                    continue
-                victim = min(spare, key=lambda c: getattr(c, "_cbt_last_use", 0))
-                self._idle.remove(victim)
-                self._contexts.remove(victim)
-                victim.close()  # type: ignore[attr-defined]
-            with SharedWeights._lock:
-                llama = self._new_context(n_ctx)
-            return llama
-
-    def _pick_idle(self, n_ctx: int, key: object, prompt: Sequence[int]) -> object | None:
-        """Pop the idle context of `n_ctx` to serve `prompt` (see context()); None means: create one."""
-        sized = [c for c in self._idle if c._cbt_n_ctx == n_ctx]  # type: ignore[attr-defined]
-        if not sized:
-            return None
-
-        def reusable(llama: object) -> int:
-            if getattr(llama, "_cbt_kv_key", _NO_CACHE) != key:
-                return 0
-            valid = getattr(llama, "_cbt_aligned_valid", 0)
-            return aligned_reusable_prefix(llama._input_ids, prompt, valid)  # type: ignore[attr-defined]
-
-        best = max(sized, key=reusable)
-        if reusable(best) == 0:
-            of_size = sum(1 for c in self._contexts if c._cbt_n_ctx == n_ctx)  # type: ignore[attr-defined]
-            if of_size < max(warm_contexts(), self._warm_floor) and len(self._contexts) < MAX_CONTEXTS_PER_WEIGHTS:
-                return None
-            best = min(sized, key=lambda llama: getattr(llama, "_cbt_last_use", 0))
-        self._idle.remove(best)
-        return best
-
-    def _set_adapter(self, llama: object, adapter: object | None, scale: float) -> None:
-        lib = self._llama_cpp
-        ctx = llama._ctx.ctx  # type: ignore[attr-defined]
-        if adapter is None:
-            lib.llama_set_adapters_lora(ctx, None, 0, None)
-            return
-        adapters = (lib.llama_adapter_lora_p_ctypes * 1)(adapter)
-        scales = (ctypes.c_float * 1)(scale)
-        if lib.llama_set_adapters_lora(ctx, adapters, 1, scales):
-            raise AdapterMismatch(f"llama.cpp refused to apply the adapter to {self.path.name}")
+__all__ = [
+    "MAX_CONTEXTS_PER_WEIGHTS",
+    "PREFIX_CHUNK_TOKENS",
+    "PREFIX_REUSE_ENV",
+    "WARM_CONTEXTS_ENV",
+    "LlamaCppModel",
+    "SharedWeights",
+    "aligned_reusable_prefix",
+    "compile_grammar",
+    "gbnf_literal",
+    "prefill_aligned",
+    "prefix_reuse_enabled",
+    "schema_to_grammar",
+    "thread_split",
+    "warm_contexts",
+]
 
 
 class LlamaCppModel(ChatModel):
@@ -411,7 +93,7 @@ class LlamaCppModel(ChatModel):
     def unavailable_reason(spec: ModelSpec) -> str | None:
         """Why `spec` cannot load, from local files only: an hf: file not cached yet is fetched at load, not here."""
         try:
-            _llama_cpp()
+            llama_cpp_library()
             for reference, what in ((spec.weights, "weights"), (spec.adapter, "adapter")):
                 if reference is None:
                     continue
@@ -524,74 +206,3 @@ class LlamaCppModel(ChatModel):
         gbnf = schema_to_grammar(schema, model=self.name)
         grammar = compile_grammar(gbnf, self._weights().model.vocab, model=self.name)
         return "".join(self._generate(messages, sampling, Usage(), grammar=grammar))
-
-
-# JSON schema -> llama.cpp grammar ------------------------------------------------------------------
-
-# llama-cpp-python's converter escapes `"` but not `\` inside a literal, so any enum value holding a
-# double quote (its JSON text holds `\"`) yields a grammar llama.cpp cannot parse, and a grammar that
-# fails to parse crashes the process inside the sampler (exit 139). Every literal is escaped here.
-_GBNF_LITERAL_SPECIAL = re.compile(r'[\r\n"\\]')
-_GBNF_LITERAL_ESCAPES = {"\r": "\\r", "\n": "\\n", '"': '\\"', "\\": "\\\\"}
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def gbnf_literal(text: str) -> str:
-    """`text` as a GBNF string literal that matches exactly these characters."""
-    return '"' + _GBNF_LITERAL_SPECIAL.sub(lambda m: _GBNF_LITERAL_ESCAPES[m.group(0)], text) + '"'
-
-
-def _json_text(value: object) -> str:
-    """The JSON text a constrained model must write for `value`: raw Unicode, control characters escaped."""
-    text = json.dumps(value, ensure_ascii=False)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)  # a lone surrogate has no UTF-8
-
-
-def schema_to_grammar(schema: dict, *, model: str | None = None) -> str:
-    """A GBNF grammar for `schema`; InvalidConstraint when the schema cannot be converted."""
-    from llama_cpp import llama_grammar
-
-    class EscapingConverter(llama_grammar.SchemaConverter):
-        def _format_literal(self, literal: str) -> str:
-            return gbnf_literal(literal)
-
-        def _generate_constant_rule(self, value: object) -> str:
-            return gbnf_literal(_json_text(value))
-
-    converter = EscapingConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-    try:
-        resolved = converter.resolve_refs(json.loads(json.dumps(schema)), "schema")
-        converter.visit(resolved, "")
-        return converter.format_grammar()
-    except (ValueError, TypeError, KeyError, AssertionError, RecursionError) as exc:
-        raise InvalidConstraint(
-            f"the JSON schema cannot be turned into a llama.cpp grammar ({type(exc).__name__}: {str(exc)[:200]}); "
-            "simplify the schema",
-            model=model,
-        ) from exc
-
-
-def compile_grammar(gbnf: str, vocab: object, *, model: str | None = None) -> object:
-    """Have llama.cpp parse `gbnf` once against `vocab`; the LlamaGrammar only when it parsed.
-
-    llama-cpp-python hands a grammar to the sampler unchecked, and a sampler built from one that failed
-    to parse is a null pointer the process dies on; a grammar that does not compile never gets there.
-    """
-    lib = _llama_cpp()
-    from llama_cpp.llama_grammar import LlamaGrammar
-
-    if "\x00" in gbnf:  # a C string would end there and llama.cpp would parse only the part before it
-        raise InvalidConstraint("the grammar holds a NUL character; it was not used", model=model)
-    try:
-        encoded = gbnf.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidConstraint(f"the grammar is not valid UTF-8 ({exc.reason}); it was not used", model=model) from exc
-    sampler = lib.llama_sampler_init_grammar(vocab, encoded, b"root")
-    if not sampler:
-        raise InvalidConstraint(
-            f"llama.cpp could not compile the {len(encoded)}-byte grammar built from the JSON schema; it was not "
-            "used (llama.cpp's parse error is on stderr)",
-            model=model,
-        )
-    lib.llama_sampler_free(sampler)
-    return LlamaGrammar.from_string(gbnf, verbose=False)
