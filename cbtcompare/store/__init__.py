@@ -350,17 +350,7 @@ class Store:
             query = query.where(transcripts.c.group_id == group_id)
         with self.read() as conn:
             rows = conn.execute(query.limit(limit)).mappings().all()
-        return [
-            TranscriptSummary(
-                id=r["id"],
-                group_id=r["group_id"],
-                kind=r["kind"],
-                created_at=r["created_at"],
-                therapist_name=r["therapist_name"],
-                turn_count=r["turn_count"],
-            )
-            for r in rows
-        ]
+        return [TranscriptSummary(**{name: r[name] for name in TranscriptSummary.__dataclass_fields__}) for r in rows]
 
     # Simulation batches ------------------------------------------------------------------------------
 
@@ -624,27 +614,7 @@ def _read_transcript(conn: Connection, transcript_id: str) -> Transcript | None:
 
 
 def _transcript_from_rows(row, turn_rows) -> Transcript:  # type: ignore[no-untyped-def]
-    return Transcript(
-        id=row["id"],
-        group_id=row["group_id"],
-        kind=row["kind"],
-        created_at=row["created_at"],
-        therapist=row["therapist"],
-        system_prompt=row["system_prompt"],
-        sampling=row["sampling"],
-        seed=row["seed"],
-        prompt_versions=row["prompt_versions"],
-        context_policy=row["context_policy"],
-        meta=row["meta"],
-        turns=[
-            Turn(
-                role=t["role"],
-                text=t["text"],
-                flags=t["flags"],
-                tokens=t["tokens"],
-                seconds=t["seconds"],
-                seed=t["seed"],
-            )
-            for t in turn_rows
-        ],
-    )
+    """A stored transcript, validated as it is read (the row's columns are the model's fields)."""
+    fields = {name: row[name] for name in Transcript.model_fields if name != "turns"}
+    turn_list = [{name: t[name] for name in Turn.model_fields} for t in turn_rows]
+    return Transcript.model_validate({**fields, "turns": turn_list})
