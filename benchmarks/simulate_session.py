@@ -15,7 +15,7 @@ import time
 
 import _common
 
-from cbtcompare.models.llamacpp import LlamaCppModel
+from cbtcompare.models.llamacpp import LlamaCppModel, keep_prefix_per_role
 from cbtcompare.models.registry import Registry
 from cbtcompare.patients import curated_profiles
 from cbtcompare.simulate.session import run_session
@@ -45,7 +45,7 @@ def main() -> None:
     assert isinstance(therapist, LlamaCppModel) and isinstance(patient, LlamaCppModel)
     # both roles are on one weights file: two warm contexts, so each keeps its own prefix (+1 KV cache,
     # about 47 MiB for the default model at n_ctx 2048)
-    therapist.shared.keep_warm(2)
+    keep_prefix_per_role([therapist, patient])
     timings: dict[str, list[float]] = {"before": [], "after": []}
     for round_index in range(args.rounds):
         cases = ["before", "after"] if round_index % 2 == 0 else ["after", "before"]

@@ -17,7 +17,7 @@ import pytest
 
 from cbtcompare.models.base import BackendCapabilities, ChatModel, Message, ModelError, ModelSpec, Sampling
 from cbtcompare.models.defaults import default_gguf_path
-from cbtcompare.models.llamacpp import LlamaCppModel, SharedWeights
+from cbtcompare.models.llamacpp import LlamaCppModel, SharedWeights, keep_prefix_per_role
 from cbtcompare.models.registry import BACKENDS, Registry, backend_capabilities, backend_class, backends_with
 
 
@@ -259,3 +259,18 @@ def test_registry_close_frees_the_weights_it_loaded(private_gguf, tmp_path):
     assert registry.load("mine").shared is registry.load("mine-long").shared
     registry.close()
     assert loaded_entries(private_gguf) == []
+
+
+def test_roles_on_one_file_each_get_a_warm_context(private_gguf):
+    therapist = LlamaCppModel(ModelSpec(name="therapist", backend="llamacpp", weights=str(private_gguf)))
+    patient = LlamaCppModel(ModelSpec(name="patient", backend="llamacpp", weights=str(private_gguf), n_ctx=1024))
+    judge = EchoSeed(ModelSpec(name="judge", backend="llamacpp", weights="embedded:smollm2"))  # not llama.cpp
+    try:
+        assert therapist.shared._warm_floor == 1
+        keep_prefix_per_role([therapist, patient, judge])
+        assert therapist.shared._warm_floor == 2
+        keep_prefix_per_role([therapist])  # never lowers what another caller asked for
+        assert therapist.shared._warm_floor == 2
+    finally:
+        therapist.close()
+        patient.close()

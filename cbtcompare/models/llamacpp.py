@@ -49,6 +49,7 @@ __all__ = [
     "aligned_reusable_prefix",
     "compile_grammar",
     "gbnf_literal",
+    "keep_prefix_per_role",
     "prefill_aligned",
     "prefix_reuse_enabled",
     "schema_to_grammar",
@@ -206,3 +207,15 @@ class LlamaCppModel(ChatModel):
         gbnf = schema_to_grammar(schema, model=self.name)
         grammar = compile_grammar(gbnf, self._weights().model.vocab, model=self.name)
         return "".join(self._generate(messages, sampling, Usage(), grammar=grammar))
+
+
+def keep_prefix_per_role(models: Sequence[ChatModel]) -> None:
+    """Let each of `models` that share a GGUF keep its own cached prefix (a simulated therapist and patient,
+    a judge beside them): one warm context per model on the same file, each costing its KV cache."""
+    per_file: dict[int, tuple[SharedWeights, int]] = {}
+    for model in models:
+        if isinstance(model, LlamaCppModel) and model.shared is not None:
+            shared, count = per_file.get(id(model.shared), (model.shared, 0))
+            per_file[id(shared)] = (shared, count + 1)
+    for shared, count in per_file.values():
+        shared.keep_warm(count)
