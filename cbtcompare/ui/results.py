@@ -11,6 +11,7 @@ therapist pair instead of filtering.
 from __future__ import annotations
 
 import math
+import re
 
 import gradio as gr
 import pandas as pd
@@ -90,6 +91,19 @@ def format_p(value: object) -> str:
     return f"< {P_FLOOR:g}" if number < P_FLOOR else f"{number:.3f}"
 
 
+_P_IN_TEXT = re.compile(r"\bp\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
+
+
+def readable_text(text: str) -> str:
+    """Text with every 'p = 5.08e-09' written as people read it ('p < 0.001', 'p = 0.043')."""
+
+    def shown(match: re.Match[str]) -> str:
+        value = format_p(match.group(1))
+        return f"p {value}" if value.startswith("<") else f"p = {value}"
+
+    return _P_IN_TEXT.sub(shown, text)
+
+
 def readable_frame(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:
     """A table for the screen: p-values formatted, other numbers rounded (report.display_frame); an empty
     table becomes one line saying why. The CSVs in the download keep full precision."""
@@ -99,6 +113,9 @@ def readable_frame(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:
     shown = report.display_frame(frame.drop(columns=p_columns))
     for column in p_columns:
         shown.insert(list(frame.columns).index(column), column, [format_p(v) for v in frame[column]])
+    for column in shown.columns:
+        if not pd.api.types.is_numeric_dtype(shown[column]):
+            shown[column] = [readable_text(v) if isinstance(v, str) else v for v in shown[column]]
     return shown
 
 
@@ -162,7 +179,7 @@ def render(context: AppContext) -> None:
         except (ValueError, FileNotFoundError) as exc:
             raise gr.Error(str(exc)) from exc
         archive = report.write_report_archive(bundle, scores, chosen_filters)
-        note_lines = "\n".join(f"- {plain_note(note)}" for note in bundle.notes) or "- no warnings"
+        note_lines = "\n".join(f"- {readable_text(plain_note(note))}" for note in bundle.notes) or "- no warnings"
         summary = (
             f"**{scores['transcript_id'].nunique()} transcripts, {scores['therapist'].nunique()} therapist models, "
             f"{scores['judge'].nunique()} judge(s).** Notes:\n{note_lines}"
