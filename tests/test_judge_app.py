@@ -8,6 +8,7 @@ request crashed the whole app process (SIGSEGV in llama.cpp's grammar sampler).
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.request
 import uuid
@@ -84,32 +85,39 @@ def test_a_refused_request_stores_nothing(app_url, app_data_dir, tmp_path, rubri
         Store(f"sqlite:///{app_data_dir / 'cbtcompare.sqlite'}").get_transcript(transcript_id)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@functools.cache
+def shipped_registry():  # type: ignore[no-untyped-def]
+    from cbtcompare.models.registry import Registry
+
+    return Registry.from_files()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     therapist=st.text(max_size=160),
     variant=st.one_of(st.sampled_from(["base", "tuned", "prompted", "unassigned"]), st.text(max_size=12)),
-    family=st.text(max_size=100),
+    family=st.text(max_size=220),
 )
-def test_upload_labels_are_stored_as_given_or_refused_saying_which_field(tmp_path, therapist, variant, family):
-    """Whatever a person types about an upload: stored and read back as typed, or a ValueError naming the field;
-    never a crash in the store or a transcript stored with half its labels."""
+def test_upload_labels_are_taken_as_given_or_refused_saying_which(tmp_path, therapist, variant, family):
+    """Whatever a person types about an upload in the Judge tab: the checked request carries it, or the
+    request is refused with an error naming what to fix; either way nothing is stored by the check."""
+    from cbtcompare.ctrs.request import check_request
     from cbtcompare.provenance import of_record
-    from cbtcompare.transcript import Transcript, Turn
-    from cbtcompare.ui.judge import label_uploads, upload_labels
 
     store = Store(f"sqlite:///{tmp_path / 'labels.sqlite'}")
-    upload = Transcript(kind="import", turns=[Turn(role="therapist", text="What is on your agenda?")])
+    path = Path(upload(tmp_path, f"labelled-{uuid.uuid4().hex[:8]}"))
+    path.write_text(path.read_text().replace('"kind": "import", ', ""))  # a file that names no producer
+    labels = dict(upload_therapist=therapist.strip() or None, upload_variant=variant.strip() or None,
+                  upload_family=family.strip() or None)  # fmt: skip  (what the tab passes: blank is not given)
     try:
-        labels = upload_labels(therapist, variant, family)
+        request = check_request(shipped_registry(), store, stored_ids=[], upload=path, rubric_name="paper",
+                                judge_names=["smollm2-instruct"], repeats=1, mode="all", **labels)  # fmt: skip
     except ValueError as exc:
-        message = str(exc)
-        assert message.startswith("the upload's labels: ")
-        assert any(f"{name}:" in message for name in ("therapist", "variant", "family")), message
-        with pytest.raises(KeyError):
-            store.get_transcript(upload.id)
+        assert any(word in str(exc) for word in ("therapist", "variant", "family")), exc
         return
-    (labelled,) = label_uploads([upload], labels)
-    store.save_transcripts([labelled])
-    stored = store.get_transcript(upload.id)
-    assert stored.therapist_name == (therapist.strip() or "unknown")
-    assert of_record(stored.therapist, stored.meta) == (variant or "unassigned", family.strip() or "unknown")
+    finally:
+        assert store.list_transcripts() == []
+    (transcript,) = request.uploaded
+    assert transcript.therapist_name == (labels["upload_therapist"] or "unknown")
+    assert of_record(transcript.therapist, transcript.meta) == (
+        labels["upload_variant"] or "unassigned", labels["upload_family"] or "unknown")

@@ -13,16 +13,13 @@ from __future__ import annotations
 import html
 import threading
 import time
-import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import gradio as gr
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cbtcompare import plots
-from cbtcompare.config_errors import format_validation_error
 from cbtcompare.ctrs import (
     JudgeResult,
     TranscriptAggregate,
@@ -33,7 +30,7 @@ from cbtcompare.ctrs import (
 )
 from cbtcompare.ctrs.request import MAX_REPEATS, CheckedRequest, check_request, run_request
 from cbtcompare.models.base import ChatModel
-from cbtcompare.provenance import VARIANTS, Variant
+from cbtcompare.provenance import VARIANTS
 from cbtcompare.redact import redact
 from cbtcompare.transcript import Transcript
 from cbtcompare.ui import AppContext, ui_copy
@@ -125,35 +122,6 @@ def rubric_choices() -> list[tuple[str, str]]:
     return sorted(choices, key=lambda choice: choice[1] != DEFAULT_RUBRIC)
 
 
-class UploadLabels(BaseModel):
-    """What the person says about uploaded transcripts: who produced them, as what kind of model."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    therapist: str = Field("", max_length=120, description="the therapist (model or person) that produced them")
-    variant: Variant = Field(
-        "unassigned", description="base, tuned, prompted, or unassigned (left out of tuned-vs-base analyses)"
-    )
-    family: str = Field("", max_length=80, description="the model family, shared by a base and its tuned variants")
-
-    @field_validator("therapist", "family")
-    @classmethod
-    def _plain_text(cls, value: str) -> str:
-        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
-            raise ValueError("must be plain text: remove control characters and line breaks")
-        return value
-
-
-def label_uploads(transcripts: Sequence[Transcript], labels: UploadLabels) -> list[Transcript]:
-    """The uploads with the person's labels where the file said nothing (what a file records wins)."""
-    labelled = []
-    for transcript in transcripts:
-        meta = {"variant": labels.variant, **({"family": labels.family} if labels.family else {}), **transcript.meta}
-        therapist = transcript.therapist or ({"name": labels.therapist} if labels.therapist else {})
-        labelled.append(transcript.model_copy(update={"meta": meta, "therapist": therapist}))
-    return labelled
-
-
 class CallMeter:
     """Judge calls done and expected, and the pace, for a progress line with an ETA."""
 
@@ -218,20 +186,21 @@ def judge_updates(
     judge_names: list[str] | None,
     repeat_count: float,
     mode_name: str,
-    labels: UploadLabels,
+    upload_labels: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> Iterator[tuple[float, str, list[object] | None]]:
     """(fraction, status line, outputs or None) while a request runs; the last has the outputs.
-    Raises ValueError (or a typed model error) for a refused request, before anything is stored."""
+
+    `upload_labels` (therapist, variant, family) go to the importer for uploads that record none (blank: not
+    given). Raises ValueError (or a typed model or import error) for a refused request, before anything is
+    stored."""
+    therapist, variant, family = (label.strip() if label else None for label in upload_labels)
     request = check_request(
         context.registry, context.store, stored_ids=ids or [], upload=file, rubric_name=rubric_name,
         judge_names=judge_names or [], repeats=repeat_count, mode=mode_name,
+        upload_therapist=therapist or None, upload_variant=variant or None, upload_family=family or None,
     )  # fmt: skip
     meter = CallMeter(expected_calls(request))
-    counted = replace(
-        request,
-        uploaded=label_uploads(request.uploaded, labels),
-        judges=[_CountedJudge(j, meter) for j in request.judges],
-    )  # type: ignore[misc]
+    counted = replace(request, judges=[_CountedJudge(j, meter) for j in request.judges])  # type: ignore[list-item]
     outcome: dict[str, object] = {}
 
     def work() -> None:
@@ -260,13 +229,6 @@ def judge_updates(
         "answers ended unscored (never filled in). Click an item row to see its evidence."
     )
     yield 1.0, summary, [judged, summary, result_table(judged), "", figure]
-
-
-def upload_labels(therapist: str | None, variant: str | None, family: str | None) -> UploadLabels:
-    try:
-        return UploadLabels(therapist=therapist or "", variant=variant or "unassigned", family=family or "")
-    except ValidationError as exc:
-        raise ValueError(format_validation_error(exc, "the upload's labels", whole="labels")) from None
 
 
 def error_text(exc: BaseException) -> str:
@@ -346,7 +308,7 @@ def render(context: AppContext) -> None:
                 judge_names,
                 repeat_count,
                 mode_name,
-                upload_labels(therapist, variant, family),
+                (therapist, variant, family),
             ):
                 progress(fraction, desc=line)
                 yield final if final is not None else [gr.skip(), line, *keep[2:]]
@@ -368,7 +330,7 @@ def render(context: AppContext) -> None:
         try:
             *_, (_fraction, _line, final) = judge_updates(
                 context, ids, file, rubric_name, judge_names, repeat_count, mode_name,
-                upload_labels(therapist, variant, family),
+                (therapist, variant, family),
             )  # fmt: skip
         except Exception as exc:  # shown to the caller; a refused request stored nothing
             raise gr.Error(str(exc)) from exc
