@@ -133,10 +133,18 @@ def import_file(
     family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
+    mark_unassigned: bool = True,
 ) -> list[Transcript]:
     """Parse a transcript file (any format above); when `store` is given, save all of it in one transaction."""
     return import_files(
-        [path], store, therapist=therapist, variant=variant, family=family, meta=meta, limits=limits
+        [path],
+        store,
+        therapist=therapist,
+        variant=variant,
+        family=family,
+        meta=meta,
+        limits=limits,
+        mark_unassigned=mark_unassigned,
     ).transcripts
 
 
@@ -149,10 +157,12 @@ def import_files(
     family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
+    mark_unassigned: bool = True,
 ) -> ImportReport:
     """Parse every file first; only when all of them are valid, store them all in one transaction."""
     Attribution.of(therapist, variant, family)  # refused before any file is read
     options = {"therapist": therapist, "variant": variant, "family": family, "meta": meta, "limits": limits}
+    options["mark_unassigned"] = mark_unassigned
     parsed = [read_file(path, **options) for path in paths]
     saved = save_parsed(store, parsed) if store is not None else None
     return ImportReport(files=parsed, saved=saved)
@@ -166,6 +176,7 @@ def read_file(
     family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
+    mark_unassigned: bool = True,
 ) -> ParsedFile:
     """Read and parse one file; the size limit is checked before a byte is read."""
     path = Path(path)
@@ -194,6 +205,7 @@ def read_file(
         family=family,
         meta=meta,
         limits=limits,
+        mark_unassigned=mark_unassigned,
     )
 
 
@@ -242,11 +254,11 @@ def parse_transcripts(
     family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
+    mark_unassigned: bool = True,
 ) -> list[Transcript]:
     """Parse text in one of the formats; ImportFailed names the source and the line of the first problem."""
-    return parse_file_text(
-        text, source=source, fmt=fmt, therapist=therapist, variant=variant, family=family, meta=meta, limits=limits
-    ).transcripts
+    options = {"therapist": therapist, "variant": variant, "family": family, "meta": meta, "limits": limits}
+    return parse_file_text(text, source=source, fmt=fmt, mark_unassigned=mark_unassigned, **options).transcripts
 
 
 def parse_file_text(
@@ -259,6 +271,7 @@ def parse_file_text(
     family: str | None = None,
     meta: dict[str, Any] | None = None,
     limits: ImportLimits = DEFAULT_LIMITS,
+    mark_unassigned: bool = True,
 ) -> ParsedFile:
     """`parse_transcripts`, keeping the line each transcript starts on."""
     attribution = Attribution.of(therapist, variant, family)
@@ -289,17 +302,18 @@ def parse_file_text(
         if meta:
             transcript.meta = {**meta, **transcript.meta}
         try:
-            _attribute(transcript, attribution, built_here=built_here)
+            _attribute(transcript, attribution, built_here=built_here, mark_unassigned=mark_unassigned)
             check_storable(transcript)
         except ImportFailed as exc:
             raise ImportFailed(f"{source}: line {line}: {exc}") from None
     return ParsedFile(source=source, transcripts=[t for _, t, _ in found], lines=[line for line, _, _ in found])
 
 
-def _attribute(transcript: Transcript, attribution: Attribution, *, built_here: bool) -> None:
+def _attribute(transcript: Transcript, attribution: Attribution, *, built_here: bool, mark_unassigned: bool) -> None:
     """Therapist, variant and family: what the transcript records, else what its file said beside the
     messages ({"messages": [...], "therapist": ..., "variant": ..., "family": ...}), else the importer's
-    options; a transcript the importer built with no variant from any of them is `unassigned`. A
+    options; a transcript the importer built with no variant from any of them is `unassigned` (unless
+    `mark_unassigned` is off: a caller that labels the uploads itself, as the Judge tab does). A
     transcript that came whole with its own id is changed only by options the person gave."""
     beside = transcript.meta.get("source_fields") if built_here else None
     beside = beside if isinstance(beside, dict) else {}
@@ -312,7 +326,7 @@ def _attribute(transcript: Transcript, attribution: Attribution, *, built_here: 
         if transcript.meta.get(key) or transcript.therapist.get(key):
             continue  # the transcript records it
         value = beside.get(key) or getattr(attribution, key)
-        if value is None and key == "variant" and built_here:
+        if value is None and key == "variant" and built_here and mark_unassigned:
             value = "unassigned"
         if value is None:
             continue

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cbtcompare.ctrs.request import check_request
+from cbtcompare.importers import import_file
 from cbtcompare.models.base import ModelError
 from cbtcompare.models.registry import Registry
 
@@ -62,3 +63,25 @@ def test_every_part_of_a_request_is_checked_before_anything_is_stored(
 def test_a_request_with_nothing_to_judge_is_refused(shipped_registry, store):
     with pytest.raises(ValueError, match="pick stored transcripts or upload a file first"):
         check_request(shipped_registry, store, stored_ids=[], upload=None, **GOOD)
+
+
+def test_upload_labels_given_with_the_request_are_recorded_or_left_to_the_caller(shipped_registry, store, tmp_path):
+    """Labels passed with the request reach the importer (one place decides an upload's variant); without
+    them the uploads carry no variant mark, so the tab's own labels (default unassigned) still apply."""
+    labelled = check_request(
+        shipped_registry, store, stored_ids=[], upload=upload(tmp_path), **GOOD,
+        upload_therapist="clinic-gpt", upload_variant="prompted", upload_family="llama-3",
+    )  # fmt: skip
+    (transcript,) = labelled.uploaded
+    assert (transcript.therapist_name, transcript.meta["variant"], transcript.meta["family"]) == (
+        "clinic-gpt", "prompted", "llama-3",
+    )  # fmt: skip
+    plain = tmp_path / "plain.txt"
+    plain.write_text("Patient: hello\nTherapist: hi", encoding="utf-8")  # built by the importer, no id of its own
+    unlabelled = check_request(shipped_registry, store, stored_ids=[], upload=str(plain), **GOOD)
+    assert "variant" not in unlabelled.uploaded[0].meta
+    (marked,) = import_file(plain)  # the same file through the plain importer: unassigned
+    assert marked.meta["variant"] == "unassigned"
+    with pytest.raises(ValueError, match="import options: variant"):
+        check_request(shipped_registry, store, stored_ids=[], upload=upload(tmp_path), **GOOD, upload_variant="best")
+    assert store.list_transcripts() == []

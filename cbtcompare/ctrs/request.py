@@ -68,7 +68,10 @@ def check_request(
         registry.spec(name)  # an unknown name fails here, before anything loads
     stored = [_stored(store, i) for i in dict.fromkeys(stored_ids or [])]
     attribution = {"therapist": upload_therapist, "variant": upload_variant, "family": upload_family}
-    uploaded = import_file(upload, **attribution) if upload else []
+    # Without labels here the caller labels the uploads itself (the Judge tab's label_uploads, whose default
+    # is unassigned): the importer must not mark them first, or its mark would win over the person's labels.
+    labelled_here = any(attribution.values())
+    uploaded = import_file(upload, mark_unassigned=labelled_here, **attribution) if upload else []
     if not stored and not uploaded:
         raise ValueError("pick stored transcripts or upload a file first")
     for transcript in stored + uploaded:
