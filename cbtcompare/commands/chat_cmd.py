@@ -8,7 +8,6 @@ import sys
 from cbtcompare.compare import CompareSession
 from cbtcompare.models.registry import Registry
 from cbtcompare.safety import CRISIS_RESOURCES
-from cbtcompare.simulate.settings import shared_sampling
 
 BANNER = (
     "CBTCompare chat: a research tool for studying language models, not therapy and not a substitute for a "
@@ -31,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
         registry,
         [args.model],
         session_prompt=args.system_prompt,
-        sampling=shared_sampling([registry.spec(args.model)]),
         seed=args.seed,
     )
     if session.panes[0].error:

@@ -8,7 +8,6 @@ import json
 from cbtcompare.compare import CompareSession
 from cbtcompare.models.registry import Registry
 from cbtcompare.provenance import describe
-from cbtcompare.simulate.settings import shared_sampling
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,10 +29,10 @@ def run(args: argparse.Namespace) -> int:
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     for name in names:
         registry.spec(name)  # unknown names fail before anything loads
-    sampling = shared_sampling(
-        [registry.spec(name) for name in names], {"max_tokens": args.max_tokens, "temperature": args.temperature}
-    )
-    session = CompareSession(registry, names, session_prompt=args.system_prompt, sampling=sampling, seed=args.seed)
+    # Overrides only: the session resolves them with the one shared-sampling rule, as the Compare tab does.
+    overrides = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    session = CompareSession(registry, names, session_prompt=args.system_prompt, sampling=overrides, seed=args.seed)
+    sampling = session.sampling
     for _ in session.send(args.message):
         pass
     replies = []
