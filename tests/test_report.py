@@ -40,6 +40,7 @@ EXPECTED_CSVS = {
     "interaction.csv",
     "power.csv",
     "judge_icc.csv",
+    "relative_self_preference.csv",  # a llama judge scores llama therapists: self-preference is measurable
 }
 
 
