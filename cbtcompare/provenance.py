@@ -102,8 +102,9 @@ def _spec_from_record(record: Mapping[str, Any]) -> ModelSpec | None:
     """The spec a transcript's therapist record was made from (its `spec`, else its own fields)."""
     raw = record.get("spec") if isinstance(record.get("spec"), Mapping) else record
     fields = {k: raw[k] for k in ("name", "backend", "weights", "adapter", "system_prompt") if raw.get(k) is not None}
-    if not {"name", "backend", "weights"} <= fields.keys():
+    if not {"name", "weights"} <= fields.keys():
         return None
+    fields.setdefault("backend", "llamacpp")  # classification never reads the backend; old records lack it
     try:
         return ModelSpec.model_validate(fields)
     except ValueError:
