@@ -6,6 +6,9 @@ the official gradio_client.
   (CBTCOMPARE_PUBLIC_DEMO=1) refuses them even with the secret.
 - Repeated wrong secrets lock the client out, even for the right secret, with the time to wait.
 - A rating app serves no admin endpoint at all, and refuses uploads over its limit while still answering.
+- A key typed into the Models tab's Connections area never comes back to the client, nor reaches the store
+  or the log; the connection is this session's alone; a public demo adds no local file and no endpoint on
+  its own network.
 - An error shown to a visitor (the Judge tab naming the database) never carries the database password,
   and neither does the server's log.
 """
@@ -36,13 +39,28 @@ SHIPPED_DATASET = "training/data/cbt_synthetic/sessions.jsonl"
 def train_form(secret: str | None, *, dataset: str = SHIPPED_DATASET, overwrite: bool = True) -> list[object]:
     """/train_start's inputs: the secret, then the form (preset, dataset, base, name, lr, steps, epochs, seq len,
     LoRA r, alpha, overwrite), aimed at replacing the shipped adapter."""
-    return [secret, "smollm2-135m-cpu", dataset, "embedded:smollm2", SHIPPED_ADAPTER.name, 2e-4, -1, 1, 512, 8, 16,
-            overwrite]
+    return [
+        secret,
+        "smollm2-135m-cpu",
+        dataset,
+        "embedded:smollm2",
+        SHIPPED_ADAPTER.name,
+        2e-4,
+        -1,
+        1,
+        512,
+        8,
+        16,
+        overwrite,
+    ]
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_folders(data_dir: Path) -> list[str]:
@@ -151,6 +169,52 @@ def test_a_public_demo_refuses_every_write_even_with_the_secret(demo_app):
     assert client.predict(api_name="/models")  # reading still works
 
 
+def test_a_public_demo_adds_no_local_file_or_own_network_connection(demo_app):
+    url, _ = demo_app
+    client = Client(url, verbose=False)
+    from cbtcompare.models.defaults import default_gguf_path
+
+    result, key_box, mine, *_ = client.predict(
+        "gguf", "local-gguf", str(default_gguf_path()), "", "", api_name="/connections_add"
+    )
+    assert "Not added" in result and "local files cannot be added" in result and key_box == ""
+    assert "local-gguf" not in str(mine)
+    result, *_ = client.predict("openai", "inside", "m", "http://127.0.0.1:8000/v1", "", api_name="/connections_add")
+    assert "Not added" in result and "public demo does not connect" in result
+    assert "local-gguf" not in str(client.predict(api_name="/models"))
+
+
+# Connections: a key typed into the Models tab --------------------------------------------------------------
+
+
+def test_a_connection_key_never_comes_back_nor_reaches_the_store_or_the_log(
+    app_url, app_data_dir, llama_server, monkeypatch
+):
+    from test_rate_app import recording
+
+    with recording(monkeypatch) as recorder:
+        client = Client(app_url, verbose=False)
+        result, key_box, mine, *_ = client.predict(
+            "openai", "keyed-server", "local", llama_server.base_url, llama_server.api_key,
+            api_name="/connections_add",
+        )  # fmt: skip
+        assert "keyed-server answered" in result and key_box == ""
+        assert "keyed-server" in str(mine)
+        assert "keyed-server" in str(client.predict(api_name="/models")), "this session sees its connection"
+        assert "keyed-server" not in str(Client(app_url, verbose=False).predict(api_name="/models")), "others do not"
+        wrong, *_ = client.predict(
+            "openai", "keyed-wrong", "local", llama_server.base_url, llama_server.api_key + "x",
+            api_name="/connections_add",
+        )  # fmt: skip
+        assert "test failed" in wrong
+        received = recorder.text()
+    assert "keyed-server" in received, "the recorder saw the app's answers"
+    assert llama_server.api_key not in received
+    for path in app_data_dir.rglob("*"):
+        if path.is_file():
+            assert llama_server.api_key.encode() not in path.read_bytes(), f"the key reached {path}"
+
+
 # The rating app: raters only -----------------------------------------------------------------------------
 
 
@@ -195,8 +259,14 @@ def postgres_app(postgres_server, tmp_path_factory) -> Iterator[PostgresApp]:
     from fixtures_app import start_app
 
     def admin(statement: str) -> None:
-        with psycopg.connect(host=postgres_server.host, port=postgres_server.port, user=postgres_server.user,
-                             password=postgres_server.password, dbname="postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            host=postgres_server.host,
+            port=postgres_server.port,
+            user=postgres_server.user,
+            password=postgres_server.password,
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
             conn.execute(statement)
 
     role = f"app_{secrets.token_hex(4)}"
