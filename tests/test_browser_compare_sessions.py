@@ -93,12 +93,13 @@ def test_the_conversation_survives_a_reload_and_a_settings_change_keeps_it_liste
     expect(page.locator("#compare-status")).to_contain_text("new conversation", timeout=60_000)
     expect(replies(page, 0)).to_have_count(1, timeout=REPLY_S)
     expect(page.locator("#pane-0")).not_to_contain_text("My exam went badly")
+    expect(page.locator("#download")).to_be_enabled(timeout=60_000)
 
     page.locator("#recent-comparisons input").click()
     options = page.get_by_role("option")
     expect(options).to_have_count(2)
     page.get_by_role("option", name=re.compile("My exam went badly")).click()
-    page.locator("#pane-0").get_by_text("My exam went badly").first.wait_for(timeout=60_000)
+    page.locator("#pane-0").get_by_text("My exam went badly").first.wait_for(timeout=REPLY_S)
     expect(page.locator("#pane-0")).not_to_contain_text("my flatmate is loud")
     expect(number_box(page, "seed")).to_have_value("0")  # its own settings come back
 

@@ -37,7 +37,6 @@ from cbtcompare.models.base import ModelError
 from cbtcompare.redact import redact
 from cbtcompare.safety import CrisisResult, crisis_panel_markdown
 from cbtcompare.ui import AppContext, generation_concurrency, ui_copy
-from cbtcompare.ui.pickers import model_dropdown
 from cbtcompare.ui.render import pane_header, pane_messages, pane_stats
 
 TITLE = "Compare"
@@ -56,6 +55,7 @@ class CompareTabState:
         self.stop_requested = threading.Event()
         self.history = ComparisonHistory()
         self.crisis_shown: CrisisResult | None = None  # shown until dismissed, across later messages
+        self.turn_lock = threading.Lock()  # a Send (or Enter) while replies stream waits for them to finish
 
     def __deepcopy__(self, memo: dict) -> CompareTabState:
         return CompareTabState()  # gr.State copies its default per visitor: each gets a fresh holder
@@ -124,11 +124,10 @@ def render(context: AppContext) -> None:
     gr.Markdown(ui_copy("compare_intro"))
     with gr.Row():
         pickers = [
-            model_dropdown(
-                context,
-                label=f"Model {chr(65 + i)}",
-                leading=(NONE,) if i >= 2 else (),
+            gr.Dropdown(
+                choices=names if i < 2 else [NONE, *names],
                 value=defaults[i] if i < len(defaults) else (NONE if i >= 2 else names[0]),
+                label=f"Model {chr(65 + i)}",
                 elem_id=f"compare-model-{i}",
             )
             for i in range(MAX_PANES)
@@ -253,6 +252,10 @@ def render(context: AppContext) -> None:
         yield screen(tab, note or ("Stopped: each reply ends where it was." if stopped else ""))
 
     def on_send(text: str, tab: CompareTabState, *values: object) -> Iterator[list[object]]:
+        with tab.turn_lock:
+            yield from send_turn(text, tab, *values)
+
+    def send_turn(text: str, tab: CompareTabState, *values: object) -> Iterator[list[object]]:
         tab.stop_requested.clear()
         try:
             wanted = settings_from(values)
@@ -288,6 +291,10 @@ def render(context: AppContext) -> None:
         yield from stream(tab, session, _prepend(first, updates), note)
 
     def on_regenerate(tab: CompareTabState) -> Iterator[list[object]]:
+        with tab.turn_lock:
+            yield from regenerate_turn(tab)
+
+    def regenerate_turn(tab: CompareTabState) -> Iterator[list[object]]:
         tab.stop_requested.clear()
         if tab.session is None:
             yield _refusal("Nothing to regenerate yet; send a message first.")
@@ -329,6 +336,9 @@ def render(context: AppContext) -> None:
         return [*settings_values(session.settings), *screen(tab, note)]
 
     def on_open(group_id: str | None, tab: CompareTabState) -> list[object]:
+        if tab.session is not None and group_id == tab.session.group_id:
+            # the list shows the open conversation after every reply; Gradio reports that as input too
+            return [gr.update()] * (len(settings) + len(screen_outputs))
         return open_saved(tab, group_id)
 
     def on_load(raw: object, tab: CompareTabState) -> list[object]:
