@@ -42,16 +42,13 @@ def main() -> None:
 
     from cbtcompare.models.registry import Registry
     from cbtcompare.patients import curated_profiles
-    from cbtcompare.simulate import run_group
+    from cbtcompare.simulate import SessionSettings, run_group
     from cbtcompare.techniques import CBT_MOVES, cbt_move_rate, technique_rates
 
     registry = Registry.from_files()
     arms = [args.instruct, args.tuned] + (["smollm2-cbt-prompted"] if args.prompted else [])
     therapists = [registry.load(name) for name in arms]
     patient = registry.load("smollm2-instruct")
-    patient_sampling = patient.spec.sampling.merged(max_tokens=args.patient_max_tokens)
-    # One sampling for every therapist (the specs share it; only the cap is lowered, to keep this affordable).
-    therapist_sampling = therapists[0].spec.sampling.merged(max_tokens=args.therapist_max_tokens)
     # Profiles that disclose self-harm test the crisis path, not CBT structure; they are left out here.
     profiles = [p for p in curated_profiles() if p.disclosure is None]
     rates: dict[str, list[float]] = {name: [] for name in arms}
@@ -60,9 +57,15 @@ def main() -> None:
     started = time.perf_counter()
     for seed in range(args.seeds):
         for profile in profiles:
-            group = run_group(therapists, patient, profile, max_turns=args.max_turns, seed=1000 + seed,
-                              patient_sampling=patient_sampling, therapist_sampling=therapist_sampling,
-                              stop_on_crisis=True)
+            # One sampling for every therapist (the shared rule); only the caps are lowered, to keep this affordable.
+            settings = SessionSettings(
+                max_turns=args.max_turns,
+                seed=1000 + seed,
+                stop_on_crisis=True,
+                therapist_sampling={"max_tokens": args.therapist_max_tokens},
+                patient_sampling={"max_tokens": args.patient_max_tokens},
+            )
+            group = run_group(therapists, patient, profile, settings)
             row = {"profile": profile.id, "seed": 1000 + seed}
             for name, transcript in zip(arms, group, strict=True):
                 try:

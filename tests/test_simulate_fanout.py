@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from cbtcompare.simulate.fanout import fan_out, values_or_raise
+from cbtcompare.fanout import fan_out, values_or_raise
 
 
 @pytest.mark.parametrize("workers", [1, 3])

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cbtcompare.models.base import ModelSpec, Sampling
+from cbtcompare.models.registry import backend_capabilities
 from cbtcompare.paths import REPO_ROOT
 from training.config import ConfigError, TrainConfig
 from training.staging import clean_partial_outputs, process_alive, process_start_ticks
@@ -653,7 +654,9 @@ def store_uploaded_dataset(path: str | Path) -> Path:
 def base_model_choices(registry: Any) -> list[str]:
     """Registry models with local weights (GGUF or transformers) that can serve as a base."""
     names = [
-        n for n in registry.names() if registry.spec(n).backend in ("llamacpp", "hf") and not registry.spec(n).adapter
+        n
+        for n in registry.names()
+        if backend_capabilities(registry.spec(n).backend).trainable and not registry.spec(n).adapter
     ]
     return ["embedded:smollm2", *names]
 

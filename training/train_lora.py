@@ -119,13 +119,13 @@ class BaseModelSource:
 def resolve_base_model(reference: str) -> BaseModelSource:
     """A registry name, embedded:smollm2, a GGUF file, a transformers folder or a Hub id; ModelNotFound otherwise."""
     from cbtcompare.models.hf import locate_weights
-    from cbtcompare.models.registry import Registry
+    from cbtcompare.models.registry import Registry, backend_capabilities
 
     weights = reference
     registry = Registry.from_files()
     if reference in registry.names():
         spec = registry.spec(reference)
-        if spec.backend not in ("llamacpp", "hf"):
+        if not backend_capabilities(spec.backend).trainable:
             raise ModelNotFound(
                 f"{reference} is an API model ({spec.backend}); training needs local weights: name a GGUF or "
                 "transformers model"
@@ -134,7 +134,7 @@ def resolve_base_model(reference: str) -> BaseModelSource:
     try:
         source = locate_weights(ModelSpec(name=reference, backend="hf", weights=weights), download=True)
     except ModelError as exc:
-        known = ", ".join(n for n in registry.names() if registry.spec(n).backend in ("llamacpp", "hf"))
+        known = ", ".join(n for n in registry.names() if backend_capabilities(registry.spec(n).backend).trainable)
         raise ModelNotFound(
             f"unknown base model {reference!r}: {exc}. Use a registry model ({known}), embedded:smollm2, a .gguf "
             "file, a transformers folder or a Hub id (owner/name)"

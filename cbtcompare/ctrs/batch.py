@@ -24,7 +24,7 @@ from cbtcompare.ctrs.results import load_pairwise, load_results, save_pairwise, 
 from cbtcompare.ctrs.rubric import Rubric
 from cbtcompare.models.base import ChatModel, Message
 from cbtcompare.models.registry import backend_capabilities
-from cbtcompare.simulate.fanout import fan_out, values_or_raise
+from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.store import Store
 from cbtcompare.transcript import Transcript
 

@@ -19,7 +19,7 @@ from cbtcompare.simulate.batch import (
     plan_batch,
     run_batch,
 )
-from cbtcompare.simulate.fanout import Outcome, fan_out
+from cbtcompare.fanout import Outcome, fan_out
 from cbtcompare.simulate.group import (
     MAX_GROUP,
     GroupHooks,

@@ -24,7 +24,7 @@ from cbtcompare.content_hash import content_digest
 from cbtcompare.models.base import ModelError
 from cbtcompare.patients import PatientProfile, curated_profiles, load_profile
 from cbtcompare.seeds import replicate_seed
-from cbtcompare.simulate.fanout import fan_out, values_or_raise
+from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.simulate.group import run_course_sessions
 from cbtcompare.simulate.session import SessionPlace, is_endpoint, make_opening, run_session
 from cbtcompare.simulate.settings import SessionSettings, SummaryPolicy

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from cbtcompare.models.base import ChatModel
 from cbtcompare.patients import PatientProfile
-from cbtcompare.simulate.fanout import fan_out, values_or_raise
+from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.simulate.session import (
     SessionPlace,
     TranscriptCallback,

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from cbtcompare.annotate import annotate_turn, annotation_versions
 from cbtcompare.models.base import ChatModel, ContextOverflow, Message, Sampling, Usage
+from cbtcompare.models.llamacpp import keep_prefix_per_role
 from cbtcompare.models.registry import backend_capabilities
 from cbtcompare.patients import (
     PatientProfile,
@@ -191,6 +192,7 @@ def run_session(
     before the next therapist turn (stop reason "stopped").
     """
     place = place or SessionPlace()
+    keep_prefix_per_role([therapist, patient_model])  # on one GGUF, each role keeps its own cached prefix
     session_index, max_turns = place.session_index, settings.max_turns
     started = time.perf_counter()
     session_prompt = settings.session_prompt

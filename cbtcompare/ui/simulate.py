@@ -17,6 +17,7 @@ from cbtcompare.patients import PatientProfile, list_profiles, load_profile, sam
 from cbtcompare.simulate import BatchConfig, BatchProgress, BatchResult, SessionSettings, run_batch, stream_group
 from cbtcompare.transcript import Transcript, Turn
 from cbtcompare.ui import AppContext, generation_concurrency, ui_copy
+from cbtcompare.ui.pickers import model_dropdown
 from cbtcompare.ui.render import technique_label
 
 TITLE = "Simulate"
@@ -56,11 +57,13 @@ def render(context: AppContext) -> None:
             seed = gr.Number(0, precision=0, label="Seed (sessions and sampled profiles)")
             card = gr.Markdown(profiles[0].card() if profiles else "")
         with gr.Column(scale=2):
-            patient = gr.Dropdown(
-                names, value="smollm2-instruct" if "smollm2-instruct" in names else names[0], label="Patient model"
+            patient = model_dropdown(
+                context,
+                label="Patient model",
+                value="smollm2-instruct" if "smollm2-instruct" in names else names[0],
             )
-            therapists = gr.Dropdown(
-                names,
+            therapists = model_dropdown(
+                context,
                 value=[n for n in ("smollm2-instruct", "smollm2-cbt-prompted") if n in names],
                 multiselect=True,
                 max_choices=MAX_PANES,

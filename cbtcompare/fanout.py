@@ -1,6 +1,6 @@
 """The one fan-out-and-stop helper: run N tasks on a pool, stop starting new ones on a stop event.
 
-Matched groups and batches both go through `fan_out`, so they stop the same way: once the event is set,
+Matched groups, batches and batch judging all go through `fan_out`, so they stop the same way: once the event is set,
 no task starts, and the running ones get the same event to check between turns. Outcomes come back in the
 order the tasks were given, each with its value, its error, or the fact that it never started.
 """
