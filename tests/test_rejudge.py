@@ -154,3 +154,11 @@ def test_concurrent_rejudging_on_postgresql_never_collides(pg_store: Store):  # 
     stored = load_results(pg_store, transcript_ids=[transcript.id])
     assert sorted(r.repeat for r in stored) == [0, 1, 2, 3, 4]
     assert sorted(r.items["agenda"].score for r in stored) == [1, 2, 3, 4, 5]
+
+
+def test_storing_scores_for_a_missing_transcript_never_shows_the_database_password(pg_store: Store, postgres_server):  # noqa: F811
+    # The error named `store.url`, password included (seen in a test failure); it must name the masked URL.
+    with pytest.raises(ValueError) as info:
+        save_results(pg_store, [_judge_result("not-stored", 0, 7)])
+    assert postgres_server.password and postgres_server.password not in str(info.value)
+    assert "not-stored" in str(info.value)

@@ -105,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if store is not None and from_file:  # only now that everything it needs has loaded
         (stored_id,) = save_imported(store, [transcript])
         transcript = store.get_transcript(stored_id)
-    results = score_many([transcript], judges, rubric, config, repeats=args.repeats)
+    # Judging a stored transcript again continues its repeats (and their seeds) instead of repeating repeat 0.
+    first_repeat = None if store is None else (lambda t, j: store.next_repeat(t.id, j.name, rubric.id))
+    results = score_many([transcript], judges, rubric, config, repeats=args.repeats, first_repeat=first_repeat)
     if store is not None:
         save_results(store, results)
     summary = results[0].summary_dict() if len(results) == 1 else aggregate_results(results).summary_dict()

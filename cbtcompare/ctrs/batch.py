@@ -129,7 +129,7 @@ def batch_transcript_ids(store: Store, batch_id: str) -> list[str]:
     """The finished sessions of a simulation batch (cbtcompare.simulate.run_batch), in run-key order."""
     runs = store.batch_runs(batch_id)
     if not runs:
-        raise ValueError(f"no batch {batch_id!r} in {store.url}; batch ids look like NAME@FINGERPRINT")
+        raise ValueError(f"no batch {batch_id!r} in {store.display_url}; batch ids look like NAME@FINGERPRINT")
     return [runs[key].transcript_id for key in sorted(runs) if runs[key].transcript_id]  # type: ignore[misc]
 
 

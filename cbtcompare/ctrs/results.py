@@ -78,7 +78,8 @@ def save_results(store: Store, results: Sequence[JudgeResult]) -> int:
     except IntegrityError as exc:
         ids = sorted({r.transcript_id for r in results})
         raise ValueError(
-            f"cannot store scores: transcript(s) {', '.join(ids)} are not all in {store.url}; save or import them first"
+            f"cannot store scores: transcript(s) {', '.join(ids)} are not all in {store.display_url}; "
+            "save or import them first"
         ) from exc
 
 
