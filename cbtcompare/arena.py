@@ -262,7 +262,8 @@ def rater_flags(votes: pd.DataFrame) -> pd.DataFrame:
 
 def preferences_from_records(records: Iterable[Mapping[str, object]]) -> tuple[pd.DataFrame, int]:
     """Votes from a rating study's export records (cbtcompare.rating.export_records: a_therapist,
-    b_therapist, preference A/B/tie, rater_id); returns (votes, ratings without a preference)."""
+    b_therapist, preference A/B/tie/both_bad, rater_id); returns (votes, ratings without a preference).
+    "Both bad" is a tie for Bradley-Terry, as in FastChat's arena ("tie (bothbad)")."""
     votes, skipped = [], 0
     for record in records:
         preference = record.get("preference")
@@ -273,7 +274,7 @@ def preferences_from_records(records: Iterable[Mapping[str, object]]) -> tuple[p
             {
                 "model_a": record["a_therapist"],
                 "model_b": record["b_therapist"],
-                "winner": str(preference).lower(),
+                "winner": "tie" if preference == "both_bad" else str(preference).lower(),
                 "rater": record["rater_id"],
             }
         )

@@ -339,6 +339,5 @@ def test_a_verdict_click_saves_the_pair_and_says_so_or_says_why_not_in_place(rat
     assert any(isinstance(v, str) and "pair 2 of 3: both bad" in v for v in both_bad)
     first, second = sorted(rating.export_records(store, created.study_id), key=lambda r: r["submitted_at"])
     assert first["preference"] == "B" and first["comment"] == "clearer agenda"
-    # The rating core stores A, B or tie: "both bad" is a tie whose comment says so (until it takes the value).
-    assert second["preference"] in {"tie", "both_bad"}
-    assert second["preference"] == "both_bad" or second["comment"].startswith("[verdict: both bad]")
+    # "Both bad" is its own stored value, with the rater's comment as written.
+    assert second["preference"] == "both_bad" and second["comment"] == "neither set an agenda"

@@ -417,6 +417,20 @@ def test_unblinding_undoes_the_sides(store):
     assert report.head_to_head.iloc[0].to_dict()["ties"] == 0
 
 
+def test_both_bad_is_its_own_verdict_counted_as_a_tie(store):
+    # The arena's fourth button: stored as "both_bad", a tie for win rates and Bradley-Terry, counted apart.
+    from cbtcompare.arena import preferences_from_study
+
+    created = study_with(store, 3, 2)
+    rate_all(store, created.invite_codes[0], lambda v: full_answer(preference="both_bad"))
+    rate_all(store, created.invite_codes[1], prefers_zorblat)
+    table = rating.unblinding_report(store, created.study_id).preference.set_index("therapist")
+    assert table.loc[CANARY["name_a"], "ties"] == 3 and table.loc[CANARY["name_a"], "both_bad"] == 3
+    assert table.loc[CANARY["name_a"], "win_rate"] == pytest.approx((3 + 0.5 * 3) / 6)
+    votes, skipped = preferences_from_study(store, created.study_id)
+    assert skipped == 0 and len(votes) == 6 and votes["winner"].tolist().count("tie") == 3
+
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_export_round_trip(store, fmt):
     created = study_with(store, 3, 2)

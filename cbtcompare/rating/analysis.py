@@ -268,8 +268,8 @@ def human_scores(store: Store, study_id: str) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class UnblindingReport:
-    """preference: per therapist (n, wins, losses, ties, win_rate with ties as half, mean confidence of its
-    wins); head_to_head: per pair of therapists; items: per therapist and item (n, mean, sd), with "total";
+    """preference: per therapist (n, wins, losses, ties, both_bad (the ties a rater called both bad, also
+    counted in ties), win_rate with ties as half, mean confidence of its wins); head_to_head: per pair of therapists; items: per therapist and item (n, mean, sd), with "total";
     shown_a_rate: share of non-tie preferences that went to side A (0.5 = no position bias)."""
 
     preference: pd.DataFrame
@@ -290,13 +290,14 @@ def unblinding_report(store: Store, study_id: str) -> UnblindingReport:
             continue
         pair = (r["a_therapist"], r["b_therapist"])
         for name in pair:
-            tally.setdefault(name, {"n": 0, "wins": 0, "losses": 0, "ties": 0, "win_confidence": 0.0})
+            tally.setdefault(name, {"n": 0, "wins": 0, "losses": 0, "ties": 0, "both_bad": 0, "win_confidence": 0.0})
             tally[name]["n"] += 1
         key = tuple(sorted(pair))
         duel = duels.setdefault(key, {"wins_1": 0, "wins_2": 0, "ties": 0})
-        if r["preference"] == "tie":
+        if r["preference"] in ("tie", "both_bad"):
             for name in pair:
                 tally[name]["ties"] += 1
+                tally[name]["both_bad"] += r["preference"] == "both_bad"
             duel["ties"] += 1
             continue
         decided += 1
@@ -315,6 +316,7 @@ def unblinding_report(store: Store, study_id: str) -> UnblindingReport:
                 "wins": int(t["wins"]),
                 "losses": int(t["losses"]),
                 "ties": int(t["ties"]),
+                "both_bad": int(t["both_bad"]),
                 "win_rate": (t["wins"] + 0.5 * t["ties"]) / t["n"],
                 "mean_confidence_of_wins": t["win_confidence"] / t["wins"]
                 if t["wins"] and study.choices.confidence
@@ -322,7 +324,7 @@ def unblinding_report(store: Store, study_id: str) -> UnblindingReport:
             }
             for name, t in sorted(tally.items())
         ],
-        columns=["therapist", "n", "wins", "losses", "ties", "win_rate", "mean_confidence_of_wins"],
+        columns=["therapist", "n", "wins", "losses", "ties", "both_bad", "win_rate", "mean_confidence_of_wins"],
     )
     head_to_head = pd.DataFrame(
         [{"therapist_1": k[0], "therapist_2": k[1], **v} for k, v in sorted(duels.items())],
@@ -457,7 +459,7 @@ def _preference_alpha(store: Store, study_id: str) -> float:
         if r["preference"] is None:
             continue
         first_won = r["preferred_transcript_id"] == firsts[r["pair_id"]]
-        code = {"tie": 3.0}.get(r["preference"], 1.0 if first_won else 2.0)
+        code = {"tie": 3.0, "both_bad": 4.0}.get(r["preference"], 1.0 if first_won else 2.0)
         values.append({"rater_id": r["rater_id"], "pair_id": r["pair_id"], "value": code})
     if not values:
         return math.nan

@@ -139,7 +139,7 @@ class RatingAnswer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preference: Literal["A", "B", "tie"] | None = None
+    preference: Literal["A", "B", "tie", "both_bad"] | None = None  # both_bad: a tie where neither helps
     confidence: int | None = None
     scores: dict[Side, dict[str, int | None]] = Field(default_factory=dict)
     comment: str = Field("", max_length=MAX_COMMENT)
@@ -209,7 +209,7 @@ def check_answer(study: Study, answer: RatingAnswer) -> RatingAnswer:
     problems: list[str] = []
     choices = study.choices
     if choices.preference and answer.preference is None:
-        problems.append("your overall preference (A, B or tie)")
+        problems.append("your overall preference (A, B, tie or both bad)")
     if choices.confidence and answer.confidence not in CONFIDENCE_LEVELS:
         problems.append(f"your confidence ({CONFIDENCE_LEVELS[0]}-{CONFIDENCE_LEVELS[-1]})")
     scores: dict[Side, dict[str, int]] = {}

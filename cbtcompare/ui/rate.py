@@ -38,24 +38,10 @@ VERDICTS = [
     ("A is better", "a", "A"),
     ("B is better", "b", "B"),
     ("Tie", "tie", "tie"),
-    ("Both bad", "bad", "both bad"),
+    ("Both bad", "bad", "both_bad"),
 ]
-VERDICT_WORDS = {"A": "A is better", "B": "B is better", "tie": "a tie", "both bad": "both bad"}
-BOTH_BAD_NOTE = "[verdict: both bad]"
+VERDICT_WORDS = {"A": "A is better", "B": "B is better", "tie": "a tie", "both_bad": "both bad"}
 READ_HINT = "*The verdict buttons open once you have scrolled both transcripts to the end.*"
-
-
-def _core_takes(preference: str) -> bool:
-    try:
-        rating.RatingAnswer(preference=preference)  # type: ignore[arg-type]
-    except ValueError:
-        return False
-    return True
-
-
-# The rating core stores A, B or tie; "both bad" is stored as its own value once the core takes one, and
-# until then as a tie with BOTH_BAD_NOTE leading the comment (kept where the study asks for comments).
-BOTH_BAD_PREFERENCE = "both_bad" if _core_takes("both_bad") else "tie"
 
 
 @cache
@@ -72,15 +58,6 @@ def scale_text(study: rating.Study) -> str:
         return ""
     labels = " · ".join(f"{level} {label}" for level, label in sorted(study.rubric["scale"]["labels"].items()))
     return f"**Score each item for both transcripts** ({study.rubric['name']}): {labels}"
-
-
-def verdict_answer(verdict: str, comment: str) -> tuple[str, str]:
-    """The preference and comment stored for a verdict button."""
-    if verdict != "both bad":
-        return verdict, comment
-    if BOTH_BAD_PREFERENCE != "tie":
-        return BOTH_BAD_PREFERENCE, comment
-    return "tie", f"{BOTH_BAD_NOTE} {comment}".strip()
 
 
 def render(context: AppContext) -> None:
@@ -249,9 +226,8 @@ def render(context: AppContext) -> None:
         if session is None:
             return inline("Enter your invite code first.")
         before = rating.progress(store, session.rater_id)
-        pref, note = verdict_answer(verdict, note or "")
         try:
-            rating.submit(store, session, answer_of(pref, conf, note, scores), read_flag=flag)
+            rating.submit(store, session, answer_of(verdict, conf, note or "", scores), read_flag=flag)
         except rating.RatingError as exc:
             return inline(f"⚠ {exc}")
         return show_next(session, saved_message(before, verdict))
