@@ -109,7 +109,8 @@ def test_a_refusal_is_said_in_words_then_a_run_shows_progress_and_its_table(page
     page.locator("#judge-run").click()
     # the old refusal is gone at once, and the run says where it is
     status.get_by_text("pick stored transcripts").wait_for(state="detached", timeout=30_000)
-    status.get_by_text(re.compile(r"Judging: call 1 of 1 running, \d+ s so far")).wait_for(timeout=60_000)
+    # .first: while the status line re-renders, the old and the new text may both be on the page for a moment
+    status.get_by_text(re.compile(r"Judging: call 1 of 1 running, \d+ s so far")).first.wait_for(timeout=60_000)
     status.get_by_text("Judged 1 transcript(s) with 1 judge(s)").wait_for(timeout=600_000)
     table = page.locator("#judge-table")
     table.get_by_text("TOTAL").first.wait_for()

@@ -104,3 +104,19 @@ def test_a_broken_manifest_is_skipped_and_the_rest_still_registered(data):
     context = AppContext.from_environment()
     assert "good-cbt" in context.registry.names()
     assert "not-ours" not in context.registry.names()
+
+
+def test_a_page_refreshes_all_its_live_lists_with_one_timer():
+    # One timer per dropdown made each open page send a request per list every few seconds, which stalled
+    # the Compare tab's events on a loaded machine; a page now has one timer and one load event for them all.
+    import gradio as gr
+
+    from cbtcompare.ui import build_app
+
+    app = build_app(AppContext.from_environment(), warm_up=False)
+    refreshes = [fn for fn in app.fns.values() if fn.name == "refresh"]
+    assert len(refreshes) == 2  # the timer's tick and the page load
+    outputs = {block._id for block in refreshes[0].outputs}
+    dropdowns = [b for b in app.blocks.values() if isinstance(b, gr.Dropdown) and b.elem_id in {
+        "compare-model-0", "compare-model-1", "compare-model-2"}]
+    assert len(dropdowns) == 3 and {d._id for d in dropdowns} <= outputs

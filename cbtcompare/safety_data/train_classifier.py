@@ -17,8 +17,8 @@ What it does, all seeded and deterministic:
 5. then a lower threshold for statements whose closest kind is high-risk (explicit intent, plan, method,
    preparatory behaviour and access to means, acute danger: a miss there is worse than a false alarm): the
    lowest grid threshold at which the combined dev FPR stays <= `high_risk_target_fpr`. Both targets are set
-   for recall (0.07 and 0.10: most of, and then all of, the 0.10 false-alarm budget the screen is held to on
-   unseen statements); the head file records the out-of-fold trade-off at other thresholds (`cv.tradeoff`);
+   for recall (0.07 and 0.08: most of the 0.10 false-alarm budget the screen is held to on unseen
+   statements, with a margin, since dev figures are optimistic); the head file records the out-of-fold trade-off at other thresholds (`cv.tradeoff`);
 6. refits on the whole dev set with that C and writes coefficients, intercept, thresholds, each kind's
    centroid (the unit mean embedding of its dev statements, which names a classifier-only hit), the dev
    files' sha256 and the cross-validated figures. `--check` recomputes all of it and compares with the file.
@@ -61,10 +61,11 @@ class TrainConfig:
     repeats: int = field(default=5, metadata={"help": "repeats of the fold split; probabilities are averaged"})
     seed: int = 20250101
     # Set for recall: a miss costs more than a false alarm, so the thresholds spend most of the 0.10 false-alarm
-    # budget the screen is held to on unseen text, and all of it on the kinds where a miss costs most.
+    # budget the screen is held to on unseen text, and more of it on the kinds where a miss costs most. Not all
+    # of it: spending the whole 0.10 on dev (the first retraining on dev v3) gave 0.133 on fresh4, unseen.
     target_fpr: float = field(default=0.07, metadata={"help": "dev false-positive rate the threshold keeps under"})
     high_risk_target_fpr: float = field(
-        default=0.10, metadata={"help": "dev FPR the lower threshold for high-risk kinds keeps under"}
+        default=0.08, metadata={"help": "dev FPR the lower threshold for high-risk kinds keeps under"}
     )
     high_risk_kinds: tuple[str, ...] = field(
         default=(

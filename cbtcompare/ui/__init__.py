@@ -233,6 +233,9 @@ def build_app(context: AppContext | None = None, *, warm_up: bool = True) -> gr.
             with gr.Tab(module.TITLE):
                 banner()
                 module.render(context)
+    from cbtcompare.ui.pickers import wire_live_lists  # pickers imports this module
+
+    wire_live_lists(app)
     redact_event_errors(app)
     app.queue(default_concurrency_limit=generation_concurrency())
     return app

@@ -37,6 +37,7 @@ from cbtcompare.models.base import ModelError
 from cbtcompare.redact import redact
 from cbtcompare.safety import CrisisResult, crisis_panel_markdown
 from cbtcompare.ui import AppContext, generation_concurrency, ui_copy
+from cbtcompare.ui.pickers import model_dropdown
 from cbtcompare.ui.render import pane_header, pane_messages, pane_stats
 
 TITLE = "Compare"
@@ -124,8 +125,9 @@ def render(context: AppContext) -> None:
     gr.Markdown(ui_copy("compare_intro"))
     with gr.Row():
         pickers = [
-            gr.Dropdown(
-                choices=names if i < 2 else [NONE, *names],
+            model_dropdown(
+                context,
+                leading=(NONE,) if i >= 2 else (),
                 value=defaults[i] if i < len(defaults) else (NONE if i >= 2 else names[0]),
                 label=f"Model {chr(65 + i)}",
                 elem_id=f"compare-model-{i}",
