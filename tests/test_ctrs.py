@@ -8,6 +8,7 @@ model does only sometimes. The real embedded model is used as a judge in the tes
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -40,19 +41,9 @@ from cbtcompare.paths import REPO_ROOT
 from cbtcompare.transcript import Transcript, Turn
 
 DATA = Path(__file__).parent / "data"
-PAPER_ITEMS = [
-    "agenda",
-    "feedback",
-    "understanding",
-    "interpersonal_effectiveness",
-    "collaboration",
-    "pacing",
-    "guided_discovery",
-    "key_cognitions",
-    "strategy_for_change",
-    "cbt_techniques",
-    "homework",
-]
+PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "PAPER.md"  # the study's description, beside the repo
+# The item ids the answers below are built from; that they are the paper's items is checked against PAPER.md.
+PAPER_ITEMS = list(load_rubric("paper").item_ids)
 
 
 class ScriptedJudge(ChatModel):
@@ -113,8 +104,22 @@ def classic():
 # Rubrics -------------------------------------------------------------------------------------------
 
 
+def papers_items() -> list[str]:
+    """The 11 items as PAPER.md names them ("11 items: Agenda; Feedback; ...; Homework.")."""
+    text = " ".join(PAPER_MD.read_text(encoding="utf-8").split())
+    listed = re.search(r"11 items: (.+?)\. Each on a 1-10 scale", text)
+    assert listed, "PAPER.md no longer lists the 11 items where this test reads them"
+    return [name.strip() for name in listed.group(1).split(";")]
+
+
+@pytest.mark.skipif(not PAPER_MD.is_file(), reason="../shared/PAPER.md is not beside this checkout")
+def test_the_paper_rubric_scores_the_papers_items_in_its_order(paper, classic):
+    assert [item.name for item in paper.items] == papers_items()
+    assert len(paper.item_ids) == len(set(paper.item_ids)) == 11
+    assert classic.item_ids == paper.item_ids  # the classic CTRS scores the same 11 items
+
+
 def test_shipped_rubrics(paper, classic):
-    assert paper.item_ids == PAPER_ITEMS == classic.item_ids
     assert (paper.scale.min, paper.scale.max, paper.total_range) == (1, 10, (11, 110))
     assert (classic.scale.min, classic.scale.max, classic.total_range) == (0, 6, (0, 66))
     assert paper.scale.labels[1] == "Severely Deficient"
@@ -200,7 +205,9 @@ def test_the_schema_compiles_to_a_llamacpp_grammar(paper, instruct_model):
     from cbtcompare.models.llamacpp import compile_grammar, schema_to_grammar
 
     schema = score_schema(paper, paper.item_ids, session().turns, per_item=False)
-    assert compile_grammar(schema_to_grammar(schema), instruct_model.shared.model.vocab) is not None
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    assert isinstance(compile_grammar(schema_to_grammar(schema), instruct_model.shared.model.vocab), LlamaGrammar)
 
 
 def test_a_valid_answer_is_accepted(paper):
@@ -532,21 +539,7 @@ def test_scores_frame_is_the_long_table_the_statistics_read(store, paper):
     results = score_many([transcript, imported[0]], [judge], paper, JudgeConfig(retries=0))
     save_results(store, results)
     frame = scores_frame(store)
-    assert list(frame.columns[:12]) == [
-        "transcript_id",
-        "therapist",
-        "family",
-        "variant",
-        "patient_id",
-        "session",
-        "judge",
-        "repeat",
-        "item",
-        "score",
-        "status",
-        "transcript_tokens",
-    ]
-    assert len(frame) == 22
+    assert len(frame) == 22  # 2 transcripts x 1 judge x 1 repeat x 11 items; the columns are read below
     mine = frame[frame.transcript_id == transcript.id].set_index("item")
     assert mine.loc["agenda", "score"] == 7.0
     assert (mine["family"] == "demo-7b.q4").all()  # families are case-insensitive (provenance lowercases) and (mine["variant"] == "tuned").all()

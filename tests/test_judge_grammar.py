@@ -107,8 +107,8 @@ def test_a_double_quote_in_a_turn_no_longer_kills_the_judge_process():
 def test_the_judge_schema_for_quoting_turns_compiles_and_the_stock_converter_did_not(instruct_model, vocab):
     rubric = load_rubric("paper")
     schema = score_schema(rubric, rubric.item_ids, quoting_session().turns, per_item=False)
-    assert compile_grammar(schema_to_grammar(schema), vocab) is not None
     from llama_cpp.llama_grammar import LlamaGrammar
+    assert isinstance(compile_grammar(schema_to_grammar(schema), vocab), LlamaGrammar)  # it raises otherwise
 
     stock = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)._grammar
     with pytest.raises(InvalidConstraint, match="could not compile"):
@@ -159,10 +159,12 @@ def test_a_schema_the_converter_cannot_handle_is_a_typed_error(instruct_model):
 @given(therapist=hostile_text, patient=hostile_text, quote_choices=st.booleans())
 def test_any_turn_text_gives_a_judge_grammar_llama_cpp_compiles(vocab, therapist, patient, quote_choices):
     turns = [Turn(role="therapist", text=therapist), Turn(role="patient", text=patient)]
+    from llama_cpp.llama_grammar import LlamaGrammar
+
     rubric = load_rubric("paper")
     for per_item, items in ((False, rubric.item_ids), (True, ["agenda"])):
         schema = score_schema(rubric, items, turns, per_item=per_item, quote_choices=quote_choices)
-        assert compile_grammar(schema_to_grammar(schema), vocab) is not None
+        assert isinstance(compile_grammar(schema_to_grammar(schema), vocab), LlamaGrammar)  # it raises otherwise
 
 
 @settings(deadline=None, max_examples=8, suppress_health_check=[HealthCheck.too_slow])

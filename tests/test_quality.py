@@ -88,7 +88,7 @@ def test_the_flagged_rate_counts_sessions_and_checks():
 
 
 def test_phrase_loop_needs_most_of_the_turn_to_be_the_loop():
-    assert phrase_loop("I feel tired. " * 5) is not None
+    assert phrase_loop("I feel tired. " * 5) == "i feel tired"  # names the phrase that loops
     assert phrase_loop("I feel tired, and at night I feel tired again, but in the morning I feel tired less.") is None
 
 

@@ -164,7 +164,9 @@ def test_tagging_is_fast_and_copes_with_a_20000_character_turn():
         tag_turn(text)
     assert time.perf_counter() - started < 2.0  # about 0.06 s here; generous for a busy shared machine
     started = time.perf_counter()
-    assert tag_turn("what do you know " * 1200 + "?") is not None
+    assert tag_turn("what do you know " * 1200 + "?") == ()  # one 20,000-character non-question: no tag
+    long_turn = "Okay. " * 3000 + "What evidence do you have that nobody likes you?"
+    assert "socratic_question" in {t.id for t in tag_turn(long_turn)}  # a move at the end of a long turn
     assert {t.id for t in tag_turn(" ".join(texts)[:20000])} >= {"agenda_setting", "socratic_question"}
     assert time.perf_counter() - started < 2.0
 
