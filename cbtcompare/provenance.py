@@ -95,7 +95,9 @@ def family_of(spec: ModelSpec) -> str:
 
 
 def describe(spec: ModelSpec) -> ModelProvenance:
-    return ModelProvenance(name=spec.name, variant=variant_of(spec), family=family_of(spec), rules_version=rules().version)
+    return ModelProvenance(
+        name=spec.name, variant=variant_of(spec), family=family_of(spec), rules_version=rules().version
+    )
 
 
 def _spec_from_record(record: Mapping[str, Any]) -> ModelSpec | None:

@@ -42,7 +42,6 @@ is a screening aid for a research tool, not a clinical risk assessment.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -54,6 +53,7 @@ from string import Template
 import yaml
 
 from cbtcompare import safety_classifier, safety_language
+from cbtcompare.content_hash import content_version
 from cbtcompare.transcript import Turn
 
 CATEGORIES: tuple[str, ...] = ("suicidal_ideation", "self_harm", "intent_or_plan", "harm_to_others", "abuse")
@@ -283,7 +283,7 @@ def load_rules() -> _RuleSet:
     )
     phrases = tuple((_compile(p["from"], "normalise.phrases"), p["to"].strip()) for p in norm["phrases"])
     return _RuleSet(
-        version="crisis_rules@" + hashlib.sha256((text + intl_text).encode("utf-8")).hexdigest()[:12],
+        version=content_version("crisis_rules", text + intl_text),
         category_labels=labels,
         words=words,
         words_re=words_re,

@@ -19,7 +19,6 @@ or let a missing model break screening: when the model cannot be loaded it raise
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from cbtcompare.content_hash import content_version
 
 HEAD_FILE = "crisis_classifier.json"
 DEFAULT_KIND = "wish_to_be_dead"  # what a classifier-only hit is called when the head has no kind centroids
@@ -100,7 +101,7 @@ def load_head() -> ClassifierHead:
         window_words=int(raw["window_words"]),
         min_window_words=int(raw["min_window_words"]),
         max_windows=int(raw["max_windows"]),
-        version="crisis_classifier@" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12],
+        version=content_version("crisis_classifier", text),
         high_risk_threshold=float(raw["high_risk_threshold"]) if "high_risk_threshold" in raw else None,
         high_risk_kinds=tuple(raw.get("high_risk_kinds", ())),
         kind_names=tuple(raw.get("kind_centroids", {})),

@@ -8,8 +8,8 @@ model does only sometimes. The real embedded model is used as a judge in the tes
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -542,7 +542,8 @@ def test_scores_frame_is_the_long_table_the_statistics_read(store, paper):
     assert len(frame) == 22  # 2 transcripts x 1 judge x 1 repeat x 11 items; the columns are read below
     mine = frame[frame.transcript_id == transcript.id].set_index("item")
     assert mine.loc["agenda", "score"] == 7.0
-    assert (mine["family"] == "demo-7b.q4").all()  # families are case-insensitive (provenance lowercases) and (mine["variant"] == "tuned").all()
+    # families are case-insensitive: provenance lowercases them
+    assert (mine["family"] == "demo-7b.q4").all() and (mine["variant"] == "tuned").all()
     assert (mine["patient_id"] == "patient-7").all() and (mine["session"] == 3).all()
     assert (mine["transcript_tokens"] == 55.0).all()
     theirs = frame[frame.transcript_id == "synthetic-a"]

@@ -38,7 +38,12 @@ def test_formatter_names_file_entry_and_field():
     assert "(got 'hot')" in line
 
 
-@given(st.recursive(st.none() | st.integers() | st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c), max_leaves=30))
+NESTED = st.recursive(
+    st.none() | st.integers() | st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c), max_leaves=30
+)
+
+
+@given(NESTED)
 def test_formatter_never_crashes_on_arbitrary_input(data):
     try:
         Study.model_validate(data)

@@ -259,8 +259,8 @@ def test_a_missing_rules_file_is_refused(tmp_path):
 def test_stored_version_strings_stay_byte_identical_through_the_shared_hash_helper():
     """Prompts, rubrics, the scrub list and the technique rules now take their versions from
     cbtcompare.content_hash; each must still equal the string the old inline formula stored
-    (`<name>@` + the first 12 hex digits of the sha256 of the file's text; a prompt's text is stripped), or stored results would stop
-    matching the files that made them."""
+    (`<name>@` + the first 12 hex digits of the sha256 of the file's text; a prompt's text is stripped), or
+    stored results would stop matching the files that made them."""
     import yaml
 
     from cbtcompare.ctrs.rubric import RUBRICS_DIR, load_rubric

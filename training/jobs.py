@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cbtcompare.content_hash import content_digest
 from cbtcompare.models.base import ModelSpec, Sampling
 from cbtcompare.models.registry import backend_capabilities
 from cbtcompare.paths import REPO_ROOT
@@ -631,7 +632,6 @@ def dataset_report(dataset_path: str | None) -> str:
 
 def store_uploaded_dataset(path: str | Path) -> Path:
     """Keep an uploaded dataset under <data dir>/uploads/datasets/ (named by content), so a job can read it later."""
-    import hashlib
     import re
     import shutil
 
@@ -640,7 +640,7 @@ def store_uploaded_dataset(path: str | Path) -> Path:
     source = Path(path)
     if not source.is_file():
         raise JobError(f"the uploaded file {source} is gone; upload it again")
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    digest = content_digest(source.read_bytes())
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", source.stem)[:40] or "dataset"
     target = data_dir() / "uploads" / "datasets" / f"{stem}-{digest}.jsonl"
     target.parent.mkdir(parents=True, exist_ok=True)

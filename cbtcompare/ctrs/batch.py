@@ -22,9 +22,9 @@ from cbtcompare.ctrs.pairwise import PairwiseResult, compare_pair
 from cbtcompare.ctrs.render import build_pairwise_prompt, build_score_prompt
 from cbtcompare.ctrs.results import load_pairwise, load_results, save_pairwise, save_results, transcript_columns
 from cbtcompare.ctrs.rubric import Rubric
+from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.models.base import ChatModel, Message
 from cbtcompare.models.registry import backend_capabilities
-from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.store import Store
 from cbtcompare.transcript import Transcript
 

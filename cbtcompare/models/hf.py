@@ -19,7 +19,6 @@ constrains output: `complete_json` generates plain text that callers must valida
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import re
 import threading
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from cbtcompare.content_hash import content_digest
 from cbtcompare.models.base import (
     AdapterMismatch,
     BackendUnavailable,
@@ -359,7 +359,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _adapter_name(folder: Path, scale: float) -> str:
-    digest = hashlib.sha256(f"{folder.resolve()}|{scale}".encode()).hexdigest()[:12]
+    digest = content_digest(f"{folder.resolve()}|{scale}")
     return f"adapter_{digest}"
 
 

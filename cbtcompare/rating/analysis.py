@@ -269,7 +269,8 @@ def human_scores(store: Store, study_id: str) -> pd.DataFrame:
 @dataclass(frozen=True)
 class UnblindingReport:
     """preference: per therapist (n, wins, losses, ties, both_bad (the ties a rater called both bad, also
-    counted in ties), win_rate with ties as half, mean confidence of its wins); head_to_head: per pair of therapists; items: per therapist and item (n, mean, sd), with "total";
+    counted in ties), win_rate with ties as half, mean confidence of its wins); head_to_head: per pair of
+    therapists; items: per therapist and item (n, mean, sd), with "total";
     shown_a_rate: share of non-tie preferences that went to side A (0.5 = no position bias)."""
 
     preference: pd.DataFrame

@@ -18,7 +18,8 @@ What it does, all seeded and deterministic:
    preparatory behaviour and access to means, acute danger: a miss there is worse than a false alarm): the
    lowest grid threshold at which the combined dev FPR stays <= `high_risk_target_fpr`. Both targets are set
    for recall (0.07 and 0.08: most of the 0.10 false-alarm budget the screen is held to on unseen
-   statements, with a margin, since dev figures are optimistic); the head file records the out-of-fold trade-off at other thresholds (`cv.tradeoff`);
+   statements, with a margin, since dev figures are optimistic); the head file records the out-of-fold
+   trade-off at other thresholds (`cv.tradeoff`);
 6. refits on the whole dev set with that C and writes coefficients, intercept, thresholds, each kind's
    centroid (the unit mean embedding of its dev statements, which names a classifier-only hit), the dev
    files' sha256 and the cross-validated figures. `--check` recomputes all of it and compares with the file.

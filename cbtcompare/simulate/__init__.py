@@ -8,6 +8,7 @@ fan-out-and-stop helper. This package re-exports every name other modules import
 
 from __future__ import annotations
 
+from cbtcompare.fanout import Outcome, fan_out
 from cbtcompare.seeds import SEED_SCHEDULE
 from cbtcompare.simulate.batch import (
     FINISHED,
@@ -19,7 +20,6 @@ from cbtcompare.simulate.batch import (
     plan_batch,
     run_batch,
 )
-from cbtcompare.fanout import Outcome, fan_out
 from cbtcompare.simulate.group import (
     MAX_GROUP,
     GroupHooks,

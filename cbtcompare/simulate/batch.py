@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cbtcompare.config_errors import format_validation_error
 from cbtcompare.content_hash import content_digest
+from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.models.base import ModelError
 from cbtcompare.patients import PatientProfile, curated_profiles, load_profile
 from cbtcompare.seeds import replicate_seed
-from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.simulate.group import run_course_sessions
 from cbtcompare.simulate.session import SessionPlace, is_endpoint, make_opening, run_session
 from cbtcompare.simulate.settings import SessionSettings, SummaryPolicy

@@ -14,9 +14,9 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.models.base import ChatModel
 from cbtcompare.patients import PatientProfile
-from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.simulate.session import (
     SessionPlace,
     TranscriptCallback,
