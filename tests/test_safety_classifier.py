@@ -22,10 +22,10 @@ Figures when first measured (C = 3, threshold 0.72; recall / FPR):
   alone take 0.2-0.4 ms.
 
 Issue 13's second pass retrained the head on dev v1+v2+v3 (867 English lines; C = 10) with thresholds set for
-recall (the lowest keeping the cross-validated combined dev FPR under 0.07, and under 0.10 for the high-risk
-kinds): 0.79 and 0.65; dev out of fold: classifier alone 0.62 / 0.10, combined 0.998 / 0.099, AUC 0.90. On the
-held-out v3 set (tests/test_crisis_heldout.py, docs/crisis-screen.md) the combined screen went from 0.733 / 0.102
-to 0.871 / 0.093.
+recall (the lowest keeping the cross-validated combined dev FPR under 0.07, and under 0.08 for the high-risk
+kinds; 0.10 there gave FPR 0.133 on fresh4): 0.79 and 0.74; dev out of fold: classifier alone 0.59 / 0.075,
+combined 0.996 / 0.075, AUC 0.90. On the held-out v3 set (tests/test_crisis_heldout.py, docs/crisis-screen.md)
+the combined screen went from 0.733 / 0.102 to 0.871 / 0.093.
 """
 
 from __future__ import annotations
