@@ -119,3 +119,19 @@ def test_a_returning_browser_follows_the_job_and_its_adapter_reaches_every_picke
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_refused_start_is_said_in_the_status_line_without_error_badges(page, app_url):
+    # Before: the refusal was a toast, and text-less red "Error" badges stayed over the status, plot and log.
+    page.goto(app_url)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-start").click()
+    status = page.locator("#train-status")
+    status.get_by_text("Not started").wait_for(timeout=60_000)
+    assert "admin" in status.inner_text().lower()  # the reason: no (or a wrong) admin secret
+    page.wait_for_timeout(1_000)
+    badges = page.locator("span.error >> visible=true")
+    assert [text for text in badges.all_inner_texts() if text.strip() == "Error"] == []
+    page.locator("#train-abort").click()  # the next action says its own reason and replaces the first
+    status.get_by_text("Not aborted").wait_for(timeout=60_000)
+    assert "Not started" not in status.inner_text()

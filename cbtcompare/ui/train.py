@@ -11,7 +11,9 @@ replace a published adapter): each of those events checks the admin secret on th
 
 from __future__ import annotations
 
+import functools
 import html
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -218,15 +220,41 @@ def render(context: AppContext) -> None:
         return [str(run_dir), *views(job_status(run_dir))]
 
     status_outputs = [status_text, progress, plot, log]
+
+    Handler = Callable[..., list[object]]
+
+    def in_page(fn: Handler, verb: str, outputs: int, status_at: int) -> Handler:
+        """The visible button's handler: a refusal is said in the status line (no toast, no red badges over
+        the plot and log), and the next action replaces it. The API endpoints keep raising for clients."""
+
+        @functools.wraps(fn)  # keeps the signature, so Gradio still hands over the request
+        def handler(*args: object) -> list[object]:
+            try:
+                return fn(*args)
+            except gr.Error as exc:
+                said: list[object] = [gr.skip()] * outputs
+                said[status_at] = f"**Not {verb}:** {redact(str(exc.message))}"
+                return said
+
+        return handler
+
     validate.click(dataset_report, [dataset], [report], api_name="train_validate")
     upload.upload(on_upload, [secret, upload], [dataset, report], api_name="train_upload")
     preset.change(on_preset, [preset], [dataset, base, name, learning_rate, max_steps, epochs, max_seq_len, lora_r,
                                         lora_alpha], api_name=False)
     for widget in form:
         widget.change(on_preview, form, [command], api_name=False)
-    start.click(on_start, [secret, *form], [run_state, *status_outputs, runs], api_name="train_start")
-    abort.click(on_abort, [secret, run_state], status_outputs, api_name="train_abort")
-    resume.click(on_resume, [secret, run_state], status_outputs, api_name="train_resume")
+    start_outputs = [run_state, *status_outputs, runs]
+    start.click(in_page(on_start, "started", len(start_outputs), 1), [secret, *form], start_outputs, api_name=False)
+    abort.click(in_page(on_abort, "aborted", len(status_outputs), 0), [secret, run_state], status_outputs,
+                api_name=False)
+    resume.click(in_page(on_resume, "resumed", len(status_outputs), 0), [secret, run_state], status_outputs,
+                 api_name=False)
+    with gr.Row(visible=False):  # the same actions for gradio_client, refusing with an error as before
+        start_api, abort_api, resume_api = gr.Button("start"), gr.Button("abort"), gr.Button("resume")
+    start_api.click(on_start, [secret, *form], start_outputs, api_name="train_start")
+    abort_api.click(on_abort, [secret, run_state], status_outputs, api_name="train_abort")
+    resume_api.click(on_resume, [secret, run_state], status_outputs, api_name="train_resume")
     runs.change(on_pick_run, [runs], [run_state, *status_outputs], api_name="train_pick_run")
     refresh.click(lambda: gr.update(choices=_run_choices()), None, [runs], api_name="train_runs")
     timer.tick(on_poll, [run_state], status_outputs, api_name="train_poll", queue=False, show_progress="hidden")
