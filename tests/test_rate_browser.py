@@ -116,12 +116,17 @@ def stored(store: Store, study_id: str) -> int:
 
 def pick(page, elem_id: str, value: int) -> None:  # type: ignore[no-untyped-def]
     """Choose `value` in the compact item dropdown `elem_id`, as a person does with the keyboard: type the
-    level into the box, press Enter."""
+    level into the box, press Enter; again if the page was still busy and the box did not take it."""
     box = page.locator(f"#{elem_id} input").first
-    box.click()
-    box.fill(str(value))
-    box.press("Enter")
-    box.evaluate("e => e.blur()")
+    for _ in range(3):
+        box.click()
+        box.fill(str(value))
+        page.locator("[data-testid=dropdown-option]").first.wait_for(timeout=10_000)  # the list has opened
+        box.press("Enter")
+        box.evaluate("e => e.blur()")
+        if box.input_value() == str(value):
+            return
+        page.wait_for_timeout(500)
     assert box.input_value() == str(value), f"{elem_id} shows {box.input_value()!r}"
 
 
