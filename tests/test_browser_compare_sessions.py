@@ -141,9 +141,10 @@ def test_a_refusal_says_why_beside_the_input_and_clears_on_the_next_action(page:
 
 def test_compare_details_cut_replies_crisis_panel_until_dismissed_and_picked_panes(page: Page, app_url: str) -> None:
     open_compare(page, app_url)
-    expect(page.locator("#pane-2")).to_be_visible()  # three models picked by default: three panes
+    # three models picked by default: three panes (waits for the page to render on a busy machine)
+    expect(page.locator("#pane-2")).to_be_visible(timeout=60_000)
     pick(page, 2, "(none)")
-    expect(page.locator("#pane-2")).to_be_hidden()
+    expect(page.locator("#pane-2")).to_be_hidden(timeout=30_000)
     set_number(page, "max tokens", 16)
 
     send(page, "Honestly I just want to go to sleep and never wake up.")
@@ -161,4 +162,4 @@ def test_compare_details_cut_replies_crisis_panel_until_dismissed_and_picked_pan
     expect(panel).to_be_hidden()
 
     pick(page, 2, "smollm2-instruct")
-    expect(page.locator("#pane-2")).to_be_visible()
+    expect(page.locator("#pane-2")).to_be_visible(timeout=30_000)

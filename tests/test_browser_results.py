@@ -129,7 +129,7 @@ def test_results_read_as_people_read_them(page, app_url, tmp_path):
     page.get_by_role("tab", name="Results").click()
     page.locator("#results-source").get_by_label("Upload a CSV").check()
     page.locator("#results-upload input[type=file]").set_input_files(str(upload))
-    page.locator("#results-upload").get_by_text("scores.csv").first.wait_for(timeout=30_000)
+    page.locator("#results-upload").get_by_text("scores.csv").first.wait_for(timeout=120_000)
     page.locator("#results-compute").click()
     notes = page.locator("#results-notes")
     notes.get_by_text("transcripts,").first.wait_for(timeout=240_000)
