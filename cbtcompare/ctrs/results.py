@@ -144,8 +144,7 @@ def rescore_stored(
     for transcript_id in transcript_ids:
         transcript = store.get_transcript(transcript_id)
         for judge in judges:
-            existing = load_results(store, transcript_ids=[transcript_id], judge=judge.name, rubric_id=rubric.id)
-            first = max((r.repeat for r in existing), default=-1) + 1
+            first = store.next_repeat(transcript_id, judge.name, rubric.id)  # the store's one rule
             for repeat in range(first, first + repeats):
                 if progress:
                     progress(len(results), total, f"{judge.name} on {transcript_id[:8]} (repeat {repeat + 1})")
