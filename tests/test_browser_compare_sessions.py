@@ -42,8 +42,15 @@ def set_number(page: Page, label: str, value: int) -> None:
     box = number_box(page, label)
     if not box.is_visible():
         accordion.click()
-    box.fill(str(value))
-    box.press("Tab")
+    for _ in range(3):  # a page still applying its load event can put the old value back; type it again then
+        box.fill(str(value))
+        box.press("Tab")
+        try:
+            expect(box).to_have_value(str(value), timeout=3_000)
+            return
+        except AssertionError:
+            continue
+    expect(box).to_have_value(str(value))
 
 
 def pick(page: Page, picker: int, name: str) -> None:
