@@ -141,6 +141,8 @@ class _Excuses:
     third_party: re.Pattern[str]
     first_person: re.Pattern[str]
     discussion: re.Pattern[str]
+    anger_idiom: re.Pattern[str]
+    anger_serious: re.Pattern[str]
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ def _excuses(raw: dict) -> _Excuses:
         third_party=_compile(raw["third_party"], "third_party"),
         first_person=_compile(raw["first_person"], "first_person"),
         discussion=_compile(raw["discussion"], "discussion"),
+        anger_idiom=_compile(raw["anger_idiom"]["marker"], "anger_idiom.marker"),
+        anger_serious=_compile(raw["anger_idiom"]["serious"], "anger_idiom.serious"),
     )
 
 
@@ -400,9 +404,20 @@ def _sentence_start(text: str, position: int) -> int:
     return max(text.rfind(ch, 0, position) for ch in ".!?;\n") + 1
 
 
+def _risk_now(text: str, excuses: _Excuses, breaks: re.Pattern[str]) -> bool:
+    """A sign of now in a clause that does not itself say things are better: "these days" in "i'm happy these
+    days" is the recovery's, in "these days i think about it again" the risk's."""
+    for match in excuses.resolved_now.finditer(text):
+        start = _clause_start(text, match.start(), breaks)
+        brk = breaks.search(text, match.end())
+        if not excuses.resolved_over.search(text[start : brk.start() if brk else len(text)]):
+            return True
+    return False
+
+
 def _excused(text: str, start: int, end: int, rule: _Rule) -> bool:
-    """True when the statement says the risk is over, is about someone else, or discusses the subject (see
-    crisis_rules.yaml's header); English rules only."""
+    """True when the statement says the risk is over, is about someone else, discusses the subject, or is an
+    anger idiom (see crisis_rules.yaml's header); English rules only."""
     rules = load_rules()
     kind, excuses = rules.kinds[rule.kind], rules.excuses
     hit = text[start:end]
@@ -410,7 +425,13 @@ def _excused(text: str, start: int, end: int, rule: _Rule) -> bool:
         kind.resolvable
         and excuses.resolved_past.search(text)
         and excuses.resolved_over.search(text)
-        and not excuses.resolved_now.search(text)
+        and not _risk_now(text, excuses, rules.negation.clause_breaks)
+    ):
+        return True
+    if (
+        rule.kind in ("harm_to_others", "harm_from_others")
+        and excuses.anger_idiom.search(_sentence(text, start, end))
+        and not excuses.anger_serious.search(text)
     ):
         return True
     left = text[_sentence_start(text, start) : start]
