@@ -791,3 +791,144 @@ def test_pass_two_look_alikes_stay_safe(text: str) -> None:
 )
 def test_other_languages_scope_conditionals_and_a_past_that_is_over(text: str, crisis: bool) -> None:
     assert detect_crisis(text, use_classifier=False).crisis is crisis
+
+
+# ------------------------------------------------------------------ issue 13, pass 3: dev v4 and its rules
+DEV_V4 = DATA / "crisis_dev_v4.jsonl"
+# The categories that were weakest on held-out v3 (docs/crisis-screen.md): dev v4 is written around them.
+WEAK_CATEGORIES = (
+    "harm_to_others", "ideation_with_plan", "past_attempt", "access_to_means", "wish_to_be_dead", "acute_danger",
+)  # fmt: skip
+
+
+def load_dev_v4() -> list[dict]:
+    with DEV_V4.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def test_dev_v4_covers_the_weak_categories_their_look_alikes_and_every_language() -> None:
+    """The third tuning set (the pass-three rules were written on it: a floor, not a measure of unseen text)."""
+    rows = load_dev_v4()
+    assert {tuple(sorted(r)) for r in rows} == {("category", "label", "language", "text")}
+    assert len({r["text"].casefold().strip() for r in rows}) == len(rows), "duplicate statements"
+    for category in WEAK_CATEGORIES:
+        assert sum(r["label"] == "crisis" and r["category"] == category for r in rows) >= 20, category
+    for category in ("past_resolved", "everyday", "idiom", "negation", "third_party_supportive"):
+        assert sum(r["label"] == "safe" and r["category"] == category for r in rows) >= 8, category
+    for language in OTHER_LANGUAGES:
+        assert sum(r["language"] == language for r in rows) >= 12, language
+    earlier = {r["text"].casefold().strip() for r in [*load_set("dev"), *load_dev_v2(), *load_dev_v3()]}
+    assert not earlier & {r["text"].casefold().strip() for r in rows}
+
+
+def test_the_rules_meet_the_bar_on_dev_v4() -> None:
+    rows = load_dev_v4()
+    results = detect_crisis_batch([r["text"] for r in rows], use_classifier=False)
+    missed = [r["text"] for r, res in zip(rows, results, strict=True) if r["label"] == "crisis" and not res.crisis]
+    alarms = [r["text"] for r, res in zip(rows, results, strict=True) if r["label"] == "safe" and res.crisis]
+    assert len(missed) / sum(r["label"] == "crisis" for r in rows) <= 0.05, missed
+    assert len(alarms) / sum(r["label"] == "safe" for r in rows) <= 0.05, alarms
+    for language in OTHER_LANGUAGES:  # each language's own rules, on its own lines
+        mine = [(r, res) for r, res in zip(rows, results, strict=True) if r["language"] == language]
+        assert all(res.crisis == (r["label"] == "crisis") for r, res in mine), language
+
+
+def test_every_pass_three_rule_fires_on_dev_v4() -> None:
+    fired = set()
+    for result in detect_crisis_batch([r["text"] for r in load_dev_v4()], use_classifier=False):
+        fired |= {m.split(":")[0] for m in result.matched}
+    rules = load_rules()
+    every = {rule.id for rule in rules.crisis_rules} | {r.id for lr in rules.languages.values() for r in lr.rules}
+    pass_three = {
+        "pl_dated_act", "pl_no_return", "ho_intrusive_harm", "ho_shook_child", "ho_serious_intent",
+        "prep_means_kept", "prep_means_kept_back", "prep_affairs_research", "wd_hoping_for_death",
+        "wd_pray_not_to_wake", "ii_not_carrying_on", "ad_danger_now", "pa_attempt_pass3", "im_method_pass3",
+        "sh_ab_pass3", "ab_held_down", "es_pass3_method", "es_pass3_not_wake", "de_pass3_means", "de_pass3_jump",
+        "fr_pass3_acute", "fr_pass3_harm_others", "pt_pass3_not_wake", "pt_pass3_harm_others", "it_pass3_method",
+        "it_pass3_harm_others",
+    }  # fmt: skip
+    assert pass_three <= every
+    assert pass_three - fired == set()
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Sunday at dawn I'm going to walk into the river by the weir", "ideation_with_plan"),
+        ("I'll drive up to the quarry tomorrow night and not come back", "ideation_with_plan"),
+        ("I keep seeing myself pushing my little girl off the balcony and it terrifies me", "harm_to_others"),
+        ("What if I lose control and smother him in his cot", "harm_to_others"),
+        ("I want her dead, I've looked up where she lives now", "harm_to_others"),
+        ("I'm going to get even with him, I know where he works and I've got a knife", "harm_to_others"),
+        ("If he hits my mum again I'll kill him, I've got a bat by the door", "harm_to_others"),
+        ("I've got forty sertraline in a shoebox under the bed", "preparatory_behaviour"),
+        ("I found out where my uncle hides the shotgun cartridges", "preparatory_behaviour"),
+        ("I went to four different pharmacies to get enough paracetamol", "preparatory_behaviour"),
+        ("The belt is tied to the loft hatch and I tested that it takes my weight", "preparatory_behaviour"),
+        ("I'm so envious of people who die in their sleep", "wish_to_be_dead"),
+        ("I keep hoping the train comes off the rails with me on it", "wish_to_be_dead"),
+        ("I've come off my insulin and I don't care what my sugars do", "acute_danger"),
+        ("I'm on the wrong side of the parapet and it's a long drop", "acute_danger"),
+        ("I tried twice last year and next time I'll make sure", "past_attempt"),
+        ("My sister walked in on me with the pills lined up and took them away", "past_attempt"),
+        ("I got a taxi to the viaduct on Friday and stood there for an hour", "past_attempt"),
+        ("I think the bridge near work would be the way", "ideation_with_method"),
+    ],
+)
+def test_pass_three_rules_name_their_kind(text: str, kind: str) -> None:
+    """Phrasings written for this test, not in any set: the pass-three patterns, not their dev lines."""
+    result = detect_crisis(text, use_classifier=False)
+    assert result.crisis and kind in result.kinds, result
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I could murder my brother, he's borrowed my car again",
+        "My boss will kill me if I'm late again, she's a stickler",
+        "I attempted when I was 19 but I'm happy these days and doing well",
+        "Years ago I had thoughts of hurting people, therapy helped and they've stopped",
+        "I bought some rope for the hammock in the garden",
+        "I keep shooting myself in the foot at interviews",
+        "I sliced my thumb chopping carrots",
+        "If I got hit by a water balloon I wouldn't care, it's a hot day",
+        "I've booked the hotel for our anniversary on the 14th",
+        "We're going to the bridge on Saturday to watch the fireworks",
+        "I'm not going to carry on with the course after Christmas",
+        "I know exactly how and when to ask for a raise",
+        "My dog takes forty tablets a month, the vet says that's normal",
+    ],
+)
+def test_pass_three_look_alikes_stay_safe(text: str) -> None:
+    assert not detect_crisis(text, use_classifier=False).crisis
+
+
+def test_an_anger_idiom_is_a_hit_once_the_statement_says_it_is_meant() -> None:
+    idiom = "If my flatmate eats my yoghurt again I'll kill him"
+    assert not detect_crisis(idiom, use_classifier=False).crisis
+    for serious in (f"{idiom}, I mean it", f"{idiom}, I've got a knife", "If my son eats my yoghurt again I'll kill him"):
+        assert "harm_to_others" in detect_crisis(serious, use_classifier=False).kinds, serious
+
+
+def test_a_sign_of_now_cancels_a_resolved_past_only_outside_the_clause_that_says_things_are_better() -> None:
+    assert not detect_crisis("Years ago I overdosed, I'm happy these days", use_classifier=False).crisis
+    assert detect_crisis("Years ago I overdosed, I'm fine, but these days I think about it again").crisis
+
+
+@pytest.mark.parametrize(
+    ("text", "crisis"),
+    [
+        ("El viernes me tiro desde el puente de la autopista", True),
+        ("Me tiro a la piscina en cuanto llegue", False),
+        ("Ich habe seit Monaten meine Tabletten im Keller versteckt", True),
+        ("Ich weiß, wo mein Onkel die Munition aufbewahrt", True),
+        ("Je vais tuer le temps en lisant", False),
+        ("Je vais tuer mon patron, j'ai tout prévu", True),
+        ("Eu só queria dormir e não acordar mais", True),
+        ("Vou matar a saudade da minha avó no domingo", False),
+        ("Domani mi butto dal balcone", True),
+        ("Vorrei uccidere mia suocera, ho comprato il veleno", True),
+    ],
+)
+def test_pass_three_rules_in_the_other_languages(text: str, crisis: bool) -> None:
+    assert detect_crisis(text, use_classifier=False).crisis is crisis
