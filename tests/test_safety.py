@@ -906,7 +906,11 @@ def test_pass_three_look_alikes_stay_safe(text: str) -> None:
 def test_an_anger_idiom_is_a_hit_once_the_statement_says_it_is_meant() -> None:
     idiom = "If my flatmate eats my yoghurt again I'll kill him"
     assert not detect_crisis(idiom, use_classifier=False).crisis
-    for serious in (f"{idiom}, I mean it", f"{idiom}, I've got a knife", "If my son eats my yoghurt again I'll kill him"):
+    for serious in (
+        f"{idiom}, I mean it",
+        f"{idiom}, I've got a knife",
+        "If my son eats my yoghurt again I'll kill him",
+    ):
         assert "harm_to_others" in detect_crisis(serious, use_classifier=False).kinds, serious
 
 
