@@ -843,7 +843,7 @@ def test_every_pass_three_rule_fires_on_dev_v4() -> None:
         "pl_dated_act", "pl_no_return", "ho_intrusive_harm", "ho_shook_child", "ho_serious_intent",
         "prep_means_kept", "prep_means_kept_back", "prep_affairs_research", "wd_hoping_for_death",
         "wd_pray_not_to_wake", "ii_not_carrying_on", "ad_danger_now", "pa_attempt_pass3", "im_method_pass3",
-        "sh_ab_pass3", "ab_held_down", "es_pass3_method", "es_pass3_not_wake", "de_pass3_means", "de_pass3_jump",
+        "sh_ab_pass3", "ab_pass3", "es_pass3_method", "es_pass3_not_wake", "de_pass3_means", "de_pass3_jump",
         "fr_pass3_acute", "fr_pass3_harm_others", "pt_pass3_not_wake", "pt_pass3_harm_others", "it_pass3_method",
         "it_pass3_harm_others",
     }  # fmt: skip
