@@ -153,6 +153,9 @@ class CompareSession:
     group_id: str = field(default_factory=new_id)
     panes: list[Pane] = field(default_factory=list)
     crisis: CrisisResult | None = None  # the newest person turn's crisis finding: a hit, or not screened
+    # How often, at most, `send` and `regenerate` yield while replies stream (0: on every chunk). A pane's first
+    # chunk and its end are yielded at once whatever this says, and chunks held back are yielded when it is up.
+    update_every_s: float = 0.0
     _attempt: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -167,22 +170,27 @@ class CompareSession:
         self.panes = [self._new_pane(name) for name in self.model_names]
 
     @classmethod
-    def from_settings(cls, registry: Registry, settings: CompareSettings) -> CompareSession:
+    def from_settings(
+        cls, registry: Registry, settings: CompareSettings, *, update_every_s: float = 0.0
+    ) -> CompareSession:
         return cls(
             registry,
             list(settings.models),
             session_prompt=settings.session_prompt,
             sampling=settings.sampling,
             seed=settings.seed,
+            update_every_s=update_every_s,
         )
 
     @classmethod
-    def resume(cls, registry: Registry, saved: SavedComparison) -> CompareSession:
-        """The saved conversation, ready for the next message (models loaded again, turns kept)."""
-        session = cls.from_settings(registry, saved.settings)
+    def resume(cls, registry: Registry, saved: SavedComparison, *, update_every_s: float = 0.0) -> CompareSession:
+        """The saved conversation, ready for the next message (models loaded again, turns kept), with the
+        newest crisis finding among its person turns as `crisis`, so a reopened conversation shows it again."""
+        session = cls.from_settings(registry, saved.settings, update_every_s=update_every_s)
         session.group_id = saved.group_id
         for pane, transcript in zip(session.panes, saved.transcripts, strict=False):
             pane.transcript = transcript
+        session.crisis = newest_crisis(session.panes[0].transcript)
         return session
 
     @property
@@ -305,20 +313,46 @@ class CompareSession:
             worker = threading.Thread(target=self._run_pane, args=(index, pane, events), daemon=True)
             workers.append(worker)
             worker.start()
-        running = len(workers)
         try:
             yield self.panes
-            while running:
-                index, chunk = events.get()
-                if chunk is None:
-                    running -= 1
-                yield self.panes
+            yield from self._coalesced(events, running=len(workers))
         finally:
             self._stop.set()  # a consumer that stops iterating (or is cancelled) ends the workers too
             for worker in workers:
                 worker.join()
             for pane in self.panes:
                 pane.streaming = False
+
+    def _coalesced(self, events: queue.Queue[tuple[int, str | None]], running: int) -> Iterator[list[Pane]]:
+        """The panes after the workers' events, at most every `update_every_s`: a pane's first chunk and a
+        pane's end at once, chunks held back as soon as the interval is up (not when the next chunk comes)."""
+        answered: set[int] = set()
+        last = float("-inf")  # when the panes were last yielded
+        held = False  # chunks came since then
+        while running:
+            wait = max(0.0, last + self.update_every_s - time.monotonic()) if held else None
+            try:
+                arrived = [events.get(timeout=wait)]
+            except queue.Empty:
+                arrived = []  # the interval is up for the chunks held back
+            while True:  # take everything already queued, so one yield shows it all
+                try:
+                    arrived.append(events.get_nowait())
+                except queue.Empty:
+                    break
+            urgent = not arrived
+            for index, chunk in arrived:
+                held = True
+                if chunk is None:
+                    running -= 1
+                    urgent = True
+                elif index not in answered and self.panes[index].partial:
+                    answered.add(index)  # its first visible text: shown at once, whatever the interval
+                    urgent = True
+            now = time.monotonic()
+            if urgent or now - last >= self.update_every_s:
+                last, held = now, False
+                yield self.panes
 
     def _run_pane(self, index: int, pane: Pane, events: queue.Queue[tuple[int, str | None]]) -> None:
         assert pane.model is not None
@@ -357,6 +391,15 @@ class CompareSession:
                 stream.close()
             pane.streaming = False
             events.put((index, None))
+
+
+def newest_crisis(transcript: Transcript) -> CrisisResult | None:
+    """The crisis finding of the newest person turn that has one (a hit, or a language the screen cannot read):
+    what the tab's panel showed for this conversation, until the person dismissed it."""
+    for turn in reversed(transcript.turns):
+        if turn.role == "patient" and (found := crisis_result_from_flags(turn.flags)) is not None:
+            return found
+    return None
 
 
 def _model_info(model: ChatModel | None, spec: dict[str, object]) -> dict[str, object]:

@@ -209,3 +209,63 @@ def test_any_conversation_text_round_trips_through_the_browser_and_labels_on_one
     assert [t.text for t in kept.find("g").transcripts[0].turns] == messages
     label = kept.choices()[0][0]
     assert "\n" not in label and len(label) < 200
+
+
+# Issue 15: what the tab needs before a first token, and a reopened conversation's crisis panel ---------------
+
+
+def test_a_panes_first_token_is_yielded_at_once_and_the_rest_wait_for_the_interval(registry):
+    """With an interval longer than any reply, a pane's first token and its end still come at once (the tab
+    showed the first token only after UPDATE_INTERVAL_S had passed since its last update, when the next
+    chunk came); the chunks between them are held back, so the updates are few."""
+    session = CompareSession(registry, PAIR, sampling=Sampling(max_tokens=24, seed=3), update_every_s=3600)
+    seen = [[(p.partial, p.streaming, len(p.transcript.turns)) for p in panes] for panes in session.send("Hi.")]
+    for index in range(len(PAIR)):
+        live = [view[index] for view in seen if view[index][1]]
+        assert any(partial for partial, _, _ in live), f"pane {index}'s text was never shown while it streamed"
+        first_shown = next(partial for partial, _, _ in live if partial)
+        reply = session.panes[index].transcript.turns[-1]
+        assert reply.tokens > 2 and len(first_shown) < len(reply.text)  # the first token, not the whole reply
+    assert len(seen) <= 2 + 2 * len(PAIR) + 1  # started, a first token and an end per pane, the screening's
+    assert [p.transcript.turns[-1].role for p in session.panes] == ["therapist"] * len(PAIR)
+
+
+def test_a_session_yields_every_chunk_without_an_interval(registry):
+    session = CompareSession(registry, PAIR[:1], sampling=Sampling(max_tokens=24, seed=3))
+    partials = [panes[0].partial for panes in session.send("Hi.") if panes[0].streaming]
+    assert len(set(partials)) > 3  # the reply grew update by update
+
+
+def test_a_reopened_conversation_brings_back_its_crisis_finding(registry):
+    """Issue 15: a conversation reopened after a reload showed no crisis panel although a turn was flagged."""
+    session = CompareSession(registry, PAIR[:1], sampling=SHORT)
+    run(session.send("I have a plan to kill myself tonight."))
+    run(session.send("Okay. I will call someone."))
+    assert session.crisis is None  # the newest message is calm; the tab still shows the panel until dismissed
+    saved = SavedComparison.model_validate(json.loads(session.snapshot().model_dump_json()))
+    resumed = CompareSession.resume(registry, saved)
+    assert resumed.crisis and "intent_or_plan" in resumed.crisis.categories
+    calm = CompareSession(registry, PAIR[:1], sampling=SHORT)
+    run(calm.send("I slept well."))
+    assert CompareSession.resume(registry, calm.snapshot()).crisis is None
+
+
+def test_a_reopened_conversation_in_an_unscreened_language_still_shows_the_resources():
+    from cbtcompare.compare import newest_crisis
+    from cbtcompare.safety import crisis_panel_markdown
+
+    transcript = Transcript(
+        group_id="g",
+        turns=[
+            Turn(
+                role="patient",
+                text="Ik voel me vandaag erg somber.",
+                flags={"crisis_screened": False, "crisis_language": "nl"},
+            ),
+            Turn(role="therapist", text="Tell me more."),
+            Turn(role="patient", text="Okay."),
+        ],
+    )
+    found = newest_crisis(transcript)
+    assert found is not None and not found.screened and found.language == "nl"
+    assert "findahelpline.com" in crisis_panel_markdown(found)
