@@ -1,35 +1,83 @@
 """Crisis screening on statements written before tuning: recall and false-positive rate, overall, per category,
 per language.
 
-Reads tests/data/crisis_heldout_v3.jsonl (written and committed before the second pass of issue 13 changed any
-rule or the classifier; its sha256 is pinned in tests/test_crisis_heldout.py; never tuned on) unless --set names
-another file of {"text", "label": "crisis"|"safe", "category", "language"} lines. crisis_heldout_v2.jsonl, the
-first pass's held-out set, has been measured on while tuning since, so it is a secondary figure now.
+Reads tests/data/crisis_heldout_v4.jsonl (written blind to the rules and the dev sets and committed before the
+third pass of issue 13 changed any rule or the classifier; its sha256 is pinned in tests/test_crisis_heldout_v4.py;
+never tuned on; docs/crisis-heldout-v4.md) unless --set names another held-out set (v2, v3, v4) or a file of
+{"text", "label": "crisis"|"safe", "category", "language"} lines. v3 (the second pass's) and v2 (the first pass's)
+have been measured on while tuning since, so their figures are secondary now.
 Screens every line with cbtcompare.safety.detect_crisis_batch (rules + classifier unless --rules-only) and
 prints a table. A line the screen did not cover (`screened` false: a language it has no rules for) counts as
 a miss, because a miss is what a person in that language gets. Last line: ratio=<overall recall>.
 Targets: recall >= 0.95 and FPR <= 0.10 overall and in every category with >= 5 lines.
+A malformed set is refused with the file, line and field to fix (exit status 2), before anything is screened.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
 import _common
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cbtcompare.safety import detect_crisis_batch
+from cbtcompare.config_errors import format_validation_error
 
-HELDOUT = _common.REPO / "tests" / "data" / "crisis_heldout_v3.jsonl"
+DATA = _common.REPO / "tests" / "data"
+HELDOUT_SETS = {name: DATA / f"crisis_heldout_{name}.jsonl" for name in ("v2", "v3", "v4")}
+DEFAULT_SET = "v4"
 MIN_LINES_FOR_TARGET = 5
 
 
+class LabelledStatement(BaseModel):
+    """One line of a crisis set: a statement, its label, its category (C-SSRS kind or hard negative), language."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(min_length=1)
+    label: Literal["crisis", "safe"]
+    category: str = Field(min_length=1)
+    language: str = Field(pattern=r"^[a-z]{2,3}$", description="ISO 639 code: en, es, de, fr, pt, it")
+
+
+class SetFormatError(ValueError):
+    """A crisis set file that is not one LabelledStatement per line; the message names file, line and field."""
+
+
+def resolve_set(name_or_path: str) -> Path:
+    """`v4` (the default), `v3`, `v2`: the held-out set of that name; anything else: a path to a JSONL file."""
+    return HELDOUT_SETS.get(name_or_path, Path(name_or_path))
+
+
 def load(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """The set's lines as dicts, each checked against LabelledStatement; SetFormatError names the first bad line."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SetFormatError(f"{path.name}: not UTF-8 (byte {exc.start})") from None
+    rows = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        source = f"{path.name} line {number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SetFormatError(f"{source}: not JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise SetFormatError(f"{source}: not a statement (JSON nested too deep)") from None
+        try:
+            rows.append(LabelledStatement.model_validate(data).model_dump())
+        except ValidationError as exc:
+            raise SetFormatError(format_validation_error(exc, source, data, whole="line")) from None
+    if not rows:
+        raise SetFormatError(f"{path.name}: no statements in it")
+    return rows
 
 
 def rate(flags: list[bool]) -> str:
@@ -38,10 +86,21 @@ def rate(flags: list[bool]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", type=Path, default=HELDOUT, help="labelled JSONL to measure on")
+    parser.add_argument(
+        "--set",
+        type=resolve_set,
+        default=DEFAULT_SET,
+        help=f"held-out set to measure on: {', '.join(HELDOUT_SETS)} (default {DEFAULT_SET}) or a labelled JSONL path",
+    )
     parser.add_argument("--rules-only", action="store_true", help="screen with the rules alone")
     args = parser.parse_args(argv)
-    rows = load(args.set)
+    try:
+        rows = load(args.set)
+    except (OSError, SetFormatError) as exc:
+        print(f"crisis_eval: {exc}", file=sys.stderr)
+        return 2
+    from cbtcompare.safety import detect_crisis_batch  # loads the screen (and its classifier) only for a valid set
+
     started = time.perf_counter()
     results = detect_crisis_batch([r["text"] for r in rows], use_classifier=not args.rules_only)
     seconds = time.perf_counter() - started
