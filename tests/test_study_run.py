@@ -95,6 +95,14 @@ def test_a_tiny_study_runs_end_to_end_and_a_second_run_adds_nothing(tmp_path: Pa
     assert summary["judged"] == sessions and summary["judgements_added"] == sessions
     assert summary["pairwise_added"] == len(PROFILES)
     assert summary["tokens"]["therapist"]["completion_tokens"] > 0 and summary["tokens"]["judge"]["seconds"] > 0
+    # Tokens and time per role: the prompt tokens each backend reported too (what an endpoint's cost is of).
+    therapist = summary["tokens"]["therapist"]
+    assert therapist["prompt_tokens"] > therapist["completion_tokens"] and therapist["seconds"] > 0
+    assert set(summary["tokens"]) == {"therapist", "patient", "judge"}
+    ledger = [json.loads(line) for line in (Path(summary["out"]) / "usage.jsonl").read_text().splitlines()]
+    session_rows = [row for row in ledger if row["stage"] == "sessions"]
+    assert len(session_rows) == 2 * sessions and all(row["prompt_tokens"] >= 0 for row in session_rows)
+    assert sum(row["prompt_tokens"] for row in session_rows if row["role"] == "therapist") == therapist["prompt_tokens"]
     report = Path(summary["report"])
     page = report.read_text(encoding="utf-8")
     assert report.name == "index.html" and "Pairwise win rates" in page and "Simulation quality gate" in page

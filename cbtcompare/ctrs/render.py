@@ -23,6 +23,8 @@ from cbtcompare.transcript import Turn
 
 ROLE_LABELS = {"patient": "Patient", "therapist": "Therapist"}
 CONTINUATION_INDENT = "    "
+# The CTRS rates the therapist: evidence for any of its items must be the therapist's own words.
+RATED_ROLE = "therapist"
 
 # The ASCII signs and the fullwidth/small forms that NFKC folds into them (DeepSeek's special tokens
 # are `<｜...｜>` with U+FF5C; a model that normalises its input reads `＜` as `<`).
@@ -68,6 +70,17 @@ def new_tag(prefix: str = "transcript") -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
+def citable_turns(turns: Sequence[Turn]) -> list[int]:
+    """The indices of the turns evidence may cite: the rated speaker's."""
+    return [i for i, t in enumerate(turns) if t.role == RATED_ROLE]
+
+
+def evidence_allowed(turns: Sequence[Turn], max_evidence: int) -> int:
+    """The most evidence entries an item's answer may hold: `max_evidence`, or 0 with no turn to cite.
+    The one decision behind both the answer's schema and the prompt's wording."""
+    return max(0, max_evidence) if citable_turns(turns) else 0
+
+
 @dataclass(frozen=True)
 class RenderedPrompt:
     """The messages for one judge call, the delimiter used, and the prompt versions behind them."""
@@ -108,7 +121,7 @@ def build_score_prompt(
         tag=tag,
         transcript=render_turns(turns),
         item_ids=", ".join(item_ids),
-        max_evidence=max_evidence,
+        max_evidence=evidence_allowed(turns, max_evidence),
         na_rule=NA_RULE if na else "",
     )
     versions = [system.version, task.version]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cbtcompare.ctrs.render import neutralise
+from cbtcompare.ctrs.render import RATED_ROLE, citable_turns, evidence_allowed, neutralise
 from cbtcompare.ctrs.rubric import Rubric
 from cbtcompare.transcript import Turn
 
@@ -29,8 +29,6 @@ _ROLE_PREFIX = re.compile(r"^\s*(?:\[turn\s*\d+\]\s*)?(?:patient|therapist)\s*:\
 _TRANSLATE = str.maketrans(
     {"‘": "'", "’": "'", "‛": "'", "“": '"', "”": '"', "–": "-", "—": "-", "‹": "<", "›": ">", "⟦": "[", "⟧": "]"}
 )
-# The CTRS rates the therapist: evidence for any of its items must be the therapist's own words.
-RATED_ROLE = "therapist"
 
 
 @dataclass(frozen=True)
@@ -87,11 +85,6 @@ def quote_is_checkable(quote: str) -> bool:
     return len(_ELLIPSIS.sub("", normalise_for_match(_clean_quote(quote))).strip()) >= MIN_QUOTE_CHARS
 
 
-def citable_turns(turns: Sequence[Turn]) -> list[int]:
-    """The indices of the turns evidence may cite: the rated speaker's."""
-    return [i for i, t in enumerate(turns) if t.role == RATED_ROLE]
-
-
 # Characters a quote offered as a grammar literal must not hold: with them, llama.cpp's grammar could be
 # left with no token able to continue the literal, the sampler then picks end-of-generation and llama.cpp
 # aborts the whole process (llama-grammar.cpp "fatal error"; found by the hypothesis test on text such as
@@ -109,7 +102,7 @@ def evidence_schema(turns: Sequence[Turn], *, quote_choices: bool, quote_chars: 
 
     With `quote_choices` (and a transcript small enough), the quote must be one of the cited turn's own
     sentences, so a constrained judge cannot cite words that are not there; otherwise the quote is free
-    text. Either way the validator checks it. (With no therapist turn at all, score_schema allows no
+    text. Either way the validator checks it. (With no therapist turn at all, score_schema asks for no
     evidence.)
     """
     citable = citable_turns(turns)
@@ -160,21 +153,22 @@ def score_value_schema(rubric: Rubric, item_id: str) -> dict:
 def item_schema(rubric: Rubric, item_id: str, *, max_evidence: int, justification_chars: int | None = None) -> dict:
     """Evidence first, then the justification, then the score: the judge grounds before it decides.
 
-    Evidence entries refer to `#/$defs/evidence` (see score_schema). Length caps are optional: a
-    llama.cpp grammar with a long maxLength slows decoding several-fold, and the reply budget
-    (max_tokens) already bounds the answer.
+    Evidence entries refer to `#/$defs/evidence` (see score_schema). With `max_evidence` 0 the item has
+    no evidence property at all: an empty array would still cost the judge tokens, and some servers
+    refuse `"maxItems": 0`. Length caps are optional: a llama.cpp grammar with a long maxLength slows
+    decoding several-fold, and the reply budget (max_tokens) already bounds the answer.
     """
     justification: dict = {"type": "string", "minLength": 1}
     if justification_chars:
         justification["maxLength"] = justification_chars
+    properties: dict = {}
+    if max_evidence > 0:
+        properties["evidence"] = {"type": "array", "items": {"$ref": "#/$defs/evidence"}, "maxItems": max_evidence}
+    properties |= {"justification": justification, "score": score_value_schema(rubric, item_id)}
     return {
         "type": "object",
-        "properties": {
-            "evidence": {"type": "array", "items": {"$ref": "#/$defs/evidence"}, "maxItems": max_evidence},
-            "justification": justification,
-            "score": score_value_schema(rubric, item_id),
-        },
-        "required": ["evidence", "justification", "score"],
+        "properties": properties,
+        "required": list(properties),
         "additionalProperties": False,
     }
 
@@ -190,15 +184,18 @@ def score_schema(
     justification_chars: int | None = None,
     quote_chars: int | None = None,
 ) -> dict:
-    """The answer's schema: one item's object (per-item mode), or an object keyed by every item id."""
-    defs = {"evidence": evidence_schema(turns, quote_choices=quote_choices, quote_chars=quote_chars)}
-    citable_max = max_evidence if citable_turns(turns) else 0
-    limits = {"max_evidence": citable_max, "justification_chars": justification_chars}
+    """The answer's schema: one item's object (per-item mode), or an object keyed by every item id.
+
+    Evidence is asked for only when some may be given (evidence_allowed); otherwise neither the items nor
+    `$defs` mention it."""
+    allowed = evidence_allowed(turns, max_evidence)
+    defs = {"$defs": {"evidence": evidence_schema(turns, quote_choices=quote_choices, quote_chars=quote_chars)}}
+    limits = {"max_evidence": allowed, "justification_chars": justification_chars}
     if per_item:
         (item_id,) = item_ids
-        return {"$defs": defs, **item_schema(rubric, item_id, **limits)}
+        return {**(defs if allowed else {}), **item_schema(rubric, item_id, **limits)}
     return {
-        "$defs": defs,
+        **(defs if allowed else {}),
         "type": "object",
         "properties": {i: item_schema(rubric, i, **limits) for i in item_ids},
         "required": list(item_ids),

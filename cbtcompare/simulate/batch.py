@@ -2,9 +2,10 @@
 
 Every finished session is stored with its run key in one transaction, so a killed batch resumes where it
 stopped. Courses run through the one course runner (group.run_course_sessions) and fan out through the
-one fan-out helper: in parallel only when every model is a remote endpoint. A stop event ends the batch
-within a turn: running sessions stop before their next therapist turn and are not recorded (a rerun runs
-them), finished ones stay stored. Never imports gradio.
+one fan-out helper, as many at once as sessions_at_once allows: several whenever some role is a remote
+endpoint (its network wait overlaps the others' work), one when every model is local. A stop event ends
+the batch within a turn: running sessions stop before their next therapist turn and are not recorded (a
+rerun runs them), finished ones stay stored. Never imports gradio.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,10 +24,12 @@ from cbtcompare.config_errors import format_validation_error
 from cbtcompare.content_hash import content_digest
 from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.models.base import ModelError
+from cbtcompare.models.llamacpp_pool import MAX_CONTEXTS_PER_WEIGHTS
+from cbtcompare.models.registry import backend_capabilities
 from cbtcompare.patients import PatientProfile, curated_profiles, load_profile
 from cbtcompare.seeds import replicate_seed
 from cbtcompare.simulate.group import run_course_sessions
-from cbtcompare.simulate.session import SessionPlace, is_endpoint, make_opening, run_session
+from cbtcompare.simulate.session import RoleUsage, SessionPlace, make_opening, run_session
 from cbtcompare.simulate.settings import SessionSettings, SummaryPolicy
 from cbtcompare.transcript import Transcript, Turn
 
@@ -44,7 +47,9 @@ class BatchConfig(BaseModel):
     turns: int = Field(6, ge=1, le=200, description="therapist turns per session")
     sessions: int = Field(1, ge=1, le=50, description="sessions per course (carry-over from session 2)")
     seed: int = 0
-    concurrency: int = Field(4, ge=1, le=64, description="parallel runs; used only when every model is an endpoint")
+    concurrency: int = Field(
+        4, ge=1, le=64, description="sessions at once when some role is an endpoint (see sessions_at_once)"
+    )
     therapist_sampling: dict[str, Any] = Field(default_factory=dict, description="overrides, e.g. {max_tokens: 80}")
     patient_sampling: dict[str, Any] = Field(default_factory=dict)
     summary: SummaryPolicy = "prompt"
@@ -117,12 +122,22 @@ class RunResult:
     transcript_id: str | None = None
     stop_reason: str | None = None
     turns: int = 0
-    therapist_tokens: int = 0
-    patient_tokens: int = 0
+    usage: dict[str, RoleUsage] = field(default_factory=dict)  # role -> what its backend reported, and its time
     seconds: float = 0.0
     error: str | None = None
     started: float | None = None  # time.perf_counter() when the run began and ended (shows overlap)
     finished: float | None = None
+
+    @property
+    def therapist_tokens(self) -> int:
+        return self.usage["therapist"].completion_tokens if "therapist" in self.usage else 0
+
+    @property
+    def patient_tokens(self) -> int:
+        return self.usage["patient"].completion_tokens if "patient" in self.usage else 0
+
+
+ROLES = ("therapist", "patient")
 
 
 @dataclass
@@ -149,6 +164,21 @@ class BatchResult:
         done = self.count("done")
         return done / (self.seconds / 60) if self.seconds > 0 else 0.0
 
+    def role_usage(self) -> dict[str, RoleUsage]:
+        """Calls, prompt and completion tokens (as the backends reported them) and seconds per role, summed
+        over the sessions this run finished."""
+        totals = {role: RoleUsage() for role in ROLES}
+        for run in self.runs:
+            if run.status != "done":
+                continue
+            for role, used in run.usage.items():
+                total = totals.setdefault(role, RoleUsage())
+                total.calls += used.calls
+                total.prompt_tokens += used.prompt_tokens
+                total.completion_tokens += used.completion_tokens
+                total.seconds += used.seconds
+        return totals
+
     def summary(self) -> dict[str, Any]:
         done = [r for r in self.runs if r.status == "done"]
         return {
@@ -164,6 +194,7 @@ class BatchResult:
             "sessions_per_minute": round(self.sessions_per_minute, 3),
             "therapist_tokens": sum(r.therapist_tokens for r in done),
             "patient_tokens": sum(r.patient_tokens for r in done),
+            "usage": {role: used.as_dict() for role, used in self.role_usage().items()},
             "stop_reasons": {
                 reason: sum(r.stop_reason == reason for r in done) for reason in sorted({r.stop_reason for r in done})
             },
@@ -199,6 +230,23 @@ def plan_batch(config: BatchConfig, profiles: Sequence[PatientProfile]) -> list[
     return courses
 
 
+def sessions_at_once(requested: int, remote: Sequence[bool]) -> int:
+    """How many sessions of a batch run at once, from whether each session model (patient and therapists,
+    its backend's `remote` capability) is an endpoint.
+
+    Every model local: one (they share this machine's cores; overlapping them gains nothing). Otherwise
+    `requested`: an endpoint's network wait overlaps another session's work. Where some models are local,
+    no more than the local pool serves at once (MAX_CONTEXTS_PER_WEIGHTS contexts per GGUF; the hf backend
+    queues on its lock), so each session in flight keeps its own cached prefix. Results do not depend on
+    it: each session's seeds come from its run key and local generation is deterministic per context.
+    """
+    if not any(remote):
+        return 1
+    if all(remote):
+        return requested
+    return max(1, min(requested, MAX_CONTEXTS_PER_WEIGHTS))
+
+
 def _resolve_profiles(config: BatchConfig) -> list[PatientProfile]:
     if config.profiles == "all":
         return curated_profiles()
@@ -220,9 +268,9 @@ def run_batch(
     """Run (or resume) a batch; every finished session is stored with its run key, in one transaction.
 
     Sessions already finished in the store under the same batch id are skipped. Runs go through a thread
-    pool of `config.concurrency` when the patient and all therapists are endpoint models; otherwise one at
-    a time. A failed run is recorded with its error and the rest go on. `stop_event` ends the batch within
-    a turn; `BatchResult.stopped` says so, and the runs it lists are the ones that finished.
+    pool of sessions_at_once(config.concurrency, ...) threads. A failed run is recorded with its error and
+    the rest go on. `stop_event` ends the batch within a turn; `BatchResult.stopped` says so, and the runs
+    it lists are the ones that finished.
     """
     started = time.perf_counter()
     settings = config.session_settings()
@@ -237,8 +285,10 @@ def run_batch(
     total = sum(len(c) for c in courses)
     batch_id = config.batch_id
     finished = store.batch_runs(batch_id)
-    concurrent = is_endpoint(patient_model) and all(is_endpoint(m) for m in therapists.values())
-    workers = config.concurrency if concurrent else 1
+    session_models = [patient_model, *therapists.values()]
+    workers = sessions_at_once(
+        config.concurrency, [backend_capabilities(m.spec.backend).remote for m in session_models]
+    )
 
     lock = threading.Lock()
     openings: dict[tuple[str, int], Turn] = {}
@@ -318,6 +368,7 @@ def run_batch(
         store.save_batch_run(spec.run_key, batch_id, transcript, "done")
         usage = transcript.meta["usage"]
         ended = time.perf_counter()
+        used = {role: RoleUsage(**usage[role]) for role in ROLES}
         report(
             RunResult(
                 spec,
@@ -325,8 +376,7 @@ def run_batch(
                 transcript_id=transcript.id,
                 stop_reason=transcript.meta["stop_reason"],
                 turns=len(transcript.turns),
-                therapist_tokens=usage["therapist"]["completion_tokens"],
-                patient_tokens=usage["patient"]["completion_tokens"],
+                usage=used,
                 seconds=ended - run_started,
                 started=run_started,
                 finished=ended,

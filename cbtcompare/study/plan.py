@@ -22,6 +22,7 @@ from cbtcompare.paths import data_dir
 from cbtcompare.patients import PatientProfile, load_profile
 from cbtcompare.quality import QualityVerdict, check_transcript
 from cbtcompare.simulate import FINISHED, BatchConfig, plan_batch
+from cbtcompare.simulate.batch import sessions_at_once
 from cbtcompare.store import Store
 from cbtcompare.study.cost import endpoint_costs, read_usage_ledger
 from cbtcompare.study.spec import StudyFile, Variant
@@ -396,12 +397,13 @@ def estimate(study: StudyFile, state: StudyState, registry: Registry, store: Sto
         calls = (per_judge_abs + 2 * per_judge_pair) * calls_per_judgement
         prompt = calls * (rubric_prompt + session_tokens) + per_judge_pair * 2 * calls_per_judgement * session_tokens
         rows.append((name, "judge", calls, calls * reply, prompt))
-    # Sessions fan out only when every session model is an endpoint (cbtcompare.simulate.run_batch).
+    # As many sessions at once as run_batch runs (the one rule, sessions_at_once); only an endpoint's time
+    # divides by them: local models share this machine's cores however many sessions overlap.
     try:
-        session_parallel = batch_config(study, registry).concurrency
         session_models = [*spec.therapist_names(), spec.patient.model]
-        if not all(is_remote(registry, n) for n in session_models):
-            session_parallel = 1
+        session_parallel = sessions_at_once(
+            batch_config(study, registry).concurrency, [is_remote(registry, n) for n in session_models]
+        )
     except ModelError:
         session_parallel = 1
     estimates = []
@@ -410,8 +412,10 @@ def estimate(study: StudyFile, state: StudyState, registry: Registry, store: Sto
             backend = registry.spec(name).backend
         except ModelError:
             backend = "?"
-        if role == "judge":
-            parallel = spec.concurrency.get(backend, 4) if is_remote(registry, name) else 1  # type: ignore[call-overload]
+        if not is_remote(registry, name):
+            parallel = 1
+        elif role == "judge":
+            parallel = spec.concurrency.get(backend, 4)  # type: ignore[call-overload]
         else:
             parallel = session_parallel
         speed = measured.get((name, role)) or assumed_speeds.get(name)

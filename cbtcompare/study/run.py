@@ -140,14 +140,12 @@ def _run(
     finally:
         bar.close()  # type: ignore[attr-defined]
     for run in batch.runs:
-        if run.status != "done" or run.transcript_id is None:
+        if run.status != "done":
             continue
-        transcript = store.get_transcript(run.transcript_id)
-        usage = transcript.meta["usage"]
-        for role, name in (("therapist", transcript.therapist_name), ("patient", spec.patient.model)):
-            role_usage = usage[role]
-            _add(tokens, role, role_usage["completion_tokens"], role_usage["prompt_tokens"], role_usage["seconds"])
-            usage_rows.append({"stage": "sessions", "role": role, "model": name, **role_usage})
+        for role, name in (("therapist", run.spec.therapist), ("patient", spec.patient.model)):
+            used = run.usage[role]
+            _add(tokens, role, used.completion_tokens, used.prompt_tokens, used.seconds)
+            usage_rows.append({"stage": "sessions", "role": role, "model": name, **used.as_dict()})
     _append_usage(folder, usage_rows)
     if stop_event is not None and stop_event.is_set():
         return {"stopped": True, "out": str(folder)}
