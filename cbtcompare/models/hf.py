@@ -13,6 +13,12 @@ and never see each other's adapter. Seeds reseed torch's global generator per ca
 sampling at the same moment in one process can disturb each other's draws. Loads are serialised
 process-wide (one base loads at a time); an adapter is keyed by its folder and scale.
 
+Each base keeps a few conversations' KV caches (hf_cache.py): a request reuses the cached prefix it
+shares with an earlier one under the same adapter setting, so turn k of a session costs its new tokens.
+Prompts are evaluated in position-aligned chunks whether or not a prefix is reused, so same seed + same
+settings give the same text either way. `CBTCOMPARE_PREFIX_REUSE=0` (the llama.cpp setting) turns reuse
+off: every request then evaluates its whole prompt, in the same chunks.
+
 This module never downloads anything itself except through transformers/huggingface_hub, and never
 constrains output: `complete_json` generates plain text that callers must validate.
 """
@@ -44,6 +50,8 @@ from cbtcompare.models.base import (
     Usage,
 )
 from cbtcompare.models.defaults import DEFAULT_WEIGHTS_REF
+from cbtcompare.models.hf_cache import PREFIX_CHUNK_TOKENS, PrefixCacheStore
+from cbtcompare.models.llamacpp_pool import prefix_reuse_enabled
 from cbtcompare.models.weights import (
     check_gguf,
     hub_cached_file,
@@ -57,7 +65,7 @@ from cbtcompare.paths import REPO_ROOT
 if TYPE_CHECKING:
     import torch
     from peft import PeftModel
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MODEL_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
@@ -262,6 +270,16 @@ class LoadedBase:
     peft: PeftModel | None = None
     adapter_users: dict[str, int] = field(default_factory=dict)
     users: int = 0
+    prefixes: PrefixCacheStore = field(default_factory=PrefixCacheStore)  # KV caches of recent conversations
+
+    def new_cache(self) -> DynamicCache:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config.get_text_config(decoder=True))
+
+    def plain_users(self) -> int:
+        """Open specs on this base without an adapter."""
+        return self.users - sum(self.adapter_users.values())
 
 
 _BASES: dict[BaseKey, LoadedBase] = {}
@@ -290,8 +308,11 @@ def _release_base(base: LoadedBase) -> None:
     with _BASES_LOCK:
         base.users -= 1
         if base.users > 0 or _BASES.get(base.key) is not base:
+            if base.plain_users() == 0:
+                base.prefixes.drop(None)
             return
         del _BASES[base.key]
+    base.prefixes.clear()
     if base.key[2] == "cuda":
         import torch
 
@@ -476,6 +497,7 @@ def _detach_adapter(base: LoadedBase, name: str) -> None:
             return
         del base.adapter_users[name]
         _undo_adapter(base, name, fresh=False)
+        base.prefixes.drop(name)  # a later adapter under this name may hold other weights
 
 
 # --- the model ------------------------------------------------------------------------------------------------
@@ -606,6 +628,7 @@ class HFModel(ChatModel):
         if isinstance(error, BaseException):
             raise error
         usage.completion_tokens = int(outcome.get("completion_tokens", 0))  # type: ignore[call-overload]
+        usage.cached_prompt_tokens = int(outcome.get("cached_prompt_tokens", 0))  # type: ignore[call-overload]
         usage.finish_reason = usage.finish_reason or str(outcome.get("finish_reason", "stop"))
 
     def _generate(
@@ -638,6 +661,7 @@ class HFModel(ChatModel):
                 "streamer": streamer,
                 "stopping_criteria": StoppingCriteriaList([Cancelled()]),
                 "pad_token_id": tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id,
+                "prefill_chunk_size": PREFIX_CHUNK_TOKENS,  # the same batches with or without a cached prefix
             }
             if sampling.temperature > 0:
                 kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
@@ -646,9 +670,15 @@ class HFModel(ChatModel):
             with base.lock, self._adapter_scope():
                 if cancel.is_set():
                     return
+                reuse = prefix_reuse_enabled()
+                lease = base.prefixes.take(self._adapter_name, prompt, base.new_cache) if reuse else None
+                cache = lease.cache if lease is not None else base.new_cache()
+                outcome["cached_prompt_tokens"] = lease.reused if lease is not None else 0
                 torch.manual_seed(seed)
                 generator = base.peft if base.peft is not None else base.model
-                output = generator.generate(**kwargs)
+                output = generator.generate(**kwargs, cache=cache)
+                if reuse:  # only after a whole generation: a failed one may leave the cache half-written
+                    base.prefixes.keep(self._adapter_name, prompt, cache)
             finished = True
             new_tokens = output[0, len(prompt) :].tolist()
             eos = _eos_ids(base)
