@@ -17,11 +17,14 @@ from cbtcompare.models.gguf_lora import random_lora_for
 from cbtcompare.models.llamacpp import (
     PREFIX_CHUNK_TOKENS,
     LlamaCppModel,
-    aligned_reusable_prefix,
+    chunk_ends,
     prefill_aligned,
     prefix_reuse_enabled,
+    reusable_prefix,
     thread_split,
 )
+
+HEADER_TOKENS = 8  # a chat template's "assistant" header, re-read because it was the generation prompt
 
 PATIENT_TURNS = [
     "I have been feeling low for weeks and I can't sleep.",
@@ -39,9 +42,9 @@ PATIENT_TURNS = [
 ]
 
 
-def converse(model: LlamaCppModel, *, from_scratch: bool) -> tuple[list[str], list[int]]:
+def converse(model: LlamaCppModel, *, from_scratch: bool) -> tuple[list[str], list[int], list[int]]:
     messages = [Message("system", "You are a supportive CBT therapist. Answer in two sentences.")]
-    replies, reused = [], []
+    replies, reused, prompts = [], [], []
     for turn, text in enumerate(PATIENT_TURNS):
         messages.append(Message("user", text))
         if from_scratch:
@@ -50,8 +53,9 @@ def converse(model: LlamaCppModel, *, from_scratch: bool) -> tuple[list[str], li
         reply = "".join(stream)
         replies.append(reply)
         reused.append(stream.usage.cached_prompt_tokens)
+        prompts.append(stream.usage.prompt_tokens)
         messages.append(Message("assistant", reply))
-    return replies, reused
+    return replies, reused, prompts
 
 
 @pytest.fixture(autouse=True)
@@ -74,10 +78,13 @@ def test_twelve_turns_reusing_the_prefix_give_the_text_of_fresh_evaluation(with_
         adapter=str(lora) if with_adapter else None,
     )
     model = LlamaCppModel(spec)
-    fresh, fresh_reused = converse(model, from_scratch=True)
-    cached, cached_reused = converse(model, from_scratch=False)
+    fresh, fresh_reused, _ = converse(model, from_scratch=True)
+    cached, cached_reused, prompts = converse(model, from_scratch=False)
     assert set(fresh_reused) == {0}
-    assert sum(1 for n in cached_reused[1:] if n > 0) >= len(PATIENT_TURNS) - 2, cached_reused
+    # turn k re-reads only what is new: the last reply's header onwards (chunks cut at message boundaries),
+    # not up to a whole fixed-size chunk more (it re-read 30-150 tokens a turn when cut every 64 positions)
+    for turn in range(1, len(PATIENT_TURNS)):
+        assert cached_reused[turn] >= prompts[turn - 1] - HEADER_TOKENS, (turn, cached_reused, prompts)
     assert cached == fresh
 
 
@@ -114,18 +121,26 @@ def test_a_conversation_returns_to_the_context_holding_its_prefix(default_gguf, 
         os.environ.pop("CBTCOMPARE_WARM_CONTEXTS", None)
 
 
-def test_reusable_prefix_is_chunk_aligned_and_leaves_the_last_token():
+def test_chunks_cut_at_message_boundaries_and_every_chunk_within_a_message():
     chunk = PREFIX_CHUNK_TOKENS
-    prompt = list(range(3 * chunk + 5))
-    assert aligned_reusable_prefix(prompt, prompt) == 3 * chunk
-    assert aligned_reusable_prefix(prompt[: 3 * chunk], prompt) == 3 * chunk
-    assert aligned_reusable_prefix(prompt[: chunk + 3] + [-1], prompt) == chunk
-    assert aligned_reusable_prefix([], prompt) == 0
-    exact = list(range(2 * chunk))
-    assert aligned_reusable_prefix(exact, exact) == chunk  # the last token is always decoded again
-    # positions past the last whole aligned chunk were evaluated in other batches: never reused
-    assert aligned_reusable_prefix(prompt, prompt, valid=chunk + 10) == chunk
-    assert aligned_reusable_prefix(prompt, prompt, valid=0) == 0
+    assert chunk_ends(2 * chunk + 6) == [chunk, 2 * chunk, 2 * chunk + 5]  # the last token is left out
+    assert chunk_ends(2 * chunk + 6, [10, 10 + chunk + 3]) == [10, 10 + chunk, 10 + chunk + 3, 2 * chunk + 5]
+    assert chunk_ends(1) == [] and chunk_ends(5, [0, 4, 9]) == [4]  # cuts outside (0, last) are ignored
+    # a longer conversation cuts its shared beginning exactly as the shorter one did
+    short, longer = chunk_ends(150, [20, 149]), chunk_ends(400, [20, 149, 210, 300])
+    assert longer[: len(short)] == short
+
+
+def test_only_chunks_the_two_prompts_share_token_for_token_are_reused():
+    prompt = list(range(300))
+    ends = chunk_ends(len(prompt), [20, 149])
+    assert reusable_prefix(prompt, ends, prompt, ends) == ends[-1]
+    assert reusable_prefix(prompt[:100] + [-1] * 200, ends, prompt, ends) == 84  # 20 + 64: the last whole chunk
+    assert reusable_prefix([], [], prompt, ends) == 0
+    # chunks cut elsewhere went through other batches: never reused, even with the same tokens
+    assert reusable_prefix(prompt, chunk_ends(len(prompt), [30]), prompt, ends) == 0
+    longer = prompt + list(range(1000, 1100))
+    assert reusable_prefix(prompt, ends, longer, chunk_ends(len(longer), [20, 149, 299])) == 299
 
 
 def first_token_logits(model: LlamaCppModel, messages: list[Message]) -> tuple[np.ndarray, int]:
@@ -133,8 +148,11 @@ def first_token_logits(model: LlamaCppModel, messages: list[Message]) -> tuple[n
     prompt positions came from the cached prefix."""
     tokens, _ = model._render(messages)
     shared = model.shared
-    with shared.context(model._adapter, model.spec.adapter_scale, tokens, n_ctx=model.spec.n_ctx) as llama:
-        kept = prefill_aligned(llama, tokens)
+    boundaries = model._message_boundaries(messages, tokens)
+    with shared.context(
+        model._adapter, model.spec.adapter_scale, tokens, n_ctx=model.spec.n_ctx, boundaries=boundaries
+    ) as llama:
+        kept = prefill_aligned(llama, tokens, boundaries)
         llama.eval(tokens[-1:])
         logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(shared.model.n_vocab(),)).copy()
     return logits, kept

@@ -30,10 +30,11 @@ from cbtcompare.models.llamacpp_pool import (
     PREFIX_REUSE_ENV,
     WARM_CONTEXTS_ENV,
     SharedWeights,
-    aligned_reusable_prefix,
+    chunk_ends,
     llama_cpp_library,
     prefill_aligned,
     prefix_reuse_enabled,
+    reusable_prefix,
     thread_split,
     warm_contexts,
 )
@@ -46,12 +47,13 @@ __all__ = [
     "WARM_CONTEXTS_ENV",
     "LlamaCppModel",
     "SharedWeights",
-    "aligned_reusable_prefix",
+    "chunk_ends",
     "compile_grammar",
     "gbnf_literal",
     "keep_prefix_per_role",
     "prefill_aligned",
     "prefix_reuse_enabled",
+    "reusable_prefix",
     "schema_to_grammar",
     "thread_split",
     "warm_contexts",
@@ -75,6 +77,7 @@ class LlamaCppModel(ChatModel):
         try:
             self._adapter = self.shared.adapter(self.adapter_path) if self.adapter_path else None
             self._formatter = self._chat_formatter()
+            self._open_formatter = self._chat_formatter(generation_prompt=False)
         except BaseException:
             self.close()
             raise
@@ -120,7 +123,7 @@ class LlamaCppModel(ChatModel):
             raise ModelNotFound(LlamaCppModel._adapter_missing(path), model=spec.name)
         return path
 
-    def _chat_formatter(self):  # type: ignore[no-untyped-def]
+    def _chat_formatter(self, *, generation_prompt: bool = True):  # type: ignore[no-untyped-def]
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         llama = self._weights()._first
@@ -137,7 +140,13 @@ class LlamaCppModel(ChatModel):
         model = self._weights().model
         eos = model.token_get_text(model.token_eos())
         bos = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
-        return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[model.token_eos()])
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=eos,
+            bos_token=bos,
+            add_generation_prompt=generation_prompt,
+            stop_token_ids=[model.token_eos()],
+        )
 
     @property
     def context_length(self) -> int:
@@ -163,6 +172,19 @@ class LlamaCppModel(ChatModel):
         stops = [rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop or [])
         return tokens, stops
 
+    def _message_boundaries(self, messages: Sequence[Message], tokens: Sequence[int]) -> list[int]:
+        """Token offsets where each message after the first, and the generation header, start in `tokens`:
+        where the template renders the first i messages as a token prefix of the whole (a template that
+        does not, for some i, just gives no cut there; chunking stays a function of the conversation)."""
+        model = self._weights().model
+        boundaries = []
+        for i in range(1, len(messages) + 1):
+            rendered = self._open_formatter(messages=[m.to_dict() for m in messages[:i]])
+            prefix = model.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+            if 0 < len(prefix) < len(tokens) and list(tokens[: len(prefix)]) == prefix:
+                boundaries.append(len(prefix))
+        return boundaries
+
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._render(messages)[0])
 
@@ -171,10 +193,15 @@ class LlamaCppModel(ChatModel):
     ) -> Iterator[str]:
         tokens, template_stops = self._render(messages)
         usage.prompt_tokens = len(tokens)
-        with self._weights().context(self._adapter, self.spec.adapter_scale, tokens, n_ctx=self.spec.n_ctx) as llama:
+        reuse = prefix_reuse_enabled()
+        boundaries = self._message_boundaries(messages, tokens) if reuse else []
+        shared = self._weights()
+        with shared.context(
+            self._adapter, self.spec.adapter_scale, tokens, n_ctx=self.spec.n_ctx, boundaries=boundaries
+        ) as llama:
             try:
-                if prefix_reuse_enabled():
-                    usage.cached_prompt_tokens = prefill_aligned(llama, tokens)
+                if reuse:
+                    usage.cached_prompt_tokens = prefill_aligned(llama, tokens, boundaries)
                 chunks = llama.create_completion(  # type: ignore[attr-defined]
                     prompt=tokens,
                     max_tokens=sampling.max_tokens,

@@ -1,15 +1,16 @@
 """One GGUF file loaded once and a pool of llama.cpp contexts over it, with deterministic KV prefix reuse.
 
-Every spec that names the same GGUF shares one llama_model (memory-mapped, so the weights sit in memory
-once) whatever n_ctx it asks for. Requests take a context from that file's pool, set the spec's LoRA
-adapter on it (or clear it) and generate, so one context never serves two requests at once and base and
-tuned never hold two copies of the weights. Contexts keep their KV cache between requests and a
-conversation is routed back to the context holding its prefix, so turn k of a session costs its new
-tokens, not the whole conversation. Reuse is deterministic: prompts are evaluated in chunks aligned to
-fixed positions and the last prompt token alone, from scratch or over a cached prefix, so both paths run
-identical batches and same seed + same settings give the same text whichever context serves the request.
-(llama-cpp-python's own `lora_path` would turn mmap off and load a private copy; adapters are applied per
-context here instead.) This module knows nothing of chat templates or specs.
+Every
+spec that names the same GGUF shares one llama_model (memory-mapped, so the weights sit in memory once)
+whatever n_ctx it asks for. Requests take a context from that file's pool, set the spec's LoRA adapter on it
+(or clear it) and generate, so one context never serves two requests at once and base and tuned never hold two
+copies of the weights. Contexts keep their KV cache between requests and a conversation is routed back to the
+context holding its prefix, so turn k of a session costs its new tokens, not the whole conversation. Reuse is
+deterministic: prompts are evaluated in chunks aligned to message boundaries and fixed positions within
+messages, and the last prompt token alone, from scratch or over a cached prefix, so both paths run identical
+batches and same seed + same settings give the same text whichever context serves the request.
+(llama-cpp-python's own `lora_path` would turn mmap off and load a private copy; adapters are applied per context here
+instead.) This module knows nothing of chat templates or specs.
 """
 
 from __future__ import annotations
@@ -91,33 +92,61 @@ def warm_contexts() -> int:
     return max(1, int(os.environ.get(WARM_CONTEXTS_ENV, "1")))
 
 
-def aligned_reusable_prefix(cached: Sequence[int], prompt: Sequence[int], valid: int | None = None) -> int:
-    """How many leading positions of `prompt` a cache holding `cached` can keep: the common prefix, at
-    most all but the prompt's last token (always decoded alone) and at most `valid` (the positions that
-    were evaluated in whole aligned chunks), floored to a chunk boundary."""
-    limit = min(len(cached), len(prompt) - 1, len(cached) if valid is None else valid)
+def chunk_ends(prompt_length: int, boundaries: Sequence[int] = ()) -> list[int]:
+    """Where the chunks evaluating all but a prompt's last token end: a cut at every message boundary
+    (token offsets where a message, or the generation header, starts) and every PREFIX_CHUNK_TOKENS
+    positions from each segment's start. A pure function of the prompt's tokens and its messages, so a
+    longer conversation cuts its shared beginning exactly as the shorter one did."""
+    target = prompt_length - 1
+    ends: list[int] = []
+    start = 0
+    for cut in sorted({b for b in boundaries if 0 < b < target} | {target}):
+        while start + PREFIX_CHUNK_TOKENS < cut:
+            start += PREFIX_CHUNK_TOKENS
+            ends.append(start)
+        if cut > start:
+            ends.append(cut)
+            start = cut
+    return ends
+
+
+def reusable_prefix(
+    cached: Sequence[int], cached_ends: Sequence[int], prompt: Sequence[int], prompt_ends: Sequence[int]
+) -> int:
+    """How many leading positions of `prompt` a cache holding `cached` (evaluated in chunks ending at
+    `cached_ends`) can keep: the longest run of chunks that are the same on both, token for token. Those
+    positions went through identical batches, so their KV is bit-identical to evaluating from scratch."""
+    limit = min(len(cached), len(prompt))
     common = 0
     while common < limit and cached[common] == prompt[common]:
         common += 1
-    return common - common % PREFIX_CHUNK_TOKENS
+    keep = 0
+    for old, new in zip(cached_ends, prompt_ends, strict=False):
+        if old != new or new > common:
+            break
+        keep = new
+    return keep
 
 
-def prefill_aligned(llama: object, prompt: Sequence[int]) -> int:
-    """Evaluate all but the last prompt token in aligned chunks, keeping the reusable cached prefix.
+def prefill_aligned(llama: object, prompt: Sequence[int], boundaries: Sequence[int] = ()) -> int:
+    """Evaluate all but the last prompt token in the chunks chunk_ends() gives, keeping the reusable cached
+    prefix.
 
     llama-cpp-python's generate() then finds every token but the last cached and decodes that one alone,
-    whether or not a prefix was reused, so both paths compute exactly the same batches. Only whole aligned
-    chunks are ever reused: the partial last chunk, the last prompt token and the generated tokens were
-    evaluated in other batches than a longer prompt evaluated from scratch would use. Returns the number
-    of positions reused.
+    whether or not a prefix was reused, so both paths compute exactly the same batches. Only whole chunks
+    the two prompts share are reused: the last prompt token and the generated tokens were evaluated in
+    other batches than a longer prompt evaluated from scratch would use. Returns the positions reused.
     """
-    valid = getattr(llama, "_cbt_aligned_valid", 0)
-    keep = aligned_reusable_prefix(llama._input_ids, prompt, valid)  # type: ignore[attr-defined]
+    ends = chunk_ends(len(prompt), boundaries)
+    keep = reusable_prefix(llama._input_ids, getattr(llama, "_cbt_chunk_ends", ()), prompt, ends)  # type: ignore[attr-defined]
     llama.n_tokens = keep  # type: ignore[attr-defined]
-    target = len(prompt) - 1
-    for start in range(keep, target, PREFIX_CHUNK_TOKENS):
-        llama.eval(prompt[start : min(target, start + PREFIX_CHUNK_TOKENS)])  # type: ignore[attr-defined]
-    llama._cbt_aligned_valid = max(keep, target - target % PREFIX_CHUNK_TOKENS)  # type: ignore[attr-defined]
+    done = [end for end in ends if end <= keep]
+    llama._cbt_chunk_ends = done  # type: ignore[attr-defined]  (grows chunk by chunk: an interrupted prefill stays true)
+    start = keep
+    for end in ends[len(done) :]:
+        llama.eval(prompt[start:end])  # type: ignore[attr-defined]
+        done.append(end)
+        start = end
     return keep
 
 
@@ -254,7 +283,13 @@ class SharedWeights:
 
     @contextmanager
     def context(
-        self, adapter: object | None, scale: float, prompt: Sequence[int] = (), *, n_ctx: int | None = None
+        self,
+        adapter: object | None,
+        scale: float,
+        prompt: Sequence[int] = (),
+        *,
+        n_ctx: int | None = None,
+        boundaries: Sequence[int] = (),
     ) -> Iterator[object]:
         """Borrow a context of `n_ctx` positions with the given adapter set (or none), for one request.
 
@@ -266,7 +301,7 @@ class SharedWeights:
         n_ctx = n_ctx or self._first._cbt_n_ctx  # type: ignore[attr-defined]
         key = (id(adapter), scale) if adapter is not None else None
         with self._pool_lock:
-            llama = self._take(n_ctx, key, prompt)
+            llama = self._take(n_ctx, key, prompt, chunk_ends(len(prompt), boundaries))
         active = ACTIVE_STREAMS.enter()
         try:
             llama._ctx.set_n_threads(*thread_split(active))  # type: ignore[attr-defined]
@@ -300,12 +335,12 @@ class SharedWeights:
             for llama in self._idle:
                 llama.n_tokens = 0  # type: ignore[attr-defined]
 
-    def _take(self, n_ctx: int, key: object, prompt: Sequence[int]) -> object:
+    def _take(self, n_ctx: int, key: object, prompt: Sequence[int], ends: Sequence[int]) -> object:
         """The context to serve `prompt` (see context()), created or evicted as needed; pool lock held."""
         while True:
             if self.closed:
                 raise ModelError(f"the weights {self.path.name} were closed; load the model again")
-            llama = self._pick_idle(n_ctx, key, prompt)
+            llama = self._pick_idle(n_ctx, key, prompt, ends)
             if llama is not None:
                 return llama
             if len(self._contexts) >= MAX_CONTEXTS_PER_WEIGHTS:
@@ -323,7 +358,7 @@ class SharedWeights:
                 llama = self._new_context(n_ctx)
             return llama
 
-    def _pick_idle(self, n_ctx: int, key: object, prompt: Sequence[int]) -> object | None:
+    def _pick_idle(self, n_ctx: int, key: object, prompt: Sequence[int], ends: Sequence[int]) -> object | None:
         """Pop the idle context of `n_ctx` to serve `prompt` (see context()); None means: create one."""
         sized = [c for c in self._idle if c._cbt_n_ctx == n_ctx]  # type: ignore[attr-defined]
         if not sized:
@@ -332,8 +367,8 @@ class SharedWeights:
         def reusable(llama: object) -> int:
             if getattr(llama, "_cbt_kv_key", _NO_CACHE) != key:
                 return 0
-            valid = getattr(llama, "_cbt_aligned_valid", 0)
-            return aligned_reusable_prefix(llama._input_ids, prompt, valid)  # type: ignore[attr-defined]
+            cached_ends = getattr(llama, "_cbt_chunk_ends", ())
+            return reusable_prefix(llama._input_ids, cached_ends, prompt, ends)  # type: ignore[attr-defined]
 
         best = max(sized, key=reusable)
         if reusable(best) == 0:
