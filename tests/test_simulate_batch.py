@@ -1,7 +1,7 @@
 """Batches (cbtcompare.simulate.run_batch): the usage of each role as its backend reported it (prompt and
 completion tokens, time), and how many sessions run at once, decided from the backends' capability flags,
 with the same transcripts however many overlap. Real components: the embedded SmolLM2 GGUF as local
-therapists, and a real llama-cpp-python OpenAI-compatible server as the endpoint patient."""
+therapists, and the local Gemini REST stub (through the real google-genai SDK) as the endpoint patient."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cbtcompare.models.registry import Registry
 from cbtcompare.simulate import BatchConfig, run_batch
 from cbtcompare.simulate.batch import sessions_at_once
 
-KEY_ENV = "CBTCOMPARE_TEST_BATCH_SERVER_KEY"
+KEY_ENV = "CBTCOMPARE_TEST_BATCH_PATIENT_KEY"
 
 
 def test_sessions_run_at_once_only_where_some_role_waits_on_a_network():
@@ -62,13 +62,17 @@ def _turn_texts(result, store) -> dict[tuple[str, str, int, int], list[tuple[str
 
 @pytest.mark.slow
 def test_an_endpoint_patient_with_local_therapists_overlaps_sessions_and_changes_no_transcript(
-    llama_server, store, monkeypatch
+    gemini_stub, store, monkeypatch
 ):
-    monkeypatch.setenv(KEY_ENV, llama_server.api_key)
+    # The endpoint patient is the local Gemini stub: deterministic by construction (a llama.cpp server's own
+    # prefix cache makes its replies depend on the order requests arrive in, which is not what is tested
+    # here), with a network wait before every answer for the local therapists' decoding to overlap.
+    monkeypatch.setenv(KEY_ENV, gemini_stub.api_key)
+    gemini_stub.delay_s = 0.3
     registry = Registry.from_files()
     patient = ModelSpec(
-        name="ep-patient", backend="openai", weights="smollm2", base_url=llama_server.base_url, api_key_env=KEY_ENV,
-        timeout_s=300, sampling=Sampling(max_tokens=16),
+        name="ep-patient", backend="gemini", weights="gemini-stub", base_url=gemini_stub.base_url, api_key_env=KEY_ENV,
+        timeout_s=60, sampling=Sampling(max_tokens=16),
     )  # fmt: skip
     registry.add(patient)
 
@@ -89,5 +93,8 @@ def test_an_endpoint_patient_with_local_therapists_overlaps_sessions_and_changes
         "no two sessions overlapped in time"
     )
     # The same seeds give the same sessions whatever ran beside them and in whichever order they finished.
-    assert _turn_texts(overlapped, store) == _turn_texts(serial, store)
-    assert overlapped.summary()["usage"]["patient"]["prompt_tokens"] > 0  # as the server reported it
+    texts = _turn_texts(overlapped, store)
+    assert texts == _turn_texts(serial, store) and len(texts) == 4
+    assert all(role == "therapist" and text for turns in texts.values() for role, text in turns[1::2])
+    patient_usage = overlapped.summary()["usage"]["patient"]
+    assert patient_usage["calls"] >= 4 and patient_usage["prompt_tokens"] > 0  # as the endpoint reported it
