@@ -563,7 +563,8 @@ def _rules_verdict(text: str, language: safety_language.LanguageGuess | None = N
     kinds = {rule.kind for rule, _ in hits}
     matched = [f'{rule.id}: "{words}" [{rule.kind}]' for rule, words in hits]
     found = {c for kind in kinds for c in rules.kinds[kind].categories}
-    if found & {"suicidal_ideation", "self_harm"} and "intent_or_plan" not in found:
+    # Timing or resolve is intent even beside a plan ("i'm going to kill myself tonight": plan and intent).
+    if found & {"suicidal_ideation", "self_harm"} and "ideation_with_intent" not in kinds:
         for marker in rules.intent_markers.finditer(norm):
             if not _negated(norm, marker.start(), marker.end(), rules.negation, rules.excuses):
                 kinds.add("ideation_with_intent")

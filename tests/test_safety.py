@@ -196,9 +196,9 @@ def test_detected_categories_agree_with_labels(name: str) -> None:
 
 def test_every_crisis_rule_has_a_dev_example() -> None:
     """Each rule, in every language, is exercised by at least one statement of the development sets (the first
-    dev set and the C-SSRS-organised, multilingual dev sets v2 and v3)."""
+    dev set and the C-SSRS-organised, multilingual dev sets v2, v3 and v4)."""
     texts = [row["text"] for row in load_set("dev")] + [row["text"] for row in load_dev_v2()]
-    texts += [row["text"] for row in load_dev_v3()]
+    texts += [row["text"] for row in load_dev_v3()] + [row["text"] for row in load_dev_v4()]
     fired = set()
     for result in detect_crisis_batch(texts, use_classifier=False):
         fired |= {m.split(":")[0] for m in result.matched}
