@@ -2,6 +2,7 @@
 
 The base is loaded once for the module; LoRA adapters are built with PEFT in a tmp folder (random, so they
 change the output), over a freshly initialised model of the same shape, never over the shared base.
+KV prefix reuse across turns is on (the default) unless a test turns it off.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from cbtcompare.models.base import (  # noqa: E402
     ModelSpec,
     Sampling,
 )
-from cbtcompare.models.hf import HFModel, loaded_bases  # noqa: E402
+from cbtcompare.models.hf import HFModel, LoadedBase, loaded_bases  # noqa: E402
+from cbtcompare.models.hf_cache import PREFIX_CHUNK_TOKENS  # noqa: E402
 from cbtcompare.models.weights import sha256_of  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -40,6 +42,16 @@ pytestmark = pytest.mark.slow
 HELLO = [Message("user", "I keep thinking I will fail my exam. What can I do?")]
 GREEDY = Sampling(temperature=0.0, max_tokens=12)
 SEEDED = Sampling(temperature=0.9, top_p=0.95, max_tokens=12, seed=1234)
+REUSE_ENV = "CBTCOMPARE_PREFIX_REUSE"
+SYSTEM = "You are a supportive CBT therapist. Answer in one or two short sentences and ask one question. " * 4
+PATIENT_TURNS = [
+    "I have been feeling low for weeks and I can't sleep.",
+    "Mostly at night. I lie awake thinking about work.",
+    "That I'm going to be fired because I'm not good enough.",
+    "My manager said my last report had mistakes.",
+    'I tell myself "you always mess things up".',
+    "I could write down what actually happened at work.",
+]
 
 
 def hf_spec(name: str, weights: Path | str, **fields: object) -> ModelSpec:
@@ -59,6 +71,30 @@ def make_lora(folder: Path, config_overrides: dict[str, int] | None = None, *, b
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         get_peft_model(model, lora).save_pretrained(str(folder), save_embedding_layers=False)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def prefix_reuse_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REUSE_ENV, raising=False)  # reuse is the default
+
+
+def converse(model: HFModel, turns: int = len(PATIENT_TURNS)) -> tuple[list[str], list[int]]:
+    """A seeded therapy conversation; returns the replies and the prompt tokens each turn took from a cache."""
+    messages = [Message("system", SYSTEM)]
+    replies, reused = [], []
+    for turn, text in enumerate(PATIENT_TURNS[:turns]):
+        messages.append(Message("user", text))
+        stream = model.stream(messages, Sampling(temperature=0.8, top_p=0.95, max_tokens=8, seed=100 + turn))
+        reply = "".join(stream)
+        replies.append(reply)
+        reused.append(stream.usage.cached_prompt_tokens)
+        messages.append(Message("assistant", reply))
+    return replies, reused
+
+
+def shared_base_of(model: HFModel) -> LoadedBase:
+    (shared,) = [b for b in loaded_bases() if b.model is model.base_model]
+    return shared
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +333,73 @@ def test_adapter_for_another_base_is_refused_and_leaves_the_base_untouched(
         assert not any(isinstance(m, LoraLayer) for m in base.base_model.modules())
     assert shared.users == users_before
     assert base.complete(HELLO, GREEDY) == before
+
+
+def test_six_turns_reusing_the_prefix_give_the_text_of_fresh_evaluation(
+    base: HFModel, tuned: HFModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same seed + same settings, adapter off and on: the same replies whether each turn evaluates the whole
+    conversation (reuse off) or takes the previous turns' keys and values from the cache."""
+    replies = {}
+    for label, model in (("base", base), ("tuned", tuned)):
+        monkeypatch.setenv(REUSE_ENV, "0")
+        fresh, fresh_reused = converse(model)
+        monkeypatch.delenv(REUSE_ENV)
+        cached, cached_reused = converse(model)
+        assert set(fresh_reused) == {0}, f"{label}: reuse off must evaluate every prompt whole"
+        assert all(n >= PREFIX_CHUNK_TOKENS for n in cached_reused[1:]), f"{label}: {cached_reused}"
+        assert cached == fresh, label
+        replies[label] = cached
+    assert replies["base"] != replies["tuned"], "the random LoRA must change the conversation"
+    held = {adapter for adapter, _ in shared_base_of(base).prefixes.held()}
+    assert None in held and len(held) >= 2, "each adapter setting keeps its own cache"
+
+
+def test_parallel_conversations_keep_their_own_prefixes(base: HFModel, tuned: HFModel) -> None:
+    expected = {"base": converse(base, 3)[0], "tuned": converse(tuned, 3)[0]}
+    results: dict[str, list[str]] = {}
+    threads = [
+        threading.Thread(target=lambda label=label, model=model: results.update({label: converse(model, 3)[0]}))
+        for label, model in (("base", base), ("tuned", tuned))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert results == expected
+
+
+def test_reuse_off_keeps_no_cache(base: HFModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = shared_base_of(base).prefixes
+    store.clear()
+    monkeypatch.setenv(REUSE_ENV, "0")
+    converse(base, 2)
+    assert store.held() == []
+    monkeypatch.delenv(REUSE_ENV)
+    converse(base, 1)
+    assert [adapter for adapter, _ in store.held()] == [None]
+
+
+def test_closing_a_model_frees_its_caches(
+    base: HFModel, lora_folder: Path, default_gguf: Path, tiny_folder: Path
+) -> None:
+    store = shared_base_of(base).prefixes
+    converse(base, 1)
+    before = {adapter for adapter, _ in store.held()}
+    scaled = HFModel(hf_spec("hf-cache-lora", default_gguf, adapter=str(lora_folder), adapter_scale=0.25))
+    converse(scaled, 1)
+    added = {adapter for adapter, _ in store.held()} - before
+    assert len(added) == 1 and None not in added, store.held()
+    scaled.close()
+    assert not added & {adapter for adapter, _ in store.held()}, "the adapter's caches went with it"
+    assert None in {adapter for adapter, _ in store.held()}, "the open base spec keeps its own"
+
+    tiny = HFModel(hf_spec("hf-tiny-cache", tiny_folder))
+    converse(tiny, 1)
+    tiny_store = shared_base_of(tiny).prefixes
+    assert tiny_store.held(), "a long prompt leaves a cache"
+    tiny.close()
+    assert tiny_store.held() == [], "the last user's close frees the base's caches"
 
 
 def test_closing_adapter_users_restores_the_plain_base(

@@ -15,7 +15,10 @@ both paths, so the logits are bit-identical (tests/test_hf_cache.py; benchmarks/
 0). Plain `past_key_values` reuse (the prefix evaluated in one batch, the rest in another) is not: on
 the default model on the CPU in fp32 it differed from one batch over the whole prompt by 2.2e-05 at
 most (logits up to 37), and aligned chunks differ from one batch by 2.3e-05; a different matmul split
-sums in a different order. Greedy text rarely flips at that size, sampled text can.
+sums in a different order, enough to flip a token wherever two candidates are that close. On this
+CPU, 64-token chunks started at an unaligned position also matched exactly (the one large batch is
+what changed the sums); alignment makes both paths run the same shapes on any kernel library or GPU,
+for at most 63 positions evaluated again per turn.
 
 Memory: a cached position costs 2 x layers x kv_heads x head_dim x dtype bytes (45 KiB for the default
 SmolLM2-135M in fp32: about 90 MiB for a 2,048-token conversation); at most MAX_CACHED_PREFIXES entries
