@@ -33,7 +33,9 @@ How a statement is screened (`detect_crisis`, `detect_crisis_batch`):
 Known limits, measured on tests/data/crisis_heldout_v3.jsonl (written before the second pass, never tuned on;
 benchmarks/crisis_eval.py; docs/crisis-screen.md has the table): recall 0.871, FPR 0.093, short of the 0.95 target;
 harm to others, plans, attempts, access to means and passive wishes worded in new ways are missed most, and a
-past the speaker says is over is the commonest false alarm; the other five languages have rules only.
+past the speaker says is over is the commonest false alarm; the other five languages have rules only. A third
+pass (tests/data/crisis_dev_v4.jsonl, development data; docs/crisis-screen.md) added patterns for those kinds
+and an anger-idiom excuse; its unseen figure is held-out v4's.
 
 What it must never do: reach the network, call a generative model, block or rewrite what a person wrote,
 or give advice of its own beyond pointing to people who can help (helplines, local emergency services). It
