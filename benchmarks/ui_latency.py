@@ -305,8 +305,9 @@ def instrument(spans: Spans, demo: object, pane_a: int) -> None:
     def traced_send(self, text: str) -> Iterator[list[compare.Pane]]:  # type: ignore[no-untyped-def]
         spans.mark("send_called")
         updates = original_send(self, text)
-        yield next(updates)
+        started = next(updates)
         spans.mark("workers_started")
+        yield started
         yield from updates
 
     compare.CompareSession.send = traced_send
@@ -354,7 +355,8 @@ def breakdown(rounds: int, *, screen: bool = True) -> None:
         demo = build_app(context, warm_up=False)
         detect_crisis("hello")  # the classifier loaded, as the app's warm-up does in the background
         port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        # _frontend=False: Gradio's own 3 s check of the page fails on a loaded machine; wait_for checks it instead
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, _frontend=False)
         url = f"http://127.0.0.1:{port}/"
         wait_for(url)
         sends = SendStream(url)
@@ -373,7 +375,10 @@ def breakdown(rounds: int, *, screen: bool = True) -> None:
             marks: dict[str, float] = {}
             app = sends.first_token(message, round_index, marks)
             time.sleep(0.2)  # let the handler's last spans land
-            direct = direct_first_token(context.registry, message, round_index)
+            # another message: the same one would find its whole prompt in the KV cache the app just filled
+            direct = direct_first_token(
+                context.registry, f"Round {round_index}: I keep worrying about my work.", round_index
+            )
             rows.append(_round_row(spans, marks, app, direct))
         demo.close()
     _print_breakdown(rows)
@@ -428,6 +433,9 @@ def _print_breakdown(rows: list[dict[str, float]]) -> None:
 
 if __name__ == "__main__":
     if "--breakdown" in sys.argv:
+        switch = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--switch-interval=")), None)
+        if switch:  # a diagnostic: how long a thread waiting for the GIL may wait (Python's default 5 ms)
+            sys.setswitchinterval(float(switch))
         breakdown(ROUNDS, screen="--no-screen" not in sys.argv)
     else:
         main()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from fixtures_browser import needs_chromium
+from playwright.sync_api import expect
+from test_browser_compare_sessions import REPLY_S, open_compare, pick, replies, send, set_number
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "assets" / "screenshots" / "compare.png"
 
@@ -42,3 +44,22 @@ def test_compare_tab_streams_every_pane_and_shows_the_crisis_panel(page, app_url
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     assert SCREENSHOT.stat().st_size > 20_000
+
+
+def test_a_reloaded_conversation_shows_its_crisis_panel_again(page, app_url):
+    """Issue 15: after a reload the conversation came back from the browser without its crisis panel."""
+    open_compare(page, app_url)
+    pick(page, 2, "(none)")
+    set_number(page, "max tokens", 16)
+    send(page, "I have a plan to kill myself tonight.")
+    panel = page.locator("#crisis-panel")
+    panel.wait_for(state="visible", timeout=REPLY_S)
+    for i in (0, 1):
+        expect(replies(page, i)).to_have_count(1, timeout=REPLY_S)
+    expect(page.locator("#download")).to_be_enabled(timeout=60_000)  # the send has finished and is kept
+
+    page.reload()
+    page.locator("#pane-0").get_by_text("a plan to kill myself").first.wait_for(timeout=60_000)
+    expect(panel).to_be_visible(timeout=30_000)
+    assert "988" in panel.inner_text()
+    expect(page.locator("#crisis-dismiss")).to_be_visible()

@@ -16,7 +16,6 @@ import json
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from cbtcompare.ui.render import pane_header, pane_messages, pane_stats
 
 TITLE = "Compare"
 NONE = "(none)"
-UPDATE_INTERVAL_S = 0.05
+UPDATE_INTERVAL_S = 0.1  # each update costs Gradio ~5-15 ms of CPU the models would use; 10 a second read as smooth
 HISTORY_KEY = "cbtcompare-compare-history"
 COUNTER_JS = f"(text) => `${{(text || '').trim().length.toLocaleString('en-US')}} / {MAX_MESSAGE_CHARS:,} characters`"
 
@@ -223,6 +222,35 @@ def render(context: AppContext) -> None:
             tab.history.model_dump(mode="json") if final else keep,  # kept in the browser as soon as it is final
         ]
 
+    def streaming_screen(tab: CompareTabState, shown: dict[object, object]) -> list[object]:
+        """An update while replies stream. Gradio 6 rebuilds the component (and its API schema) for every
+        gr.update(), even an empty one, which cost more than sending a pane's whole chat again; so the panes,
+        headers, stats and the panel's text go as plain values (the same text where nothing changed), and
+        updates only where a value would say something else: the message box (the person may be typing), the
+        status line (Save may have written to it), the panel's visibility, the rest that the end decides."""
+        session = tab.session
+        if session is not None and session.crisis:
+            tab.crisis_shown = session.crisis
+        panel_text = crisis_panel_markdown(tab.crisis_shown) if tab.crisis_shown else ""
+        keep = gr.update()
+        if panel_text == shown[crisis_panel]:
+            panel, dismiss = panel_text, keep
+        else:
+            shown[crisis_panel] = panel_text
+            panel = gr.update(value=panel_text, visible=bool(panel_text))
+            dismiss = gr.update(visible=bool(panel_text))
+        return [
+            keep,
+            panel,
+            *pane_views(session),
+            keep,
+            keep,
+            dismiss,
+            *[keep] * MAX_PANES,
+            keep,
+            keep,
+        ]
+
     def recent_update(tab: CompareTabState) -> dict:
         choices = tab.history.choices()
         current = tab.session.group_id if tab.session else None
@@ -236,17 +264,17 @@ def render(context: AppContext) -> None:
     def stream(
         tab: CompareTabState, session: CompareSession, updates: Iterator[list[Pane]], note: str
     ) -> Iterator[list[object]]:
+        """The screen as the workers have just started (the person's message in every pane), then the chats
+        as the session yields them (it throttles to UPDATE_INTERVAL_S; a pane's first token comes at once)."""
         tab.running = session
         if tab.stop_requested.is_set():  # a Stop between the click and the workers' start
             session.stop()
         try:
-            last = 0.0
-            yield screen(tab, note, message_value="", final=False)
+            first = screen(tab, note, message_value="", final=False)
+            shown = {crisis_panel: first[screen_outputs.index(crisis_panel)]["value"]}
+            yield first
             for _ in updates:
-                now = time.perf_counter()
-                if now - last >= UPDATE_INTERVAL_S:
-                    last = now
-                    yield screen(tab, gr.update(), final=False)
+                yield streaming_screen(tab, shown)
         finally:
             tab.running = None
             tab.remember()
@@ -275,7 +303,7 @@ def render(context: AppContext) -> None:
                     f"{'s' if turns != 1 else ''}) is kept under Recent comparisons."
                 )
             try:
-                session = CompareSession.from_settings(context.registry, wanted)
+                session = CompareSession.from_settings(context.registry, wanted, update_every_s=UPDATE_INTERVAL_S)
             except (ModelError, ValueError) as exc:
                 yield _refusal(str(exc))
                 return
@@ -286,11 +314,11 @@ def render(context: AppContext) -> None:
             return
         try:
             updates = session.send(text)
-            first = next(updates)
+            next(updates)  # the message is valid and the workers have started
         except ValueError as exc:
             yield _refusal(str(exc))
             return
-        yield from stream(tab, session, _prepend(first, updates), note)
+        yield from stream(tab, session, updates, note)
 
     def on_regenerate(tab: CompareTabState) -> Iterator[list[object]]:
         with tab.turn_lock:
@@ -303,11 +331,11 @@ def render(context: AppContext) -> None:
             return
         try:
             updates = tab.session.regenerate()
-            first = next(updates)
+            next(updates)  # there is a reply to replace and the workers have started
         except ValueError as exc:
             yield _refusal(str(exc).capitalize() + ".")
             return
-        yield from stream(tab, tab.session, _prepend(first, updates), "")
+        yield from stream(tab, tab.session, updates, "")
 
     def on_stop(tab: CompareTabState) -> None:
         tab.stop()
@@ -315,7 +343,7 @@ def render(context: AppContext) -> None:
     def on_clear(tab: CompareTabState, *values: object) -> list[object]:
         try:
             wanted = settings_from(values)
-            session = CompareSession.from_settings(context.registry, wanted)
+            session = CompareSession.from_settings(context.registry, wanted, update_every_s=UPDATE_INTERVAL_S)
         except (ModelError, ValueError) as exc:
             return _refusal(str(exc))
         had_turns = tab.session is not None and tab.session.has_turns
@@ -329,7 +357,7 @@ def render(context: AppContext) -> None:
         if saved is None:
             return [*[gr.update()] * len(settings), *screen(tab, note)]
         try:
-            session = CompareSession.resume(context.registry, saved)
+            session = CompareSession.resume(context.registry, saved, update_every_s=UPDATE_INTERVAL_S)
         except (ModelError, ValueError) as exc:
             return [*[gr.update()] * len(settings), *_refusal(f"This comparison cannot be reopened: {exc}")]
         tab.remember()
@@ -390,8 +418,3 @@ def render(context: AppContext) -> None:
     root = gr.context.Context.root_block
     if root is not None:
         root.load(on_load, [browser_history, tab_state], [*settings, *screen_outputs], api_name=False)
-
-
-def _prepend(first: list[Pane], rest: Iterator[list[Pane]]) -> Iterator[list[Pane]]:
-    yield first
-    yield from rest
