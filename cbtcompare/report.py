@@ -11,8 +11,10 @@ never reads the store; it is given a scores table.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +44,8 @@ TABLE_TITLES: dict[str, str] = {
     "paired": "Secondary: tuned vs base on session cells (matched on therapist pair, patient and session)",
     "paired_by_family": "Secondary: session-cell comparison per family",
     "interaction": "Family x variant: patient-level contrast per family (Holm across families)",
-    "power": "Power of the primary analysis: minimal detectable difference and power for a stated difference",
+    "power": "Power of the primary analysis: power for a stated difference, minimal detectable difference and "
+    "patients needed, as one test and at Holm's strictest step over pairs x items",
     "mixed_model": "The paper's linear mixed model (random intercept only): fixed effects",
     "mixed_model_fit": "The paper's linear mixed model: fit",
     "friedman": "Friedman tests between therapist models (Kendall's W with a bootstrap CI)",
@@ -56,7 +59,10 @@ TABLE_TITLES: dict[str, str] = {
     "human_judge_totals": "Human vs judge on totals and on the tuned - base contrast",
     "arena": "Arena leaderboard: Bradley-Terry ratings from blind preferences (95% bootstrap CIs)",
     "arena_raters": "Arena raters: vote shares, agreement with the others' leaderboard, anomaly flags",
+    "arena_judges": "Arena from pairwise-judge verdicts: Bradley-Terry ratings per therapist (95% bootstrap CIs)",
+    "arena_judge_raters": "Arena from pairwise-judge verdicts: per judge vote shares, agreement, anomaly flags",
     "part_subtotals": "Part subtotals per therapist (the rubric's parts, prorated within each part)",
+    "rubric_parts": "The rubric's parts and their items",
     "pairwise_win_rates": "Pairwise win rates per judge (both orders asked; a win counts when both agree), with "
     "the order-flip rate",
     "position_bias": "Position bias by order swap: flip rate and first-position rate per judge (Wilson 95% CIs)",
@@ -73,12 +79,21 @@ FIGURE_TITLES: dict[str, str] = {
     "totals_distribution": "Distribution of totals",
     "loss_curve": "Training loss",
     "arena_ratings": "Arena ratings with CIs",
+    "arena_judge_ratings": "Arena ratings from pairwise-judge verdicts, with CIs",
 }
 # Where each table and figure appears in the page, in order; transcript_totals is a CSV only.
 PAGE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "Scores per model",
-        ("paper_table", "part_subtotals", "unscored_by_arm", "item_bars", "radar", "totals_distribution"),
+        (
+            "paper_table",
+            "part_subtotals",
+            "rubric_parts",
+            "unscored_by_arm",
+            "item_bars",
+            "radar",
+            "totals_distribution",
+        ),
     ),
     (
         "Tuned vs base",
@@ -97,7 +112,10 @@ PAGE_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Mixed model", ("mixed_model", "mixed_model_fit")),
     ("Between therapist models", ("friedman", "friedman_ranks")),
     ("Pairwise judging", ("pairwise_win_rates",)),
-    ("Arena", ("arena", "arena_ratings", "arena_raters")),
+    (
+        "Arena",
+        ("arena", "arena_ratings", "arena_raters", "arena_judges", "arena_judge_ratings", "arena_judge_raters"),
+    ),
     (
         "Judges",
         (
@@ -134,7 +152,8 @@ CONVENTIONS: tuple[str, ...] = (
     "Power: exact noncentral t; with several tests the per-test alpha is alpha / m (Bonferroni, and the "
     "strictest step of Holm).",
     "Arena: Bradley-Terry by maximum likelihood on the Elo scale (1000 + 400 log10 strength), a tie counting "
-    "as half a win for each side as in FastChat; CIs are bootstrap percentiles over resampled votes.",
+    "as half a win for each side as in FastChat; CIs are bootstrap percentiles over resampled votes. Human "
+    "votes and pairwise-judge verdicts (the side that won more items, both orders agreeing) are fitted apart.",
     "Judge bias is measured by manipulation, each per judge with a 95% CI: position by asking every pairwise "
     "item in both orders (flip rate; first-position rate against 0.5, binomial test); self-preference as one "
     "least-squares fit total ~ transcript + judge + own-family indicator per judge, so quality and leniency "
@@ -263,6 +282,12 @@ def build_results(
         summary = parts.groupby(["therapist", "variant"], sort=True)[columns].agg(["mean", "std"])
         summary.columns = [f"{column}_{stat}" for column, stat in summary.columns]
         tables["part_subtotals"] = summary.reset_index()
+        tables["rubric_parts"] = pd.DataFrame(
+            [
+                {"part": key, "title": title, "items": ", ".join(i.id for i in rubric.items if i.part == key)}
+                for key, title in rubric.parts.items()
+            ]
+        )
     partial = int(totals["partial"].sum())
     if partial:
         bundle.notes.append(
@@ -310,7 +335,11 @@ def build_results(
     _judges(bundle, scores, ratings, pair_args)
     _judge_bias(bundle, scores, pairwise_results, padding_bias)
     if preferences is not None:
-        _arena(bundle, preferences)
+        _arena(bundle, preferences, "arena", "arena_raters", "arena_ratings")
+    if pairwise_results:
+        votes = _try(bundle, TABLE_TITLES["arena_judges"], lambda: _pairwise_votes(pairwise_results, totals))
+        if votes is not None:
+            _arena(bundle, votes, "arena_judges", "arena_judge_raters", "arena_judge_ratings")
     tables["transcript_totals"] = totals
     figures["item_bars"] = plots.item_bars(scores)
     figures["radar"] = plots.radar(scores)
@@ -362,22 +391,39 @@ def _tuned_vs_base(
             interaction_note=interaction.note,
         )
     if "patient_level" in tables:
-        row = tables["patient_level"].set_index("measure").loc[TOTAL]
-        achieved = power.achieved_power(int(row["n_pairs"]), float(row["sd_diff"]), power_difference, alpha=alpha)
-        tables["power"] = pd.DataFrame(
-            [
-                {
-                    "analysis": patient_level.PRIMARY,
-                    "n_patients": achieved.n_units,
-                    "sd_of_patient_differences": achieved.sd_of_differences,
-                    "alpha": achieved.alpha_per_test,
-                    "difference": achieved.difference,
-                    "power_for_difference": achieved.power,
-                    "target_power": achieved.target_power,
-                    "minimal_detectable_difference": achieved.minimal_detectable_difference,
-                }
-            ]
+        families = int(tables["pairing"]["pair"].astype(bool).sum()) if "pairing" in tables else 1
+        tables["power"] = _power_table(tables["patient_level"], power_difference, alpha, max(families, 1))
+
+
+def _power_table(patient_level_table: pd.DataFrame, difference: float, alpha: float, pairs: int) -> pd.DataFrame:
+    """The primary total's achieved power, minimal detectable difference and patients needed for
+    `difference`: as one test, and planned at Holm's strictest step over the therapist pairs x items."""
+    row = patient_level_table.set_index("measure").loc[TOTAL]
+    n, sd = int(row["n_pairs"]), float(row["sd_diff"])
+    rows = []
+    plans = (("one test", 1), (f"Holm over {pairs} pair(s) x {len(CTRS_ITEMS)} items", pairs * len(CTRS_ITEMS)))
+    for scope, tests in plans:
+        achieved = power.achieved_power(n, sd, difference, alpha=alpha, tests=tests, correction="holm")
+        needed = math.nan
+        if math.isfinite(sd) and sd > 0:
+            with contextlib.suppress(ValueError):  # more than power.MAX_N patients: left blank
+                needed = power.n_needed(difference / sd, achieved.alpha_per_test, achieved.target_power)
+        rows.append(
+            {
+                "analysis": patient_level.PRIMARY,
+                "planned_as": scope,
+                "tests": tests,
+                "n_patients": achieved.n_units,
+                "sd_of_patient_differences": achieved.sd_of_differences,
+                "alpha": achieved.alpha_per_test,
+                "difference": achieved.difference,
+                "power_for_difference": achieved.power,
+                "target_power": achieved.target_power,
+                "minimal_detectable_difference": achieved.minimal_detectable_difference,
+                "patients_needed": needed,
+            }
         )
+    return pd.DataFrame(rows)
 
 
 def _friedman(bundle: ResultsBundle, scores: pd.DataFrame) -> None:
@@ -467,26 +513,84 @@ def _judge_bias(
         bundle.tables["length_bias_padding"] = padding_bias
 
 
-def _arena(bundle: ResultsBundle, preferences: pd.DataFrame) -> None:
-    board = _try(bundle, "The arena leaderboard", lambda: arena.bradley_terry(preferences))
+def _arena(bundle: ResultsBundle, preferences: pd.DataFrame, table: str, raters_table: str, figure: str) -> None:
+    board = _try(bundle, TABLE_TITLES[table], lambda: arena.bradley_terry(preferences))
     if board is None:
         return
-    bundle.tables["arena"] = board.frame()
-    bundle.figures["arena_ratings"] = plots.arena_ratings(board.frame())
+    bundle.tables[table] = board.frame()
+    bundle.figures[figure] = plots.arena_ratings(board.frame())
     raters = arena.rater_flags(preferences)
-    bundle.tables["arena_raters"] = raters
+    bundle.tables[raters_table] = raters
     flagged = raters[raters["flags"].str.len() > 0]
     for _, row in flagged.iterrows():
-        bundle.notes.append(f"Arena rater {row['rater']} flagged: {row['flags']}")
+        bundle.notes.append(f"{TABLE_TITLES[table].split(':')[0]}: rater {row['rater']} flagged: {row['flags']}")
+
+
+def _pairwise_votes(results: Sequence[PairwiseResult], totals: pd.DataFrame) -> pd.DataFrame:
+    """Arena votes from pairwise-judge verdicts (arena.preferences_from_pairwise), each side named by the
+    therapist of its transcript; pairs of one therapist's transcripts, or transcripts not among the scores,
+    give no vote."""
+    therapist = totals.set_index("transcript_id")["therapist"].astype(str).to_dict()
+    outcomes = [
+        (therapist[r.transcript_a], therapist[r.transcript_b], r.judge, {k: i.outcome for k, i in r.items.items()})
+        for r in results
+        if r.transcript_a in therapist
+        and r.transcript_b in therapist
+        and therapist[r.transcript_a] != therapist[r.transcript_b]
+    ]
+    if not outcomes:
+        raise ValueError("no pairwise verdict compares transcripts of two different scored therapists")
+    return arena.preferences_from_pairwise(outcomes)
+
+
+P_FLOOR = 0.001
+_P_IN_TEXT = re.compile(r"\bp\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
+
+
+def is_p_column(name: object) -> bool:
+    """A column holding p-values: p, p_*, *_p or pvalue."""
+    text = str(name).lower()
+    return text == "p" or text.startswith("p_") or text.endswith("_p") or text == "pvalue"
+
+
+def format_p(value: object) -> str:
+    """A p-value as people read it: '< 0.001' below that, else three decimals; blank when undefined."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "" if value is None else str(value)
+    if not math.isfinite(number):
+        return ""
+    return f"< {P_FLOOR:g}" if number < P_FLOOR else f"{number:.3f}"
+
+
+def readable_text(text: str) -> str:
+    """Text with every 'p = 5.08e-09' written as people read it ('p < 0.001', 'p = 0.043')."""
+
+    def shown(match: re.Match[str]) -> str:
+        value = format_p(match.group(1))
+        return f"p {value}" if value.startswith("<") else f"p = {value}"
+
+    return _P_IN_TEXT.sub(shown, text)
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame as people read it: floats rounded (p-values to 2 significant digits, others to 2 decimals)."""
+    """The frame as people read it, the one formatting the page and the Results tab share: p-values as
+    '< 0.001' or three decimals (never scientific notation), other floats to 2 decimals, p-values written
+    inside text the same way, blank where undefined. A copy: the CSVs keep full precision."""
     shown = frame.copy()
-    for column in shown.columns:
-        if pd.api.types.is_float_dtype(shown[column]):
-            pattern = "{:.2g}" if str(column).startswith("p_") else "{:.2f}"
-            shown[column] = [("" if math.isnan(v) else pattern.format(v)) for v in shown[column].astype(float)]
+    for position, column in enumerate(frame.columns):
+        values = frame.iloc[:, position]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if is_p_column(column) and numeric:
+            cells: list[object] = [format_p(v) for v in values]
+        elif pd.api.types.is_float_dtype(values):
+            cells = ["" if math.isnan(v) else f"{v:.2f}" for v in values.astype(float)]
+        elif numeric:
+            continue
+        else:
+            cells = [readable_text(v) if isinstance(v, str) else v for v in values]
+        shown.isetitem(position, cells)
     return shown
 
 
@@ -513,7 +617,7 @@ def render_html(bundle: ResultsBundle, *, title: str, summary: Sequence[str], cs
     ]
     if bundle.notes:
         parts.append('<div class="note"><strong>Notes</strong><ul>')
-        parts.extend(f"<li>{html.escape(note)}</li>" for note in bundle.notes)
+        parts.extend(f"<li>{html.escape(readable_text(note))}</li>" for note in bundle.notes)
         parts.append("</ul></div>")
     parts.append("<h2>Conventions</h2><ul>")
     parts.extend(f"<li>{html.escape(line)}</li>" for line in CONVENTIONS)

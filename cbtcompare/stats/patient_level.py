@@ -7,7 +7,8 @@ therapist pairs) and tests the patient means (paired t, Wilcoxon beside it); the
 (cbtcompare.stats.paired_comparison) is reported as secondary. The random-slope mixed model (a tuning
 slope per patient) is a second patient-level view: Wald tests use the REML fit, the likelihood-ratio test
 refits both models by ML, and when the fit does not converge or a variance component is degenerate (on
-the boundary, or a correlation of +-1) its estimate is withheld (NaN) with the reason beside it.
+the boundary, a correlation of +-1, or a Hessian that is not positive definite) its estimate is withheld
+(NaN) with the reason beside it.
 Nothing here reads the store or plots.
 """
 
@@ -192,6 +193,10 @@ def random_slope_model(
         )
     elif not math.isfinite(correlation) or abs(correlation) >= DEGENERATE_CORRELATION:
         withheld = f"the intercept-slope correlation is {correlation:.3f}: the model is degenerate"
+    elif any("not positive definite" in message for message in messages):
+        # seen when every patient gains the same: the optimum is not a proper maximum, its variance
+        # components are not identified and the standard error is made up
+        withheld = "the REML fit's Hessian is not positive definite: its variance components are not identified"
     estimate = std_error = z = p_wald = low = high = p_lrt = math.nan
     if not withheld:
         estimate = float(reml_fit.fe_params["treated"])
@@ -287,7 +292,8 @@ def tuned_vs_base_summary(
                     "ci_low": fit.ci_low,
                     "ci_high": fit.ci_high,
                     "p_value": fit.p_wald,
-                    "test": "Wald z (REML); LRT p (ML) = " + ("n/a" if math.isnan(fit.p_lrt) else f"{fit.p_lrt:.3g}"),
+                    "test": "Wald z (REML); likelihood-ratio (ML refits) "
+                    + ("n/a" if math.isnan(fit.p_lrt) else f"p = {fit.p_lrt:.3g}"),
                     "cohens_dz": math.nan,
                     "dz_ci_low": math.nan,
                     "dz_ci_high": math.nan,

@@ -1,22 +1,23 @@
 """Results tab: the primary patient-level contrast, the paper's table, the models and figures, over stored or
-uploaded scores; and the arena leaderboard from a preferences CSV.
+uploaded scores (stored scores bring the store's pairwise verdicts: position bias and the judges' arena);
+and the arena leaderboard from a preferences CSV.
 
 Wires widgets to cbtcompare.report (build_results, write_report_archive, display_frame), cbtcompare.arena
-and cbtcompare.ctrs.scores_frame. Tables are shown rounded for people (p-values as "< 0.001" or three
-decimals), an empty table says why in words, and library warnings in the notes are summarised in plain
-words; the downloaded CSVs keep full precision. A "pair=BASE=TUNED" line in the filters box names a
-therapist pair instead of filtering.
+and cbtcompare.ctrs.scores_frame. Tables are shown as the HTML report shows them (report.display_frame:
+p-values as "< 0.001" or three decimals, other numbers rounded), an empty table says why in words, and
+library warnings in the notes are summarised in plain words; the downloaded CSVs keep full precision. A
+"pair=BASE=TUNED" line in the filters box names a therapist pair instead of filtering.
 """
 
 from __future__ import annotations
-
-import math
-import re
 
 import gradio as gr
 import pandas as pd
 
 from cbtcompare import arena, plots, report, stats
+from cbtcompare.ctrs.pairwise import PairwiseResult
+from cbtcompare.report import format_p as format_p  # re-exported: the formatting lives in report
+from cbtcompare.report import readable_text
 from cbtcompare.ui import AppContext, check_upload_size, ui_copy
 
 TITLE = "Results"
@@ -33,6 +34,13 @@ SHOWN_TABLES = [
     ("judge_icc", "Inter-judge ICCs on totals with CIs"),
     ("length_bias", "Length (Spearman of total vs transcript tokens: a correlation, not a bias measurement)"),
     ("self_preference", "Self-preference flags"),
+    # appended, so that the API's outputs keep their positions
+    ("interaction", "Family x variant: patient-level contrast per family (Holm across families)"),
+    ("repeat_consistency", "Repeat-to-repeat consistency per judge (ICC(2,1) with CI)"),
+    ("relative_self_preference", "Self-preference relative to the judge's scores of other families (with CI)"),
+    ("position_bias", "Position bias by order swap: flip rate per judge (stored pairwise verdicts, with CIs)"),
+    ("arena_judges", "Arena from the stored pairwise-judge verdicts (Bradley-Terry, 95% bootstrap CIs)"),
+    ("part_subtotals", "Part subtotals per therapist (the classic CTRS's Part I and Part II)"),
 ]
 SHOWN_FIGURES = ["item_bars", "radar", "paired_slopes", "totals_distribution"]
 PAIR_PREFIX = "pair="
@@ -50,8 +58,14 @@ EMPTY_REASONS = {
     "judge_icc": "Needs scores from two or more judges on the same transcripts.",
     "length_bias": "The scores carry no transcript lengths (transcript_tokens).",
     "self_preference": "No judge scored transcripts of its own model.",
+    "interaction": "Needs tuned-vs-base pairs in two or more families.",
+    "repeat_consistency": "Needs a judge that scored the same transcripts in two or more repeats.",
+    "relative_self_preference": "Needs two or more judges, one of a therapist's family that also scores other "
+    "families.",
+    "position_bias": "Needs pairwise verdicts in the store (Judge tab, pairwise mode).",
+    "arena_judges": "Needs pairwise verdicts in the store between two different therapists.",
+    "part_subtotals": "The rubric of these scores has no parts (the classic CTRS has Part I and Part II).",
 }
-P_FLOOR = 0.001
 # Library warnings as people read them: (words to look for, what they mean here). First match wins.
 PLAIN_WARNINGS = [
     (("converge",), "the model's fit did not fully settle, so treat its estimate as rough (more patients or "
@@ -75,48 +89,12 @@ def split_pairs(filters_text: str) -> tuple[list[str], list[tuple[str, str]]]:
     return [line for line in lines if not line.startswith(PAIR_PREFIX)], pairs
 
 
-def is_p_column(name: object) -> bool:
-    text = str(name).lower()
-    return text == "p" or text.startswith("p_") or text.endswith("_p") or text == "pvalue"
-
-
-def format_p(value: object) -> str:
-    """A p-value as people read it: '< 0.001' below that, else three decimals; blank when undefined."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "" if value is None else str(value)
-    if not math.isfinite(number):
-        return ""
-    return f"< {P_FLOOR:g}" if number < P_FLOOR else f"{number:.3f}"
-
-
-_P_IN_TEXT = re.compile(r"\bp\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
-
-
-def readable_text(text: str) -> str:
-    """Text with every 'p = 5.08e-09' written as people read it ('p < 0.001', 'p = 0.043')."""
-
-    def shown(match: re.Match[str]) -> str:
-        value = format_p(match.group(1))
-        return f"p {value}" if value.startswith("<") else f"p = {value}"
-
-    return _P_IN_TEXT.sub(shown, text)
-
-
 def readable_frame(frame: pd.DataFrame, name: str = "") -> pd.DataFrame:
-    """A table for the screen: p-values formatted, other numbers rounded (report.display_frame); an empty
-    table becomes one line saying why. The CSVs in the download keep full precision."""
+    """A table for the screen, formatted as the HTML report formats it (report.display_frame); an empty table
+    becomes one line saying why. The CSVs in the download keep full precision."""
     if frame is None or not len(frame):
         return pd.DataFrame({"": [EMPTY_REASONS.get(name, "Nothing to show for these scores.")]})
-    p_columns = [c for c in frame.columns if is_p_column(c) and pd.api.types.is_numeric_dtype(frame[c])]
-    shown = report.display_frame(frame.drop(columns=p_columns))
-    for column in p_columns:
-        shown.insert(list(frame.columns).index(column), column, [format_p(v) for v in frame[column]])
-    for column in shown.columns:
-        if not pd.api.types.is_numeric_dtype(shown[column]):
-            shown[column] = [readable_text(v) if isinstance(v, str) else v for v in shown[column]]
-    return shown
+    return report.display_frame(frame)
 
 
 def plain_note(note: str) -> str:
@@ -128,6 +106,15 @@ def plain_note(note: str) -> str:
             detail = note if len(note) <= 160 else note[:157] + "..."
             return f"{subject}: {meaning}. (Library message: {detail})"
     return note
+
+
+def stored_pairwise(context: AppContext, source: str) -> list[PairwiseResult] | None:
+    """The store's pairwise verdicts (position bias, the judges' arena) when the scores come from the store."""
+    if source == "Upload a CSV":
+        return None
+    from cbtcompare.ctrs.results import load_pairwise
+
+    return load_pairwise(context.store) or None
 
 
 def load_scores(
@@ -175,7 +162,8 @@ def render(context: AppContext) -> None:
         try:
             scores, chosen_filters = load_scores(context, chosen, file, filters_text)
             _, pairs = split_pairs(filters_text)
-            bundle = report.build_results(scores, pairs=pairs or None)
+            pairwise = stored_pairwise(context, chosen)
+            bundle = report.build_results(scores, pairs=pairs or None, pairwise_results=pairwise)
         except (ValueError, FileNotFoundError) as exc:
             raise gr.Error(str(exc)) from exc
         archive = report.write_report_archive(bundle, scores, chosen_filters)
