@@ -166,3 +166,17 @@ def test_crisis_eval_gives_rows_or_a_typed_error_on_any_file(lines: list[str], r
             else:
                 assert rows and all(set(r) == {"text", "label", "category", "language"} for r in rows)
                 assert all(r["label"] in {"crisis", "safe"} and isinstance(r["text"], str) and r["text"] for r in rows)
+
+
+def test_heldout_v4_regression_floor_for_the_combined_screen() -> None:
+    """A floor, not a target: measured after the third pass (tuned on dev v4 only) at recall 0.719 (146/203), FPR
+    0.161 (26/161); before it, 0.700 / 0.174 (docs/crisis-heldout-v4.md). The targets are recall >= 0.95 with FPR
+    <= 0.10. A change that loses ground here fails; no change may be made *because of* a line here."""
+    from cbtcompare.safety import detect_crisis_batch
+
+    rows = [json.loads(line) for line in HELDOUT_V4.read_text(encoding="utf-8").splitlines() if line.strip()]
+    results = detect_crisis_batch([r["text"] for r in rows])
+    flagged = [res.crisis and res.screened for res in results]
+    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
+    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
+    assert sum(crisis) / len(crisis) >= 0.71 and sum(safe) / len(safe) <= 0.17, (sum(crisis), sum(safe))
