@@ -102,7 +102,7 @@ class Usage:
     finish_reason: str | None = None
     trimmed_messages: int = 0
     seed: int | None = None  # the seed actually used, also when none was asked for
-    cached_prompt_tokens: int = 0  # prompt positions served from a cached prefix (llama.cpp)
+    cached_prompt_tokens: int = 0  # prompt positions served from a cached prefix (llama.cpp, hf)
 
     @property
     def tokens_per_second(self) -> float | None:
