@@ -192,8 +192,12 @@ def test_schema_constrains_scores_items_and_quotes(paper):
     assert free["required"] == ["evidence", "justification", "score"]
     assert free["$defs"]["evidence"]["properties"]["turn"] == {"type": "integer", "enum": [0, 2, 4]}
     assert free["$defs"]["evidence"]["properties"]["quote"] == {"type": "string", "minLength": 3}
-    long = [Turn(role="patient", text=". ".join(f"sentence number {i}" for i in range(500)))]
+    # Too many sentences to offer as choices: the quote is free text (still validated). A therapist turn, since
+    # with only patient turns nothing can be cited and the schema has no evidence at all (issue 16).
+    long = [Turn(role="therapist", text=". ".join(f"sentence number {i}" for i in range(500)))]
     assert "anyOf" not in score_schema(paper, ["agenda"], long, per_item=True)["$defs"]["evidence"]
+    patients_only = [Turn(role="patient", text=long[0].text)]
+    assert "$defs" not in score_schema(paper, ["agenda"], patients_only, per_item=True)
     two = load_rubric(DATA / "ctrs_rubric_two_items.yaml")
     na = score_schema(two, ["homework"], turns, per_item=True)["properties"]["score"]
     assert na == {"anyOf": [{"type": "integer", "enum": [1, 2, 3]}, {"type": "string", "enum": ["n/a"]}]}
