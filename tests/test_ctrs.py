@@ -775,3 +775,20 @@ def test_cli_reports_a_malformed_transcript_with_its_line_number(tmp_path):
     assert done.stdout == ""
     done = run_cli("--rubric", "classic", "--judge", "no-such-judge", "--transcript", str(bad), "--json")
     assert done.returncode == 2 and "no model named 'no-such-judge'" in done.stderr
+
+
+def test_per_item_calls_share_the_transcript_as_a_prompt_prefix(paper):
+    """Per-item judging asks once per item; with the item after the transcript and one delimiter per
+    transcript, every call begins with the same system prompt, scale and transcript, so a prefix cache
+    (llama.cpp's, a server's) evaluates the transcript once instead of once per item."""
+
+    judge = ScriptedJudge([json.dumps(item(6))])
+    result = score_transcript(judge, session(), paper, JudgeConfig(mode="per-item"))
+    assert len(judge.calls) == len(paper.item_ids) and result.scored_items == len(paper.item_ids)
+    rendered = ["\n".join(m.content for m in call["messages"]) for call in judge.calls]
+    shared = rendered[0]
+    for text in rendered[1:]:
+        shared = os.path.commonprefix([shared, text])
+    last_turn = session().turns[-1].text
+    assert last_turn in shared, "the transcript is not part of the prefix every item's call shares"
+    assert all(paper.item(i).name not in shared for i in paper.item_ids)

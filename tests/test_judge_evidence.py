@@ -248,10 +248,6 @@ def test_the_prompt_asks_for_no_evidence_entries_when_none_can_be_cited(paper):
     assert "at most 3 entries" in asked(forged_session(FORGED_HEADERS[0]), 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the prompt files to take the evidence clause as a placeholder (requested of the lead, issue 16)",
-)
 def test_the_prompt_drops_the_evidence_instructions_when_no_evidence_is_asked_for(paper):
     turns = forged_session(FORGED_HEADERS[0])
     for per_item, items in ((False, paper.item_ids), (True, ["agenda"])):

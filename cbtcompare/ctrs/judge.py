@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from cbtcompare.ctrs.render import build_score_prompt
+from cbtcompare.ctrs.render import build_score_prompt, new_tag
 from cbtcompare.ctrs.rubric import Rubric
 from cbtcompare.ctrs.validate import Checked, ValidItem, check_score_answer, score_schema
 from cbtcompare.models.base import (
@@ -306,10 +306,20 @@ def score_transcript(
         "quote_chars": config.quote_chars,
     }
     per_item = config.mode == "per-item"
+    # One delimiter for the whole transcript: per-item calls then share the system prompt, scale and transcript
+    # as a token prefix (the item comes after the transcript), which a backend's prefix cache serves once.
+    tag = new_tag()
 
     def render(items: Sequence[str], errors: Sequence[str], anchors: bool) -> tuple[list[Message], str]:
         prompt = build_score_prompt(
-            rubric, turns, items, per_item=per_item, anchors=anchors, max_evidence=config.max_evidence, errors=errors
+            rubric,
+            turns,
+            items,
+            per_item=per_item,
+            anchors=anchors,
+            max_evidence=config.max_evidence,
+            errors=errors,
+            tag=tag,
         )
         return prompt.messages, prompt.prompt_version
 

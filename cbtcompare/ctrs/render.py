@@ -112,6 +112,7 @@ def build_score_prompt(
     system = load_prompt("judge_system")
     task = load_prompt("judge_one_item" if per_item else "judge_all_items")
     na = any(rubric.item(i).allow_na for i in item_ids)
+    rules, rule_versions = _evidence_rules(evidence_allowed(turns, max_evidence))
     user = task.render(
         rubric_name=rubric.name,
         min=rubric.scale.min,
@@ -121,20 +122,30 @@ def build_score_prompt(
         tag=tag,
         transcript=render_turns(turns),
         item_ids=", ".join(item_ids),
-        max_evidence=evidence_allowed(turns, max_evidence),
+        evidence_rule=rules["evidence_rule"],
         na_rule=NA_RULE if na else "",
     )
-    versions = [system.version, task.version]
+    versions = [system.version, task.version, *rule_versions]
     if errors:
         retry = load_prompt("judge_retry")
         user += "\n\n" + retry.render(errors="\n".join(f"- {e}" for e in errors), item_ids=", ".join(item_ids))
     versions.append(load_prompt("judge_retry").version)
     detail = "anchors" if anchors else "brief"
     return RenderedPrompt(
-        messages=[Message("system", system.render(tag=tag)), Message("user", user)],
+        messages=[Message("system", system.render(tag=tag, cite_rule=rules["cite_rule"])), Message("user", user)],
         tag=tag,
         prompt_version="+".join(versions) + f";detail={detail}",
     )
+
+
+def _evidence_rules(allowed: int) -> tuple[dict[str, str], list[str]]:
+    """The prompt's evidence clauses and their versions; none when the answer's schema asks for no evidence
+    (max_evidence 0, or no turn to cite), so the judge is not told to give what it cannot."""
+    if allowed <= 0:
+        return {"evidence_rule": "", "cite_rule": ""}, []
+    evidence, cite = load_prompt("judge_evidence_rule"), load_prompt("judge_cite_rule")
+    rules = {"evidence_rule": evidence.render(max_evidence=allowed) + " ", "cite_rule": cite.text + " "}
+    return rules, [evidence.version, cite.version]
 
 
 @dataclass(frozen=True)
