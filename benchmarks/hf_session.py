@@ -17,6 +17,7 @@ import time
 
 import _common
 import torch
+from session_scaling import conversation  # the same 12-turn conversation as the llama.cpp benchmark
 
 from cbtcompare.models.base import Message, ModelSpec, Sampling
 from cbtcompare.models.hf import HFModel, LoadedBase, loaded_bases
@@ -25,18 +26,6 @@ from cbtcompare.models.hf_cache import PREFIX_CHUNK_TOKENS, whole_chunk_length
 ROUNDS = 3
 TURNS = 12
 MAX_TOKENS = 24
-SYSTEM = "You are a supportive CBT therapist. Keep each reply to three sentences. " * 4
-PATIENT = "This week I kept thinking that everyone at work is judging me, and I stayed home twice. " * 2
-REPLY = "That sounds hard. What went through your mind just before you decided to stay home? " * 2
-
-
-def conversation(turn: int) -> list[Message]:
-    messages = [Message("system", SYSTEM)]
-    for k in range(turn + 1):
-        messages.append(Message("user", f"Turn {k}. {PATIENT}"))
-        if k < turn:
-            messages.append(Message("assistant", REPLY))
-    return messages
 
 
 def shared_base(model: HFModel) -> LoadedBase:
