@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import _common
 import torch
-from session_scaling import conversation  # the same 12-turn conversation as the llama.cpp benchmark
+from session_scaling import conversation, timed_turns  # the same 12-turn conversation as the llama.cpp one
 
-from cbtcompare.models.base import Message, ModelSpec, Sampling
+from cbtcompare.models.base import Message, ModelSpec
 from cbtcompare.models.hf import HFModel, LoadedBase, loaded_bases
 from cbtcompare.models.hf_cache import PREFIX_CHUNK_TOKENS, whole_chunk_length
 
@@ -39,14 +38,7 @@ def tokens(model: HFModel, messages: list[Message]) -> list[int]:
 def session(model: HFModel, turns: int, *, reuse: bool) -> list[tuple[float, float]]:
     os.environ["CBTCOMPARE_PREFIX_REUSE"] = "1" if reuse else "0"
     shared_base(model).prefixes.clear()
-    timings = []
-    for turn in range(turns):
-        started = time.perf_counter()
-        first = None
-        for _ in model.stream(conversation(turn), Sampling(temperature=0.7, max_tokens=MAX_TOKENS, seed=turn)):
-            first = first or time.perf_counter() - started
-        timings.append((first or 0.0, time.perf_counter() - started))
-    return timings
+    return timed_turns(model, turns, MAX_TOKENS)
 
 
 def last_logits(base: LoadedBase, tokens: list[int], cache: object, *, chunked: bool) -> torch.Tensor:

@@ -19,7 +19,7 @@ import time
 import _common
 from llama_cpp import Llama
 
-from cbtcompare.models.base import Message, ModelSpec, Sampling
+from cbtcompare.models.base import ChatModel, Message, ModelSpec, Sampling
 from cbtcompare.models.defaults import default_gguf_path
 from cbtcompare.models.llamacpp import LlamaCppModel
 
@@ -40,16 +40,21 @@ def conversation(turn: int) -> list[Message]:
     return messages
 
 
-def ours_session(model: LlamaCppModel, turns: int) -> list[tuple[float, float]]:
-    model.shared.forget_caches()
+def timed_turns(model: ChatModel, turns: int, max_tokens: int = MAX_TOKENS) -> list[tuple[float, float]]:
+    """(time to first token, turn time) for each turn of the conversation, through the model's own stream."""
     timings = []
     for turn in range(turns):
         started = time.perf_counter()
         first = None
-        for _ in model.stream(conversation(turn), Sampling(temperature=0.7, max_tokens=MAX_TOKENS, seed=turn)):
+        for _ in model.stream(conversation(turn), Sampling(temperature=0.7, max_tokens=max_tokens, seed=turn)):
             first = first or time.perf_counter() - started
         timings.append((first or 0.0, time.perf_counter() - started))
     return timings
+
+
+def ours_session(model: LlamaCppModel, turns: int) -> list[tuple[float, float]]:
+    model.shared.forget_caches()
+    return timed_turns(model, turns)
 
 
 def raw_session(llama: Llama, model: LlamaCppModel, turns: int) -> list[tuple[float, float]]:
