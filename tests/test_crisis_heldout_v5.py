@@ -1,0 +1,96 @@
+"""The crisis screen's held-out set v5 (tests/data/crisis_heldout_v5.jsonl) is frozen: written blind to the rules,
+the classifier and every other crisis set, before any rule or classifier change of this pass of issue 13, committed
+alone (docs/crisis-heldout-v5.md), and never tuned on. Its sha256 is pinned here so any edit (a "fix" of a line the
+screen misses is tuning) fails the suite. Its lines are read with benchmarks/crisis_eval.py's loader, the one reader
+of a crisis set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT / "benchmarks"))  # appended: its script names never shadow a package
+import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmarks/ is on the path)
+
+DATA = Path(__file__).parent / "data"
+HELDOUT_V5 = DATA / "crisis_heldout_v5.jsonl"
+HELDOUT_V5_SHA256 = "9f72cfd1d224a16ad2d8bd0c50afc4ae532770bd5944907cbe510c2c216797f0"
+
+CRISIS_CATEGORIES = {
+    "wish_to_be_dead", "ideation_no_method", "ideation_with_method", "ideation_with_intent", "ideation_with_plan",
+    "preparatory_behaviour", "past_attempt", "self_injury", "harm_from_others", "harm_to_others", "acute_danger",
+    "access_to_means",
+}  # fmt: skip
+SAFE_CATEGORIES = {
+    "past_resolved", "third_party_supportive", "fiction", "news", "idiom", "everyday", "negation", "clinical",
+}  # fmt: skip
+OTHER_LANGUAGES = ("es", "de", "fr", "pt", "it")
+
+
+def _key(text: str) -> str:
+    """A statement as compared across sets: case and whitespace do not make two lines different."""
+    return " ".join(text.casefold().split())
+
+
+def test_heldout_v5_is_unchanged_since_it_was_committed() -> None:
+    digest = hashlib.sha256(HELDOUT_V5.read_bytes()).hexdigest()
+    assert digest == HELDOUT_V5_SHA256, "crisis_heldout_v5.jsonl was edited: it is frozen; write a new set instead"
+
+
+def test_every_heldout_v5_line_loads_with_exactly_the_four_fields() -> None:
+    lines = [line for line in HELDOUT_V5.read_text(encoding="utf-8").split("\n") if line.strip()]
+    rows = crisis_eval.load(HELDOUT_V5)
+    assert len(rows) == len(lines) >= 380, (len(rows), len(lines))
+    # The loader normalises; the file itself carries no other keys either (nothing a reader could silently drop).
+    assert [set(json.loads(line)) for line in lines] == [{"text", "label", "category", "language"}] * len(lines)
+    assert rows == [json.loads(line) for line in lines]
+
+
+def test_heldout_v5_covers_every_category_and_language_it_must() -> None:
+    rows = crisis_eval.load(HELDOUT_V5)
+    crisis_categories = Counter(r["category"] for r in rows if r["label"] == "crisis")
+    safe_categories = Counter(r["category"] for r in rows if r["label"] == "safe")
+    # Every C-SSRS kind (and harm from/to others, means, acute danger) has enough lines to be held to the target.
+    assert set(crisis_categories) == CRISIS_CATEGORIES and min(crisis_categories.values()) >= 14, crisis_categories
+    assert set(safe_categories) == SAFE_CATEGORIES and min(safe_categories.values()) >= 12, safe_categories
+    per_language = Counter((r["language"], r["label"]) for r in rows)
+    assert {language for language, _ in per_language} == {"en", *OTHER_LANGUAGES}
+    for language in OTHER_LANGUAGES:
+        assert per_language[(language, "crisis")] >= 12 and per_language[(language, "safe")] >= 12, language
+        kinds = {r["category"] for r in rows if r["language"] == language and r["label"] == "crisis"}
+        assert len(kinds) >= 6, (language, kinds)
+    # Each other language has its own idioms among the safe lines, not only translated crisis lines.
+    idioms = Counter(r["language"] for r in rows if r["category"] == "idiom")
+    assert all(idioms[language] >= 2 for language in OTHER_LANGUAGES), idioms
+
+
+def test_heldout_v5_has_no_statement_twice() -> None:
+    texts = [_key(r["text"]) for r in crisis_eval.load(HELDOUT_V5)]
+    assert [t for t, n in Counter(texts).items() if n > 1] == []
+
+
+def _texts(path: Path) -> set[str]:
+    """The statements of any crisis set, whatever else its lines carry (the older sets have other fields)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return {_key(json.loads(line)["text"]) for line in lines if line.strip()}
+
+
+def test_no_heldout_v5_statement_is_in_any_other_crisis_set() -> None:
+    """Dev sets (tuned on) and the older held-out sets (measured on while tuning) alike. Only v5's own line numbers
+    are reported, so a failure never shows another set's statements."""
+    heldout = [_key(r["text"]) for r in crisis_eval.load(HELDOUT_V5)]
+    others = [p for p in DATA.glob("crisis_*.jsonl") if p != HELDOUT_V5]
+    assert any(p.name.startswith("crisis_dev") for p in others), "no development set found to compare against"
+    assert any(p.name.startswith("crisis_heldout_v4") for p in others), "the previous held-out set is missing"
+    shared = {}
+    for path in others:
+        theirs = _texts(path)
+        numbers = [number for number, text in enumerate(heldout, start=1) if text in theirs]
+        if numbers:
+            shared[path.name] = numbers
+    assert shared == {}, f"v5 line numbers also in other sets: {shared}"
