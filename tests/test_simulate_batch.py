@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from cbtcompare.models.base import ModelSpec, Sampling
+from cbtcompare.models.base import BackendCapabilities, ModelSpec, Sampling
 from cbtcompare.models.llamacpp_pool import MAX_CONTEXTS_PER_WEIGHTS
 from cbtcompare.models.registry import Registry
 from cbtcompare.simulate import BatchConfig, run_batch
@@ -17,12 +17,19 @@ KEY_ENV = "CBTCOMPARE_TEST_BATCH_PATIENT_KEY"
 
 
 def test_sessions_run_at_once_only_where_some_role_waits_on_a_network():
-    assert sessions_at_once(8, [False, False, False]) == 1  # all local: they share the cores
-    assert sessions_at_once(8, [True, True, True]) == 8  # all endpoints: the study's concurrency
+    # A llama.cpp-like local backend (a pool of MAX_CONTEXTS_PER_WEIGHTS contexts) and an endpoint.
+    local = BackendCapabilities(
+        backend="local", remote=False, local_weights=True, trainable=True, adapters=True, json_schema=True,
+        grammar=True, seed=True, parallel_requests=MAX_CONTEXTS_PER_WEIGHTS,
+    )  # fmt: skip
+    remote = local.model_copy(update={"backend": "remote", "remote": True, "local_weights": False,
+                                      "parallel_requests": None})  # fmt: skip
+    assert sessions_at_once(8, [local, local, local]) == 1  # all local: they share the cores
+    assert sessions_at_once(8, [remote, remote, remote]) == 8  # all endpoints: the study's concurrency
     # An endpoint patient beside local therapists: sessions overlap, as many as the local pool serves.
-    assert sessions_at_once(8, [True, False, False]) == min(8, MAX_CONTEXTS_PER_WEIGHTS) > 1
-    assert sessions_at_once(2, [True, False]) == 2 and sessions_at_once(1, [True, False]) == 1
-    assert sessions_at_once(8, [False, True]) == min(8, MAX_CONTEXTS_PER_WEIGHTS)  # a remote therapist alike
+    assert sessions_at_once(8, [remote, local, local]) == min(8, MAX_CONTEXTS_PER_WEIGHTS) > 1
+    assert sessions_at_once(2, [remote, local]) == 2 and sessions_at_once(1, [remote, local]) == 1
+    assert sessions_at_once(8, [local, remote]) == min(8, MAX_CONTEXTS_PER_WEIGHTS)  # a remote therapist alike
 
 
 @pytest.mark.slow

@@ -215,6 +215,11 @@ class BackendCapabilities(BaseModel):
     json_schema: bool = Field(description="complete_json constrains the output to a JSON schema")
     grammar: bool = Field(description="the constraint is a local grammar (llama.cpp GBNF), not a server feature")
     seed: bool = Field(description="same seed + same settings = same text (exactly, or best effort on some servers)")
+    parallel_requests: int | None = Field(
+        ge=1,
+        description="requests one loaded model serves at once (llama.cpp: its context pool); None: no limit on this "
+        "side, an endpoint's server queues its own",
+    )
 
 
 class ChatModel(ABC):
@@ -231,6 +236,9 @@ class ChatModel(ABC):
     grammar: ClassVar[bool] = False
     supports_seed: ClassVar[bool] = False
     supports_json_schema: ClassVar[bool] = False
+    # None: the default of the backend's kind, 1 for local weights (one request at a time) and no limit for an
+    # endpoint; a backend that serves more at once (a pool of contexts) declares how many.
+    parallel_requests: ClassVar[int | None] = None
 
     @classmethod
     def capabilities(cls, backend: str) -> BackendCapabilities:
@@ -243,6 +251,7 @@ class ChatModel(ABC):
             json_schema=cls.supports_json_schema,
             grammar=cls.grammar,
             seed=cls.supports_seed,
+            parallel_requests=cls.parallel_requests or (None if cls.remote else 1),
         )
 
     @staticmethod

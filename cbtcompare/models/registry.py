@@ -56,12 +56,12 @@ def backend_capabilities(backend: str) -> BackendCapabilities:
 
 def backends_with(capability: str) -> frozenset[str]:
     """The backends for which the flag `capability` (a BackendCapabilities field) is true, e.g. "remote"."""
-    if capability not in BackendCapabilities.model_fields or capability == "backend":
+    if capability not in _CAPABILITY_FLAGS:
         raise ValueError(f"unknown capability {capability!r}; known: {', '.join(_CAPABILITY_FLAGS)}")
     return frozenset(name for name in BACKENDS if getattr(backend_capabilities(name), capability))
 
 
-_CAPABILITY_FLAGS = tuple(name for name in BackendCapabilities.model_fields if name != "backend")
+_CAPABILITY_FLAGS = tuple(name for name, field in BackendCapabilities.model_fields.items() if field.annotation is bool)
 
 
 def load_spec_file(path: Path) -> list[ModelSpec]:

@@ -3,7 +3,8 @@
 Every finished session is stored with its run key in one transaction, so a killed batch resumes where it
 stopped. Courses run through the one course runner (group.run_course_sessions) and fan out through the
 one fan-out helper, as many at once as sessions_at_once allows: several whenever some role is a remote
-endpoint (its network wait overlaps the others' work), one when every model is local. A stop event ends
+endpoint (its network wait overlaps the others' work), bounded by the backends' `parallel_requests`, one
+when every model is local. A stop event ends
 the batch within a turn: running sessions stop before their next therapist turn and are not recorded (a
 rerun runs them), finished ones stay stored. Never imports gradio.
 """
@@ -24,11 +25,9 @@ from cbtcompare.config_errors import format_validation_error
 from cbtcompare.content_hash import content_digest
 from cbtcompare.fanout import fan_out, values_or_raise
 from cbtcompare.models.base import ModelError
-from cbtcompare.models.llamacpp_pool import MAX_CONTEXTS_PER_WEIGHTS
-from cbtcompare.models.registry import backend_capabilities
 from cbtcompare.patients import PatientProfile, curated_profiles, load_profile
 from cbtcompare.seeds import replicate_seed
-from cbtcompare.simulate.group import run_course_sessions
+from cbtcompare.simulate.group import model_capabilities, run_course_sessions, sessions_at_once
 from cbtcompare.simulate.session import RoleUsage, SessionPlace, make_opening, run_session
 from cbtcompare.simulate.settings import SessionSettings, SummaryPolicy
 from cbtcompare.transcript import Transcript, Turn
@@ -230,23 +229,6 @@ def plan_batch(config: BatchConfig, profiles: Sequence[PatientProfile]) -> list[
     return courses
 
 
-def sessions_at_once(requested: int, remote: Sequence[bool]) -> int:
-    """How many sessions of a batch run at once, from whether each session model (patient and therapists,
-    its backend's `remote` capability) is an endpoint.
-
-    Every model local: one (they share this machine's cores; overlapping them gains nothing). Otherwise
-    `requested`: an endpoint's network wait overlaps another session's work. Where some models are local,
-    no more than the local pool serves at once (MAX_CONTEXTS_PER_WEIGHTS contexts per GGUF; the hf backend
-    queues on its lock), so each session in flight keeps its own cached prefix. Results do not depend on
-    it: each session's seeds come from its run key and local generation is deterministic per context.
-    """
-    if not any(remote):
-        return 1
-    if all(remote):
-        return requested
-    return max(1, min(requested, MAX_CONTEXTS_PER_WEIGHTS))
-
-
 def _resolve_profiles(config: BatchConfig) -> list[PatientProfile]:
     if config.profiles == "all":
         return curated_profiles()
@@ -286,9 +268,7 @@ def run_batch(
     batch_id = config.batch_id
     finished = store.batch_runs(batch_id)
     session_models = [patient_model, *therapists.values()]
-    workers = sessions_at_once(
-        config.concurrency, [backend_capabilities(m.spec.backend).remote for m in session_models]
-    )
+    workers = sessions_at_once(config.concurrency, model_capabilities(session_models))
 
     lock = threading.Lock()
     openings: dict[tuple[str, int], Turn] = {}

@@ -2,8 +2,8 @@
 session, with the paper's carry-over (each session after the first opens with the previous one's summary).
 
 `run_course_sessions` is the one course runner (carry-over, a crisis ends that course, a stop ends it);
-`run_course` here and the batch runner both use it. Therapists run in parallel only when every model is a
-remote endpoint (`fan_out`); local weights run one at a time. Never imports gradio, never stores.
+`run_course` here and the batch runner both use it. Therapists run at once (`fan_out`) as many as
+`sessions_at_once` allows, the one rule batches use too: one when every model is local. Never imports gradio, never stores.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cbtcompare.fanout import fan_out, values_or_raise
-from cbtcompare.models.base import ChatModel
+from cbtcompare.models.base import BackendCapabilities, ChatModel
+from cbtcompare.models.registry import backend_capabilities
 from cbtcompare.patients import PatientProfile
 from cbtcompare.simulate.session import (
     SessionPlace,
     TranscriptCallback,
     TurnCallback,
-    is_endpoint,
     make_opening,
     run_session,
     summary_of,
@@ -35,6 +35,27 @@ COURSE_OVER = frozenset({"crisis", "stopped"})
 
 Lane = TypeVar("Lane", bound=Hashable)
 CourseStep = Callable[[int, list[tuple[Lane, str | None]]], Sequence[Transcript | None]]
+
+
+def sessions_at_once(requested: int, capabilities: Sequence[BackendCapabilities]) -> int:
+    """How many sessions run at once, from the capabilities of the session models (patient and therapists).
+
+    Every model local: one (they share this machine's cores; overlapping them gains nothing). Otherwise
+    `requested`, an endpoint's network wait overlapping another session's work, but no more than the model
+    serving the fewest requests at once allows (`parallel_requests`: a llama.cpp context pool's size, one
+    for a backend that queues on a lock), so each session in flight keeps its own cached prefix. Results
+    do not depend on it: each session's seeds come from its run key and local generation is deterministic
+    per context. The one rule for batches, matched groups and the study plan's estimate.
+    """
+    if not any(c.remote for c in capabilities):
+        return 1
+    limits = [c.parallel_requests for c in capabilities if c.parallel_requests is not None]
+    return max(1, min([requested, *limits]))
+
+
+def model_capabilities(models: Sequence[ChatModel]) -> list[BackendCapabilities]:
+    """The capabilities of each loaded model's backend, for sessions_at_once."""
+    return [backend_capabilities(m.spec.backend) for m in models]
 
 
 def run_course_sessions(
@@ -142,8 +163,7 @@ def run_group(
 
         return task
 
-    parallel = len(therapists) > 1 and is_endpoint(patient_model) and all(is_endpoint(t) for t in therapists)
-    workers = len(therapists) if parallel else 1
+    workers = sessions_at_once(len(therapists), model_capabilities([patient_model, *therapists]))
     outcomes = fan_out([session_task(i) for i in range(len(therapists))], workers, halt_on_error=True)
     return [t for t in values_or_raise(outcomes) if t is not None]
 

@@ -402,7 +402,8 @@ def estimate(study: StudyFile, state: StudyState, registry: Registry, store: Sto
     try:
         session_models = [*spec.therapist_names(), spec.patient.model]
         session_parallel = sessions_at_once(
-            batch_config(study, registry).concurrency, [is_remote(registry, n) for n in session_models]
+            batch_config(study, registry).concurrency,
+            [backend_capabilities(registry.spec(n).backend) for n in session_models],
         )
     except ModelError:
         session_parallel = 1
