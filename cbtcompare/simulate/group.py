@@ -3,7 +3,8 @@ session, with the paper's carry-over (each session after the first opens with th
 
 `run_course_sessions` is the one course runner (carry-over, a crisis ends that course, a stop ends it);
 `run_course` here and the batch runner both use it. Therapists run at once (`fan_out`) as many as
-`sessions_at_once` allows, the one rule batches use too: one when every model is local. Never imports gradio, never stores.
+`sessions_at_once` allows, the one rule batches use too: one when every model is local. Never imports gradio,
+never stores.
 """
 
 from __future__ import annotations
