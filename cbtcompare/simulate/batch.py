@@ -164,18 +164,14 @@ class BatchResult:
         return done / (self.seconds / 60) if self.seconds > 0 else 0.0
 
     def role_usage(self) -> dict[str, RoleUsage]:
-        """Calls, prompt and completion tokens (as the backends reported them) and seconds per role, summed
-        over the sessions this run finished."""
+        """Calls, prompt and completion tokens (as the backends reported them), the calls that reported no
+        prompt tokens, and seconds per role, summed over the sessions this run finished."""
         totals = {role: RoleUsage() for role in ROLES}
         for run in self.runs:
             if run.status != "done":
                 continue
             for role, used in run.usage.items():
-                total = totals.setdefault(role, RoleUsage())
-                total.calls += used.calls
-                total.prompt_tokens += used.prompt_tokens
-                total.completion_tokens += used.completion_tokens
-                total.seconds += used.seconds
+                totals.setdefault(role, RoleUsage()).add_up(used)
         return totals
 
     def summary(self) -> dict[str, Any]:

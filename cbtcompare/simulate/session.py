@@ -76,16 +76,36 @@ def is_endpoint(model: ChatModel) -> bool:
 
 @dataclass
 class RoleUsage:
+    """One role's calls, tokens and time as its backend reported them. A call whose backend reported no
+    prompt tokens adds none to `prompt_tokens` and one to `calls_without_prompt_tokens`, so a cost from
+    these counts is known to be a lower bound whenever that is above zero."""
+
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    calls_without_prompt_tokens: int = 0
+
+    @property
+    def prompt_tokens_complete(self) -> bool:
+        return self.calls_without_prompt_tokens == 0
 
     def add(self, usage: Usage, seconds: float) -> None:
         self.calls += 1
-        self.prompt_tokens += usage.prompt_tokens or 0
+        if usage.prompt_tokens is None:
+            self.calls_without_prompt_tokens += 1
+        else:
+            self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
         self.seconds += seconds
+
+    def add_up(self, other: RoleUsage) -> None:
+        """Add another tally of the same role (a batch sums its sessions' usage with this)."""
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.seconds += other.seconds
+        self.calls_without_prompt_tokens += other.calls_without_prompt_tokens
 
     def as_dict(self) -> dict[str, float | int]:
         return {**asdict(self), "seconds": round(self.seconds, 3)}

@@ -1,9 +1,10 @@
 """What a study's endpoints cost: the tokens each remote model used (as its backend reported them) times
 the study file's `prices`.
 
-Local models (llama.cpp, transformers) cost nothing per token and are left out. A remote model whose
-backend did not report prompt tokens, or that has no price in the study file, gets no number, and the
-row says why: a cost is never guessed. Judge calls are logged by cbtcompare.ctrs.batch with estimated
+Local models (llama.cpp, transformers) cost nothing per token and are left out. A remote model with no
+price in the study file gets no number, and the row says why: a cost is never guessed. Calls whose backend
+reported no prompt tokens are counted (the ledger's calls_without_prompt_tokens) and make the cost a
+marked lower bound. Judge calls are logged by cbtcompare.ctrs.batch with estimated
 reply tokens only, so a judge's cost is marked as a lower bound. This module never calls a model.
 """
 
@@ -27,7 +28,11 @@ class UsageTotal(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: float = 0
     seconds: float = 0.0
-    calls_without_prompt_count: int = Field(0, description="ledger rows whose backend reported no prompt tokens")
+    calls_without_prompt_count: int = Field(
+        0,
+        description="calls whose backend reported no prompt tokens: a row's calls_without_prompt_tokens, or one for "
+        "a row with no prompt_tokens at all",
+    )
 
 
 def read_usage_ledger(path: Path) -> dict[tuple[str, str], UsageTotal]:
@@ -44,6 +49,9 @@ def read_usage_ledger(path: Path) -> dict[tuple[str, str], UsageTotal]:
             reported = isinstance(prompt, int | float) and not isinstance(prompt, bool)
             if not all(math.isfinite(v) and v >= 0 for v in (completion, seconds, *([prompt] if reported else []))):
                 continue  # not a count this code wrote
+            unreported = row.get("calls_without_prompt_tokens", 0)
+            if not isinstance(unreported, int) or isinstance(unreported, bool) or unreported < 0:
+                continue
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             continue
         total = totals.setdefault(key, UsageTotal(model=key[0], role=key[1]))
@@ -51,8 +59,9 @@ def read_usage_ledger(path: Path) -> dict[tuple[str, str], UsageTotal]:
         total.seconds += seconds
         if reported:
             total.prompt_tokens += int(prompt)
+            total.calls_without_prompt_count += unreported
         else:
-            total.calls_without_prompt_count += 1
+            total.calls_without_prompt_count += max(unreported, 1)
     return totals
 
 
@@ -81,7 +90,10 @@ def endpoint_costs(
         if total.role == "judge":
             lower_bound, note = True, "judge prompt tokens are not logged; reply tokens are estimated"
         elif lower_bound:
-            note = "the backend did not report prompt tokens for every call"
+            note = (
+                f"lower bound: the backend did not report prompt tokens for {total.calls_without_prompt_count} "
+                "call(s), counted as none"
+            )
         cost = None
         if price is None:
             note = f"no price for {total.model} in the study file (prices:)"

@@ -13,7 +13,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +22,7 @@ from cbtcompare.ctrs.batch import BatchJudging, judge_stored, pairwise_stored
 from cbtcompare.ctrs.results import load_results
 from cbtcompare.models.registry import Registry
 from cbtcompare.quality import flagged_rate
-from cbtcompare.simulate import BatchProgress, run_batch
+from cbtcompare.simulate import BatchProgress, RunResult, run_batch
 from cbtcompare.store import Store
 from cbtcompare.study.manifest import MANIFEST_FILE, build_manifest, write_json_atomically
 from cbtcompare.study.plan import (
@@ -59,11 +59,42 @@ def _append_usage(out: Path, rows: list[dict[str, object]]) -> None:
             ledger.write(json.dumps(row, sort_keys=True) + "\n")
 
 
-def _add(tally: dict[str, dict[str, float]], role: str, completion: float, prompt: float, seconds: float) -> None:
-    entry = tally.setdefault(role, {"completion_tokens": 0, "prompt_tokens": 0, "seconds": 0.0})
+def _add(
+    tally: dict[str, dict[str, float]],
+    role: str,
+    completion: float,
+    prompt: float,
+    seconds: float,
+    calls_without_prompt_tokens: int = 0,
+) -> None:
+    """`calls_without_prompt_tokens`: calls whose backend reported no prompt tokens (so `prompt_tokens` is a
+    lower bound whenever it is above zero)."""
+    entry = tally.setdefault(
+        role, {"completion_tokens": 0, "prompt_tokens": 0, "seconds": 0.0, "calls_without_prompt_tokens": 0}
+    )
     entry["completion_tokens"] += completion
     entry["prompt_tokens"] += prompt
     entry["seconds"] = round(entry["seconds"] + seconds, 3)
+    entry["calls_without_prompt_tokens"] += calls_without_prompt_tokens
+
+
+def session_usage(
+    runs: Iterable[RunResult], patient: str
+) -> tuple[dict[str, dict[str, float]], list[dict[str, object]]]:
+    """Per-role totals (the `tokens` of `study run --json`) and one usage-ledger row per finished session and
+    role, each as its backends reported it, calls without prompt tokens counted apart."""
+    tokens: dict[str, dict[str, float]] = {}
+    rows: list[dict[str, object]] = []
+    for run in runs:
+        if run.status != "done":
+            continue
+        for role, name in (("therapist", run.spec.therapist), ("patient", patient)):
+            used = run.usage[role]
+            _add(
+                tokens, role, used.completion_tokens, used.prompt_tokens, used.seconds, used.calls_without_prompt_tokens
+            )
+            rows.append({"stage": "sessions", "role": role, "model": name, **used.as_dict()})
+    return tokens, rows
 
 
 class StudyBusy(ValueError):
@@ -122,8 +153,6 @@ def _run(
     manifest = build_manifest(study, batch_id=config.batch_id, rubric=rubric, models=models, store_url=store.url)
     before = study_state(study, folder, registry, store)
     nothing_due = before.sessions.due == 0 and before.absolute.due == 0 and before.pairwise.due == 0
-    tokens: dict[str, dict[str, float]] = {}
-    usage_rows: list[dict[str, object]] = []
 
     if not (nothing_due and manifest_path.is_file()):
         write_json_atomically(manifest_path, manifest)
@@ -139,13 +168,7 @@ def _run(
         batch = run_batch(config, registry, store, progress=session_done, stop_event=stop_event)
     finally:
         bar.close()  # type: ignore[attr-defined]
-    for run in batch.runs:
-        if run.status != "done":
-            continue
-        for role, name in (("therapist", run.spec.therapist), ("patient", spec.patient.model)):
-            used = run.usage[role]
-            _add(tokens, role, used.completion_tokens, used.prompt_tokens, used.seconds)
-            usage_rows.append({"stage": "sessions", "role": role, "model": name, **used.as_dict()})
+    tokens, usage_rows = session_usage(batch.runs, spec.patient.model)
     _append_usage(folder, usage_rows)
     if stop_event is not None and stop_event.is_set():
         return {"stopped": True, "out": str(folder)}
@@ -197,7 +220,8 @@ def _run(
             progress.close()  # type: ignore[attr-defined]
     for stage, tally in (("judge", absolute), ("pairwise", pairwise)):
         if tally.usage.judgements:
-            _add(tokens, "judge", tally.usage.completion_tokens, 0, tally.usage.seconds)
+            # Judge prompt tokens are not logged: every judgement (one call or more) counts as a call without them.
+            _add(tokens, "judge", tally.usage.completion_tokens, 0, tally.usage.seconds, tally.usage.judgements)
             # Judges' time is pooled over judges; the ledger keeps it per stage for `study plan`.
             for name in judging.judges:
                 usage_rows = [{"stage": stage, "role": "judge", "model": name,
