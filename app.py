@@ -16,19 +16,12 @@ from cbtcompare.redact import install_log_redaction, install_stream_redaction
 install_log_redaction()
 install_stream_redaction()
 
-from cbtcompare.ui import (  # noqa: E402  (after the redaction hooks)
-    CSS,
-    build_app,
-    upload_limit_bytes,
-    warm_up_crisis_screening,
-)
+from cbtcompare.ui import build_app, launch  # noqa: E402  (after the redaction hooks)
 
 demo = build_app(warm_up=__name__ != "__main__")
 
 if __name__ == "__main__":
     if reason := access.disabled_reason():
         logging.getLogger("cbtcompare").warning("%s", reason)
-    # Gradio checks that its first page answers within 3 s; the classifier's heavy imports wait until after.
-    demo.launch(css=CSS, max_file_size=upload_limit_bytes(), prevent_thread_lock=True)
-    warm_up_crisis_screening()
+    launch(demo)
     demo.block_thread()

@@ -12,6 +12,7 @@ import functools
 import importlib
 import inspect
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -215,6 +216,21 @@ def redact_event_errors(app: gr.Blocks) -> None:
         if block_fn.fn is not None and not getattr(block_fn.fn, "__redacting__", False):
             block_fn.fn = _redacting(block_fn.fn)
             block_fn.fn.__redacting__ = True  # type: ignore[attr-defined]
+
+
+# Python lets a thread that waits for the GIL take it only every switch interval (5 ms by default). A streamed
+# update hops threads many times (Gradio runs each handler step and each component's postprocess in its thread
+# pool) while the llama.cpp workers hold the GIL for their Python between tokens, so every hop could wait 5 ms.
+STREAMING_SWITCH_INTERVAL_S = 0.0005
+
+
+def launch(app: gr.Blocks, **launch_kwargs: object) -> None:
+    """Serve `app` as app.py does (without blocking): the app's CSS and upload limit, a short GIL switch
+    interval for the whole server process, then the crisis classifier loads in the background."""
+    sys.setswitchinterval(STREAMING_SWITCH_INTERVAL_S)
+    # Gradio checks that its first page answers within 3 s; the classifier's heavy imports wait until after.
+    app.launch(css=CSS, max_file_size=upload_limit_bytes(), prevent_thread_lock=True, **launch_kwargs)
+    warm_up_crisis_screening()
 
 
 def build_app(context: AppContext | None = None, *, warm_up: bool = True) -> gr.Blocks:
