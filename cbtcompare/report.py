@@ -24,6 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from cbtcompare import arena, plots, power, stats
 from cbtcompare.ctrs import bias as judge_bias
@@ -685,8 +686,8 @@ def write_results(
     out.mkdir(parents=True, exist_ok=True)
     csv_names = []
     for name, table in bundle.tables.items():
-        table.to_csv(out / f"{name}.csv", index=False)
-        csv_names.append(f"{name}.csv")
+        table.to_csv(out / csv_file_name(name), index=False)
+        csv_names.append(csv_file_name(name))
     summary = [
         f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"{scores['transcript_id'].nunique()} transcripts, {scores['therapist'].nunique()} therapist models, "
@@ -698,6 +699,93 @@ def write_results(
     index = out / "index.html"
     index.write_text(render_html(bundle, title=title, summary=summary, csv_names=csv_names), encoding="utf-8")
     return index
+
+
+def csv_file_name(table: str) -> str:
+    """The file a table is written to (its name is the CSV's stem)."""
+    return f"{table}.csv"
+
+
+def _undefined_as_none(value: object) -> object:
+    """NaN (an undefined cell of a frame) as None: JSON has no NaN."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+class ContrastRow(BaseModel):
+    """One row of the tuned-vs-base table (tuned_vs_base.csv), the same numbers at full precision."""
+
+    analysis: str = Field(description="primary, sensitivity, the random-slope model, or secondary")
+    measure: str
+    unit: str | None = None
+    n_units: int | None = None
+    mean_diff: float | None = Field(None, description="tuned minus base on the measure; None when undefined")
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    test: str | None = None
+    cohens_dz: float | None = None
+    dz_ci_low: float | None = None
+    dz_ci_high: float | None = None
+    note: str = ""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _nan_is_none(cls, value: object, info: ValidationInfo) -> object:
+        value = _undefined_as_none(value)
+        return "" if value is None and info.field_name == "note" else value
+
+
+class PowerRow(BaseModel):
+    """One row of the power table (power.csv): the primary analysis' power, as one test and as planned."""
+
+    analysis: str
+    planned_as: str
+    tests: int
+    n_patients: int
+    sd_of_patient_differences: float | None = None
+    alpha: float
+    difference: float
+    power_for_difference: float | None = None
+    target_power: float
+    minimal_detectable_difference: float | None = None
+    patients_needed: float | None = Field(None, description="None when undefined or beyond power.MAX_N")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _nan_is_none(cls, value: object) -> object:
+        return _undefined_as_none(value)
+
+
+class ReportSummary(BaseModel):
+    """What `report --json` prints: the page's headline numbers and the files written."""
+
+    index: str = Field(description="the page, index.html")
+    files: list[str] = Field(description="every file written: index.html and one CSV per table")
+    primary: ContrastRow | None = Field(description="the primary analysis (patient means, prorated total)")
+    sensitivity: list[ContrastRow] = Field(description="the sensitivity rows (complete cases)")
+    tuned_vs_base: list[ContrastRow] = Field(description="every row of the tuned-vs-base table, page order")
+    power: list[PowerRow] = Field(default_factory=list, description="the primary analysis' power")
+    notes: list[str] = Field(default_factory=list, description="analyses skipped and why, fit warnings")
+
+
+def report_summary(bundle: ResultsBundle, index: Path) -> ReportSummary:
+    """The summary of a report `write_results` wrote to `index` from `bundle`."""
+    rows = []
+    if "tuned_vs_base" in bundle.tables:
+        rows = [ContrastRow.model_validate(r) for r in bundle.tables["tuned_vs_base"].to_dict(orient="records")]
+    power_rows = []
+    if "power" in bundle.tables:
+        power_rows = [PowerRow.model_validate(r) for r in bundle.tables["power"].to_dict(orient="records")]
+    primary = next((r for r in rows if r.analysis == patient_level.PRIMARY), None)
+    return ReportSummary(
+        index=str(index),
+        files=[str(index), *(str(index.parent / csv_file_name(name)) for name in bundle.tables)],
+        primary=primary,
+        sensitivity=[r for r in rows if r.analysis == patient_level.SENSITIVITY],
+        tuned_vs_base=rows,
+        power=power_rows,
+        notes=list(bundle.notes),
+    )
 
 
 def write_report_archive(

@@ -6,7 +6,8 @@ when there are none the command exits 2 and says how to get some. --filter appli
 names the therapist pairs; without it a tuned adapter is paired with the base the registry puts it on
 (cbtcompare.study.pairing) and the rest by family (refused when a family has two base or two tuned
 therapists, naming them); `--preferences`
-adds the arena leaderboard from a votes CSV. This module only
+adds the arena leaderboard from a votes CSV; `--json` prints report.ReportSummary (the primary and sensitivity
+rows at full precision, the power table, every file written) instead of the one-line summary. This module only
 parses arguments and prints; the analyses live in cbtcompare.stats and the report in cbtcompare.report.
 """
 
@@ -63,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=5.0,
         help="difference in total points whose power the primary analysis is reported for (default 5)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: the primary and sensitivity rows, the power table and the files written",
     )
     parser.set_defaults(handler=run)
 
@@ -164,5 +170,8 @@ def run(args: argparse.Namespace) -> int:
     index = report.write_results(bundle, filtered, args.out, filters, title=args.title)
     for note in bundle.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {index} and {len(bundle.tables)} CSV tables")
+    if args.json:
+        print(report.report_summary(bundle, index).model_dump_json())
+    else:
+        print(f"wrote {index} and {len(bundle.tables)} CSV tables")
     return 0
