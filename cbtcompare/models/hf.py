@@ -51,7 +51,7 @@ from cbtcompare.models.base import (
 )
 from cbtcompare.models.defaults import DEFAULT_WEIGHTS_REF
 from cbtcompare.models.hf_cache import PREFIX_CHUNK_TOKENS, PrefixCacheStore
-from cbtcompare.models.llamacpp_pool import prefix_reuse_enabled
+from cbtcompare.models.prefix_reuse import prefix_reuse_enabled
 from cbtcompare.models.weights import (
     check_gguf,
     hub_cached_file,

@@ -30,6 +30,7 @@ from cbtcompare.models.llamacpp_pool import (
     PREFIX_REUSE_ENV,
     WARM_CONTEXTS_ENV,
     SharedWeights,
+    cached_prefix,
     chunk_ends,
     llama_cpp_library,
     prefill_aligned,
@@ -49,6 +50,7 @@ __all__ = [
     "WARM_CONTEXTS_ENV",
     "LlamaCppModel",
     "SharedWeights",
+    "cached_prefix",
     "chunk_ends",
     "compile_grammar",
     "gbnf_literal",
@@ -204,15 +206,11 @@ class LlamaCppModel(ChatModel):
     ) -> Iterator[str]:
         tokens, template_stops = self._render(messages)
         usage.prompt_tokens = len(tokens)
-        reuse = prefix_reuse_enabled()
-        boundaries = self._message_boundaries(messages, tokens) if reuse else []
         shared = self._weights()
-        with shared.context(
-            self._adapter, self.spec.adapter_scale, tokens, n_ctx=self.spec.n_ctx, boundaries=boundaries
-        ) as llama:
+        with shared.context(self._adapter, self.spec.adapter_scale, tokens, n_ctx=self.spec.n_ctx) as llama:
             try:
-                if reuse:
-                    usage.cached_prompt_tokens = prefill_aligned(llama, tokens, boundaries)
+                # generate() keeps this prefix of the cache and decodes the rest of the prompt in one call
+                usage.cached_prompt_tokens = cached_prefix(llama._input_ids, tokens)  # type: ignore[attr-defined]
                 chunks = llama.create_completion(  # type: ignore[attr-defined]
                     prompt=tokens,
                     max_tokens=sampling.max_tokens,

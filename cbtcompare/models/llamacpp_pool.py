@@ -1,16 +1,19 @@
 """One GGUF file loaded once and a pool of llama.cpp contexts over it, with deterministic KV prefix reuse.
 
-Every
-spec that names the same GGUF shares one llama_model (memory-mapped, so the weights sit in memory once)
-whatever n_ctx it asks for. Requests take a context from that file's pool, set the spec's LoRA adapter on it
-(or clear it) and generate, so one context never serves two requests at once and base and tuned never hold two
-copies of the weights. Contexts keep their KV cache between requests and a conversation is routed back to the
-context holding its prefix, so turn k of a session costs its new tokens, not the whole conversation. Reuse is
-deterministic: prompts are evaluated in chunks aligned to message boundaries and fixed positions within
-messages, and the last prompt token alone, from scratch or over a cached prefix, so both paths run identical
-batches and same seed + same settings give the same text whichever context serves the request.
-(llama-cpp-python's own `lora_path` would turn mmap off and load a private copy; adapters are applied per context here
-instead.) This module knows nothing of chat templates or specs.
+Every spec that names the same GGUF shares one llama_model (memory-mapped, so the weights sit in memory
+once) whatever n_ctx it asks for. Requests take a context from that file's pool, set the spec's LoRA adapter
+on it (or clear it) and generate, so one context never serves two requests at once and base and tuned never
+hold two copies of the weights. Contexts keep their KV cache between requests and a conversation is routed
+back to the context holding its prefix, so turn k of a session costs its new tokens, not the whole
+conversation: the longest run of tokens the cache and the prompt share, generated reply tokens included.
+Reuse is deterministic because every decode has at least two rows (a lone token gets a throwaway row after
+it): llama.cpp's CPU kernels compute each row of a multi-row batch the same way whatever the batch's size or
+split, and only a one-row decode takes other kernels (sgemm is for prompts only) and rounds differently. So
+a position's K/V and logits do not depend on how the prompt was cut into batches, nor on whether it was
+decoded as a generated token, and same seed + same settings give the same text whichever context serves
+the request (tests/test_llamacpp_batch_invariance.py proves it bit for bit on the default model).
+(llama-cpp-python's own `lora_path` would turn mmap off and load a private copy; adapters are applied per
+context here instead.) This module knows nothing of chat templates or specs.
 """
 
 from __future__ import annotations
@@ -18,30 +21,24 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from cbtcompare.models.base import AdapterMismatch, BackendUnavailable, InvalidWeights, ModelError
+from cbtcompare.models.prefix_reuse import PREFIX_REUSE_ENV, prefix_reuse_enabled
 from cbtcompare.models.weights import check_gguf
 
 MAX_CONTEXTS_PER_WEIGHTS = 4
-# Prompts are evaluated in chunks aligned to multiples of this many positions, so a prompt evaluated from
-# scratch and one extending a cached prefix go through identical batches: bit-identical logits.
+# chunk_ends() cuts prompts every this many positions within a message. Since every decode has two rows or
+# more (see the module docstring) the cut no longer changes any logit; requests evaluate their new tokens in
+# one call, and chunk_ends/reusable_prefix remain for callers that want position-aligned chunks.
 PREFIX_CHUNK_TOKENS = 64
 WARM_CONTEXTS_ENV = "CBTCOMPARE_WARM_CONTEXTS"
+__all__ = ["PREFIX_REUSE_ENV", "prefix_reuse_enabled"]  # re-exported: they live in prefix_reuse
 
-
-PREFIX_REUSE_ENV = "CBTCOMPARE_PREFIX_REUSE"
 _NO_CACHE = object()
-
-
-def prefix_reuse_enabled() -> bool:
-    """On unless CBTCOMPARE_PREFIX_REUSE=0 (then every request resets the cache and evaluates its prompt in
-    one batch). It was opt-in while an adapter's effect seemed lost under reuse; it is not lost (the
-    adapter changes the logits as much on both paths, see tests/test_prefix_reuse.py): the random test
-    adapter only flipped the greedy text late, and chunked evaluation rounds differently from one batch."""
-    return os.environ.get(PREFIX_REUSE_ENV, "1") != "0"
 
 
 def thread_split(active_streams: int, cores: int | None = None) -> tuple[int, int]:
@@ -128,26 +125,48 @@ def reusable_prefix(
     return keep
 
 
-def prefill_aligned(llama: object, prompt: Sequence[int], boundaries: Sequence[int] = ()) -> int:
-    """Evaluate all but the last prompt token in the chunks chunk_ends() gives, keeping the reusable cached
-    prefix.
+def cached_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+    """How many leading positions of `prompt` a cache holding `cached` can keep: the tokens both share,
+    less the prompt's last one (its logits must come from a decode). Any of them is bit-identical to
+    evaluating from scratch, however it was batched, because every decode has two rows or more."""
+    limit = min(len(cached), len(prompt) - 1)
+    common = 0
+    while common < limit and cached[common] == prompt[common]:
+        common += 1
+    return common
 
-    llama-cpp-python's generate() then finds every token but the last cached and decodes that one alone,
-    whether or not a prefix was reused, so both paths compute exactly the same batches. Only whole chunks
-    the two prompts share are reused: the last prompt token and the generated tokens were evaluated in
-    other batches than a longer prompt evaluated from scratch would use. Returns the positions reused.
-    """
-    ends = chunk_ends(len(prompt), boundaries)
-    keep = reusable_prefix(llama._input_ids, getattr(llama, "_cbt_chunk_ends", ()), prompt, ends)  # type: ignore[attr-defined]
+
+def prefill_aligned(llama: object, prompt: Sequence[int], boundaries: Sequence[int] = ()) -> int:
+    """Evaluate all but the last prompt token over the cached prefix in one call, keeping what
+    cached_prefix() allows; returns the positions reused. (`boundaries` no longer changes anything: any
+    split gives the same logits.) Requests skip this: llama-cpp-python's generate() keeps the same prefix
+    and decodes the rest, last token included, in one call."""
+    keep = cached_prefix(llama._input_ids, prompt)  # type: ignore[attr-defined]
     llama.n_tokens = keep  # type: ignore[attr-defined]
-    done = [end for end in ends if end <= keep]
-    llama._cbt_chunk_ends = done  # type: ignore[attr-defined]  (grows chunk by chunk: an interrupted prefill stays true)
-    start = keep
-    for end in ends[len(done) :]:
-        llama.eval(prompt[start:end])  # type: ignore[attr-defined]
-        done.append(end)
-        start = end
+    if len(prompt) - 1 > keep:
+        llama.eval(prompt[keep:-1])  # type: ignore[attr-defined]
     return keep
+
+
+def _eval_two_rows_or_more(llama: object, tokens: Sequence[int]) -> None:
+    """Llama.eval, but a one-token batch is decoded beside a throwaway copy of itself one position later
+    (masked from it by causality, removed at once), so it takes the same kernels as a prompt batch. Only
+    when the context has no cell left for that row is the token decoded alone (nothing can extend it)."""
+    ctx, n_batch = llama._ctx, llama.n_batch  # type: ignore[attr-defined]
+    ctx.kv_cache_seq_rm(-1, llama.n_tokens, -1)  # type: ignore[attr-defined]
+    for i in range(0, len(tokens), n_batch):
+        batch = list(tokens[i : i + n_batch])
+        n_past = llama.n_tokens  # type: ignore[attr-defined]
+        padded = len(batch) == 1 and n_past + 2 <= llama._n_ctx  # type: ignore[attr-defined]
+        llama._batch.set_batch(batch=batch * 2 if padded else batch, n_past=n_past, logits_all=False)  # type: ignore[attr-defined]
+        if padded:
+            llama._batch.batch.logits[0], llama._batch.batch.logits[1] = True, False  # type: ignore[attr-defined]
+        ctx.decode(llama._batch)  # type: ignore[attr-defined]
+        if padded:
+            ctx.kv_cache_seq_rm(-1, n_past + 1, -1)
+        llama.input_ids[n_past : n_past + len(batch)] = batch  # type: ignore[attr-defined]
+        llama.n_tokens += len(batch)  # type: ignore[attr-defined]
+        llama._requires_eval = False  # type: ignore[attr-defined]
 
 
 def llama_cpp_library():
@@ -264,6 +283,7 @@ class SharedWeights:
             finally:
                 llama_module.internals.LlamaModel = original
         llama._cbt_n_ctx = n_ctx  # type: ignore[attr-defined]
+        llama.eval = types.MethodType(_eval_two_rows_or_more, llama)  # type: ignore[method-assign]
         self._contexts.append(llama)
         return llama
 
@@ -293,15 +313,18 @@ class SharedWeights:
     ) -> Iterator[object]:
         """Borrow a context of `n_ctx` positions with the given adapter set (or none), for one request.
 
-        Sticky: the idle context whose KV cache holds the longest prefix of `prompt` under the same adapter
-        setting is chosen; otherwise a new one while fewer than warm_contexts() exist; otherwise the least
-        recently used. A context whose adapter setting changes forgets its cache (LoRA changes every K/V).
-        Its threads are set from the number of generations running now (thread_split).
+        Sticky: the idle context whose cache `prompt` continues (it extends the last prompt served there, under
+        the same adapter setting), the longest cached_prefix first; otherwise a new one while fewer than
+        warm_contexts() exist; otherwise the one sharing the longest prefix, or the least recently used. A
+        context whose adapter setting changes forgets its cache (LoRA changes every K/V).
+        Its threads are set from the number of generations running now (thread_split). `boundaries` is
+        accepted for callers that still pass message boundaries; it no longer changes the choice.
         """
         n_ctx = n_ctx or self._first._cbt_n_ctx  # type: ignore[attr-defined]
         key = (id(adapter), scale) if adapter is not None else None
         with self._pool_lock:
-            llama = self._take(n_ctx, key, prompt, chunk_ends(len(prompt), boundaries))
+            llama = self._take(n_ctx, key, prompt)
+            llama._cbt_prompt_length = len(prompt)  # type: ignore[attr-defined]
         active = ACTIVE_STREAMS.enter()
         try:
             llama._ctx.set_n_threads(*thread_split(active))  # type: ignore[attr-defined]
@@ -335,12 +358,12 @@ class SharedWeights:
             for llama in self._idle:
                 llama.n_tokens = 0  # type: ignore[attr-defined]
 
-    def _take(self, n_ctx: int, key: object, prompt: Sequence[int], ends: Sequence[int]) -> object:
+    def _take(self, n_ctx: int, key: object, prompt: Sequence[int]) -> object:
         """The context to serve `prompt` (see context()), created or evicted as needed; pool lock held."""
         while True:
             if self.closed:
                 raise ModelError(f"the weights {self.path.name} were closed; load the model again")
-            llama = self._pick_idle(n_ctx, key, prompt, ends)
+            llama = self._pick_idle(n_ctx, key, prompt)
             if llama is not None:
                 return llama
             if len(self._contexts) >= MAX_CONTEXTS_PER_WEIGHTS:
@@ -358,7 +381,7 @@ class SharedWeights:
                 llama = self._new_context(n_ctx)
             return llama
 
-    def _pick_idle(self, n_ctx: int, key: object, prompt: Sequence[int], ends: Sequence[int]) -> object | None:
+    def _pick_idle(self, n_ctx: int, key: object, prompt: Sequence[int]) -> object | None:
         """Pop the idle context of `n_ctx` to serve `prompt` (see context()); None means: create one."""
         sized = [c for c in self._idle if c._cbt_n_ctx == n_ctx]  # type: ignore[attr-defined]
         if not sized:
@@ -367,15 +390,20 @@ class SharedWeights:
         def reusable(llama: object) -> int:
             if getattr(llama, "_cbt_kv_key", _NO_CACHE) != key:
                 return 0
-            cached_ends = getattr(llama, "_cbt_chunk_ends", ())
-            return reusable_prefix(llama._input_ids, cached_ends, prompt, ends)  # type: ignore[attr-defined]
+            return cached_prefix(llama._input_ids, prompt)  # type: ignore[attr-defined]
+
+        def continues(llama: object) -> bool:
+            """Its cache is empty, or `prompt` extends the last prompt it served (not just a shared opening,
+            such as another conversation's identical system prompt, which is no reason to overwrite it)."""
+            return llama.n_tokens == 0 or reusable(llama) >= getattr(llama, "_cbt_prompt_length", 0) - 1  # type: ignore[attr-defined]
 
         best = max(sized, key=reusable)
-        if reusable(best) == 0:
+        if not continues(best):
             of_size = sum(1 for c in self._contexts if c._cbt_n_ctx == n_ctx)  # type: ignore[attr-defined]
             if of_size < max(warm_contexts(), self._warm_floor) and len(self._contexts) < MAX_CONTEXTS_PER_WEIGHTS:
                 return None
-            best = min(sized, key=lambda llama: getattr(llama, "_cbt_last_use", 0))
+            if reusable(best) == 0:
+                best = min(sized, key=lambda llama: getattr(llama, "_cbt_last_use", 0))
         self._idle.remove(best)
         return best
 
