@@ -126,7 +126,13 @@ class SendStream:
         ]
 
     def _join(self, session_hash: str, fn_index: int, data: list[object]) -> None:
-        body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
+        body = {
+            "data": data,
+            "fn_index": fn_index,
+            "session_hash": session_hash,
+            "event_data": None,
+            "trigger_id": None,
+        }
         self.http.post(self.join_url, json=body).raise_for_status()
 
     def _events(self, session_hash: str) -> Iterator[tuple[float, dict]]:
@@ -242,21 +248,30 @@ def main(rounds: int) -> None:
             direct_first_token(registry, "warm up", 0)
             app_times, cold_times, client_times, direct_times = [], [], [], []
             for round_index in range(rounds):
-                # each side gets its own first word, so no side finds another's message in a KV cache
+                # each send to the app has its own first word, so none finds another's prompt in the app's KV
+                # cache; the direct side has models of its own, so it sends the page's message
                 message = f"Round {round_index}: I keep worrying about my job."
                 page = sends.open_page()
                 app_times.append(sends.first_token(message, round_index, session_hash=page))
                 direct_times.append(direct_first_token(registry, message, round_index))
                 cold_times.append(sends.first_token(f"Cold {round_index}: I keep worrying about my job.", round_index))
-                client_times.append(client_first_token(url, f"Client {round_index}: I keep worrying about my job.", round_index))
+                client_times.append(
+                    client_first_token(url, f"Client {round_index}: I keep worrying about my job.", round_index)
+                )
         finally:
             process.terminate()
             process.wait(timeout=30)
     app_median, direct_median = _common.median(app_times), _common.median(direct_times)
     cold_median, client_median = _common.median(cold_times), _common.median(client_times)
-    print(f"measured: click to pane A's first text, {MODELS[0]} beside {MODELS[1]}, {MAX_TOKENS} tokens, medians of {rounds} alternating rounds")
+    print(
+        f"measured: click to pane A's first text, {MODELS[0]} beside {MODELS[1]}, {MAX_TOKENS} tokens,"
+        f" medians of {rounds} alternating rounds"
+    )
     print(f"direct backend (this process calls both models): {direct_median * 1000:.0f} ms")
-    print(f"through the app (python app.py), a new visitor's page opened, Send read as a browser reads it: {app_median * 1000:.0f} ms")
+    print(
+        "through the app (python app.py), a new visitor's page opened, Send read as a browser reads it:"
+        f" {app_median * 1000:.0f} ms"
+    )
     print(
         f"through the app, Send as a new session's first event (no page: it pays Gradio's session set-up):"
         f" {cold_median * 1000:.0f} ms; ratio {cold_median / direct_median:.3f}"

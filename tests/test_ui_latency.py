@@ -6,9 +6,9 @@ import sys
 import urllib.request
 
 import gradio as gr
+from fixtures_app import free_port
 
 from cbtcompare.ui import launch
-from fixtures_app import free_port
 
 
 def test_launching_the_app_shortens_the_gil_switch_interval():
