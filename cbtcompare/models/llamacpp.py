@@ -83,6 +83,7 @@ class LlamaCppModel(ChatModel):
             self._formatter = self._chat_formatter()
             self._open_formatter = self._chat_formatter(generation_prompt=False)
             self._prefix_tokens: dict[tuple[tuple[str, str], ...], tuple[int, ...]] = {}
+            self._last_render: tuple[tuple[tuple[str, str], ...], tuple[int, ...], tuple[str, ...]] | None = None
         except BaseException:
             self.close()
             raise
@@ -170,11 +171,17 @@ class LlamaCppModel(ChatModel):
         )
 
     def _render(self, messages: Sequence[Message]) -> tuple[list[int], list[str]]:
+        """The prompt's tokens and the template's stop strings. The last rendering is remembered: the context
+        guard counts the tokens of the very prompt the request then evaluates (7 ms a render at turn 12)."""
+        key = tuple((m.role, m.content) for m in messages)
+        if self._last_render is not None and self._last_render[0] == key:
+            return list(self._last_render[1]), list(self._last_render[2])
         rendered = self._formatter(messages=[m.to_dict() for m in messages])
         tokens = self._weights().model.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
         stops = [rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop or [])
+        self._last_render = (key, tuple(tokens), tuple(stops))
         return tokens, stops
 
     def _message_boundaries(self, messages: Sequence[Message], tokens: Sequence[int]) -> list[int]:
