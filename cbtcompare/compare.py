@@ -245,8 +245,8 @@ class CompareSession:
     def send(self, text: str) -> Iterator[list[Pane]]:
         """Broadcast a person's message to every pane and stream the replies; yields the panes as they fill.
 
-        The models start first; the person's turn is screened for crisis language in its own thread while
-        they work, so screening never delays a reply; its flags are on the turn before this generator ends.
+        The models start first; the person's turn is screened for crisis language in its own thread from the
+        first token on, so screening never delays a reply; its flags are on the turn before this generator ends.
         A `stop()` from the moment this is called (also before the first token) ends every pane's reply.
         """
         message = validate_message(text)
@@ -258,11 +258,20 @@ class CompareSession:
         self.crisis = None
         updates = self._generate_all()
         started = next(updates)
+        # Screening starts once the first token is out (or the turn ended without one): its encoder would
+        # otherwise share the cores with prompt processing and delay that token. It always runs and is
+        # joined, also when the consumer stops early.
         screening = threading.Thread(target=self._screen_person_turn, args=(message, position), daemon=True)
-        screening.start()
-        yield started
-        yield from updates
-        screening.join()
+        try:
+            yield started
+            for panes in updates:
+                if screening.ident is None:
+                    screening.start()
+                yield panes
+        finally:
+            if screening.ident is None:
+                screening.start()
+            screening.join()
         yield self.panes
 
     def _screen_person_turn(self, message: str, position: int) -> None:

@@ -136,6 +136,30 @@ def test_stop_before_the_first_token_ends_the_reply_and_the_next_message_answers
     assert [t.role for t in session.panes[0].transcript.turns] == ["patient", "therapist"] * 2
 
 
+def test_screening_waits_for_the_first_token_so_it_never_shares_the_cores_with_prompt_processing(registry):
+    session = CompareSession(registry, PAIR, sampling=Sampling(max_tokens=12, seed=3))
+    screen = session._screen_person_turn
+    seen_at_start: list[bool] = []
+
+    def recording(message: str, position: int) -> None:
+        seen_at_start.append(any(p.partial for p in session.panes) or not any(p.streaming for p in session.panes))
+        screen(message, position)
+
+    session._screen_person_turn = recording
+    run(session.send("I have a plan to kill myself tonight."))
+    assert seen_at_start == [True]  # started once, after a pane's first token (or the end)
+    assert session.crisis and session.panes[0].transcript.turns[0].flags["crisis"]
+
+
+def test_a_turn_closed_before_its_first_token_is_still_screened(registry):
+    session = CompareSession(registry, PAIR[:1], sampling=Sampling(max_tokens=200, seed=1))
+    updates = session.send("I have a plan to kill myself tonight.")
+    next(updates)  # the workers have started; no token has come yet
+    updates.close()  # a browser gone, an event cancelled
+    assert session.panes[0].transcript.turns[0].flags["crisis"]
+    assert session.crisis and "intent_or_plan" in session.crisis.categories
+
+
 def test_a_reply_cut_at_max_tokens_is_marked_and_a_finished_one_is_not(registry):
     session = CompareSession(registry, PAIR[:1], sampling=Sampling(max_tokens=8, seed=2))
     run(session.send("Explain in detail how cognitive restructuring works."))

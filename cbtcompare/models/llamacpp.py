@@ -71,6 +71,7 @@ class LlamaCppModel(ChatModel):
     grammar = True
     supports_seed = True
     supports_json_schema = True
+    parallel_requests = MAX_CONTEXTS_PER_WEIGHTS  # one request per context of the pool over one GGUF
 
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
