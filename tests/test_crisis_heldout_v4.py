@@ -80,8 +80,8 @@ def test_no_heldout_v4_statement_is_in_any_other_crisis_set() -> None:
     assert {name: lines for name, lines in shared.items() if lines} == {}
 
 
-def test_crisis_eval_measures_v4_unless_told_otherwise() -> None:
-    assert crisis_eval.resolve_set(crisis_eval.DEFAULT_SET).resolve() == HELDOUT_V4.resolve()
+def test_crisis_eval_measures_v4_by_name() -> None:
+    assert crisis_eval.resolve_set("v4").resolve() == HELDOUT_V4.resolve()
     assert crisis_eval.resolve_set("v3").resolve() == (DATA / "crisis_heldout_v3.jsonl").resolve()
     assert crisis_eval.resolve_set("some/file.jsonl") == Path("some/file.jsonl")
 

@@ -94,3 +94,23 @@ def test_no_heldout_v5_statement_is_in_any_other_crisis_set() -> None:
         if numbers:
             shared[path.name] = numbers
     assert shared == {}, f"v5 line numbers also in other sets: {shared}"
+
+
+def test_crisis_eval_measures_v5_unless_told_otherwise() -> None:
+    assert crisis_eval.resolve_set(crisis_eval.DEFAULT_SET).resolve() == HELDOUT_V5.resolve()
+    assert crisis_eval.resolve_set("v5").resolve() == HELDOUT_V5.resolve()
+
+
+def test_heldout_v5_regression_floor_for_the_combined_screen() -> None:
+    """A floor, not a target: before the fourth pass (MiniLM head on dev v1-v4) recall 0.689 (155/225), FPR 0.097
+    (16/165); after it (mpnet head on dev v1-v5, chosen on dev only, measured once) 0.751 (169/225) / 0.115
+    (19/165) (docs/crisis-heldout-v5.md). The targets are recall >= 0.95 with FPR <= 0.10. A change that loses
+    ground here fails; no change may be made *because of* a line here."""
+    from cbtcompare.safety import detect_crisis_batch
+
+    rows = crisis_eval.load(HELDOUT_V5)
+    results = detect_crisis_batch([r["text"] for r in rows])
+    flagged = [res.crisis and res.screened for res in results]
+    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
+    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
+    assert sum(crisis) / len(crisis) >= 0.74 and sum(safe) / len(safe) <= 0.12, (sum(crisis), sum(safe))

@@ -1,8 +1,8 @@
 """KV prefix reuse on the real SmolLM2 GGUF: flat cost per turn, and the same text as evaluating from scratch.
 
 Each request used to reset the KV cache, because reusing a cached prefix changed the sampled text. Now
-prompts are evaluated in position-aligned chunks on both paths, so a 12-turn conversation must give
-identical replies whether every turn reuses the cached prefix or evaluates the whole conversation anew.
+every decode has two rows or more (any batch split gives the same logits), so a 12-turn conversation must
+give identical replies whether every turn reuses the cached prefix or evaluates the whole conversation anew.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import pytest
 from cbtcompare.models.base import Message, ModelSpec, Sampling
 from cbtcompare.models.gguf_lora import random_lora_for
 from cbtcompare.models.llamacpp import (
-    PREFIX_CHUNK_TOKENS,
     LlamaCppModel,
-    chunk_ends,
     prefill_aligned,
     prefix_reuse_enabled,
-    reusable_prefix,
     thread_split,
 )
 
@@ -81,8 +78,8 @@ def test_twelve_turns_reusing_the_prefix_give_the_text_of_fresh_evaluation(with_
     fresh, fresh_reused, _ = converse(model, from_scratch=True)
     cached, cached_reused, prompts = converse(model, from_scratch=False)
     assert set(fresh_reused) == {0}
-    # turn k re-reads only what is new: the last reply's header onwards (chunks cut at message boundaries),
-    # not up to a whole fixed-size chunk more (it re-read 30-150 tokens a turn when cut every 64 positions)
+    # turn k re-reads at most what is new: the last reply's header onwards (it re-read 30-150 tokens more a
+    # turn when prompts were cut every 64 positions)
     for turn in range(1, len(PATIENT_TURNS)):
         assert cached_reused[turn] >= prompts[turn - 1] - HEADER_TOKENS, (turn, cached_reused, prompts)
     assert cached == fresh
@@ -113,34 +110,13 @@ def test_a_conversation_returns_to_the_context_holding_its_prefix(default_gguf, 
                 conversation.append(Message("assistant", "".join(stream)))
                 conversation.append(Message("user", "Tell me more."))
         third = [model.stream(c, sampling) for c in (a, b)]
-        for stream in third:
+        for conversation, stream in zip((a, b), third, strict=True):
             "".join(stream)
-            assert stream.usage.cached_prompt_tokens >= PREFIX_CHUNK_TOKENS
+            system_tokens = model.count_tokens(conversation[:1]) - HEADER_TOKENS  # its own system prompt, at least
+            assert stream.usage.cached_prompt_tokens >= system_tokens > 0
         model.close()
     finally:
         os.environ.pop("CBTCOMPARE_WARM_CONTEXTS", None)
-
-
-def test_chunks_cut_at_message_boundaries_and_every_chunk_within_a_message():
-    chunk = PREFIX_CHUNK_TOKENS
-    assert chunk_ends(2 * chunk + 6) == [chunk, 2 * chunk, 2 * chunk + 5]  # the last token is left out
-    assert chunk_ends(2 * chunk + 6, [10, 10 + chunk + 3]) == [10, 10 + chunk, 10 + chunk + 3, 2 * chunk + 5]
-    assert chunk_ends(1) == [] and chunk_ends(5, [0, 4, 9]) == [4]  # cuts outside (0, last) are ignored
-    # a longer conversation cuts its shared beginning exactly as the shorter one did
-    short, longer = chunk_ends(150, [20, 149]), chunk_ends(400, [20, 149, 210, 300])
-    assert longer[: len(short)] == short
-
-
-def test_only_chunks_the_two_prompts_share_token_for_token_are_reused():
-    prompt = list(range(300))
-    ends = chunk_ends(len(prompt), [20, 149])
-    assert reusable_prefix(prompt, ends, prompt, ends) == ends[-1]
-    assert reusable_prefix(prompt[:100] + [-1] * 200, ends, prompt, ends) == 84  # 20 + 64: the last whole chunk
-    assert reusable_prefix([], [], prompt, ends) == 0
-    # chunks cut elsewhere went through other batches: never reused, even with the same tokens
-    assert reusable_prefix(prompt, chunk_ends(len(prompt), [30]), prompt, ends) == 0
-    longer = prompt + list(range(1000, 1100))
-    assert reusable_prefix(prompt, ends, longer, chunk_ends(len(longer), [20, 149, 299])) == 299
 
 
 def first_token_logits(model: LlamaCppModel, messages: list[Message]) -> tuple[np.ndarray, int]:
@@ -148,11 +124,8 @@ def first_token_logits(model: LlamaCppModel, messages: list[Message]) -> tuple[n
     prompt positions came from the cached prefix."""
     tokens, _ = model._render(messages)
     shared = model.shared
-    boundaries = model._message_boundaries(messages, tokens)
-    with shared.context(
-        model._adapter, model.spec.adapter_scale, tokens, n_ctx=model.spec.n_ctx, boundaries=boundaries
-    ) as llama:
-        kept = prefill_aligned(llama, tokens, boundaries)
+    with shared.context(model._adapter, model.spec.adapter_scale, tokens, n_ctx=model.spec.n_ctx) as llama:
+        kept = prefill_aligned(llama, tokens)
         llama.eval(tokens[-1:])
         logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(shared.model.n_vocab(),)).copy()
     return logits, kept
@@ -175,7 +148,8 @@ def test_the_adapter_changes_logits_over_a_cached_prefix_exactly_as_from_scratch
         results[model.name, "scratch"] = first_token_logits(model, longer)
     for name in ("logits-base", "logits-tuned"):
         (cached, kept), (scratch, fresh) = results[name, "cached"], results[name, "scratch"]
-        assert kept >= PREFIX_CHUNK_TOKENS and fresh == 0, (kept, fresh)
+        system_tokens = model.count_tokens(conversation[:1]) - HEADER_TOKENS
+        assert kept >= system_tokens > 0 and fresh == 0, (kept, fresh)
         assert np.array_equal(cached, scratch), f"{name}: a cached prefix changed the logits"
     effect = np.abs(results["logits-tuned", "cached"][0] - results["logits-base", "cached"][0]).max()
     assert effect > 1.0, f"the adapter moved the logits by only {effect} over a cached prefix"

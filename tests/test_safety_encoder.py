@@ -97,7 +97,10 @@ def test_a_missing_piece_names_the_package_and_the_screen_falls_back(monkeypatch
             encoder.encode(["hello"], ("mpnet",))
 
 
-_ASSEMBLE = "import sys; from pathlib import Path; from cbtcompare import safety_encoder as e; print(e.mpnet_dir(Path(sys.argv[1])))"
+_ASSEMBLE = (
+    "import sys; from pathlib import Path; from cbtcompare import safety_encoder as e; "
+    "print(e.mpnet_dir(Path(sys.argv[1])))"
+)
 
 
 @pytest.mark.slow

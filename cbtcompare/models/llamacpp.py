@@ -26,38 +26,30 @@ from cbtcompare.models.base import (
 from cbtcompare.models.llamacpp_grammar import compile_grammar, gbnf_literal, schema_to_grammar
 from cbtcompare.models.llamacpp_pool import (
     MAX_CONTEXTS_PER_WEIGHTS,
-    PREFIX_CHUNK_TOKENS,
     PREFIX_REUSE_ENV,
     WARM_CONTEXTS_ENV,
     SharedWeights,
     cached_prefix,
-    chunk_ends,
     llama_cpp_library,
     prefill_aligned,
     prefix_reuse_enabled,
-    reusable_prefix,
     thread_split,
     warm_contexts,
 )
 from cbtcompare.models.weights import check_gguf, local_weights_file, resolve_weights, sha256_of
 
-PREFIX_MEMO_ENTRIES = 512  # rendered message prefixes remembered per model (a few conversations' worth)
-
 __all__ = [
     "MAX_CONTEXTS_PER_WEIGHTS",
-    "PREFIX_CHUNK_TOKENS",
     "PREFIX_REUSE_ENV",
     "WARM_CONTEXTS_ENV",
     "LlamaCppModel",
     "SharedWeights",
     "cached_prefix",
-    "chunk_ends",
     "compile_grammar",
     "gbnf_literal",
     "keep_prefix_per_role",
     "prefill_aligned",
     "prefix_reuse_enabled",
-    "reusable_prefix",
     "schema_to_grammar",
     "thread_split",
     "warm_contexts",
@@ -82,8 +74,6 @@ class LlamaCppModel(ChatModel):
         try:
             self._adapter = self.shared.adapter(self.adapter_path) if self.adapter_path else None
             self._formatter = self._chat_formatter()
-            self._open_formatter = self._chat_formatter(generation_prompt=False)
-            self._prefix_tokens: dict[tuple[tuple[str, str], ...], tuple[int, ...]] = {}
             self._last_render: tuple[tuple[tuple[str, str], ...], tuple[int, ...], tuple[str, ...]] | None = None
         except BaseException:
             self.close()
@@ -184,27 +174,6 @@ class LlamaCppModel(ChatModel):
         stops = [rendered.stop] if isinstance(rendered.stop, str) else list(rendered.stop or [])
         self._last_render = (key, tuple(tokens), tuple(stops))
         return tokens, stops
-
-    def _message_boundaries(self, messages: Sequence[Message], tokens: Sequence[int]) -> list[int]:
-        """Token offsets where each message after the first, and the generation header, start in `tokens`:
-        where the template renders the first i messages as a token prefix of the whole (a template that
-        does not, for some i, just gives no cut there; chunking stays a function of the conversation).
-        Each prefix's tokens are remembered, so turn k renders only its new messages, not all k."""
-        model = self._weights().model
-        boundaries = []
-        for i in range(1, len(messages) + 1):
-            key = tuple((m.role, m.content) for m in messages[:i])
-            prefix = self._prefix_tokens.get(key)
-            if prefix is None:
-                rendered = self._open_formatter(messages=[m.to_dict() for m in messages[:i]])
-                encoded = rendered.prompt.encode("utf-8")
-                prefix = tuple(model.tokenize(encoded, add_bos=not rendered.added_special, special=True))
-                if len(self._prefix_tokens) >= PREFIX_MEMO_ENTRIES:
-                    self._prefix_tokens.pop(next(iter(self._prefix_tokens)))
-                self._prefix_tokens[key] = prefix
-            if 0 < len(prefix) < len(tokens) and tuple(tokens[: len(prefix)]) == prefix:
-                boundaries.append(len(prefix))
-        return boundaries
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._render(messages)[0])

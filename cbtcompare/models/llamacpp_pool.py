@@ -31,10 +31,6 @@ from cbtcompare.models.prefix_reuse import PREFIX_REUSE_ENV, prefix_reuse_enable
 from cbtcompare.models.weights import check_gguf
 
 MAX_CONTEXTS_PER_WEIGHTS = 4
-# chunk_ends() cuts prompts every this many positions within a message. Since every decode has two rows or
-# more (see the module docstring) the cut no longer changes any logit; requests evaluate their new tokens in
-# one call, and chunk_ends/reusable_prefix remain for callers that want position-aligned chunks.
-PREFIX_CHUNK_TOKENS = 64
 WARM_CONTEXTS_ENV = "CBTCOMPARE_WARM_CONTEXTS"
 __all__ = ["PREFIX_REUSE_ENV", "prefix_reuse_enabled"]  # re-exported: they live in prefix_reuse
 
@@ -89,42 +85,6 @@ def warm_contexts() -> int:
     return max(1, int(os.environ.get(WARM_CONTEXTS_ENV, "1")))
 
 
-def chunk_ends(prompt_length: int, boundaries: Sequence[int] = ()) -> list[int]:
-    """Where the chunks evaluating all but a prompt's last token end: a cut at every message boundary
-    (token offsets where a message, or the generation header, starts) and every PREFIX_CHUNK_TOKENS
-    positions from each segment's start. A pure function of the prompt's tokens and its messages, so a
-    longer conversation cuts its shared beginning exactly as the shorter one did."""
-    target = prompt_length - 1
-    ends: list[int] = []
-    start = 0
-    for cut in sorted({b for b in boundaries if 0 < b < target} | {target}):
-        while start + PREFIX_CHUNK_TOKENS < cut:
-            start += PREFIX_CHUNK_TOKENS
-            ends.append(start)
-        if cut > start:
-            ends.append(cut)
-            start = cut
-    return ends
-
-
-def reusable_prefix(
-    cached: Sequence[int], cached_ends: Sequence[int], prompt: Sequence[int], prompt_ends: Sequence[int]
-) -> int:
-    """How many leading positions of `prompt` a cache holding `cached` (evaluated in chunks ending at
-    `cached_ends`) can keep: the longest run of chunks that are the same on both, token for token. Those
-    positions went through identical batches, so their KV is bit-identical to evaluating from scratch."""
-    limit = min(len(cached), len(prompt))
-    common = 0
-    while common < limit and cached[common] == prompt[common]:
-        common += 1
-    keep = 0
-    for old, new in zip(cached_ends, prompt_ends, strict=False):
-        if old != new or new > common:
-            break
-        keep = new
-    return keep
-
-
 def cached_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
     """How many leading positions of `prompt` a cache holding `cached` can keep: the tokens both share,
     less the prompt's last one (its logits must come from a decode). Any of them is bit-identical to
@@ -136,11 +96,10 @@ def cached_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
     return common
 
 
-def prefill_aligned(llama: object, prompt: Sequence[int], boundaries: Sequence[int] = ()) -> int:
+def prefill_aligned(llama: object, prompt: Sequence[int]) -> int:
     """Evaluate all but the last prompt token over the cached prefix in one call, keeping what
-    cached_prefix() allows; returns the positions reused. (`boundaries` no longer changes anything: any
-    split gives the same logits.) Requests skip this: llama-cpp-python's generate() keeps the same prefix
-    and decodes the rest, last token included, in one call."""
+    cached_prefix() allows; returns the positions reused. Requests skip this: llama-cpp-python's
+    generate() keeps the same prefix and decodes the rest, last token included, in one call."""
     keep = cached_prefix(llama._input_ids, prompt)  # type: ignore[attr-defined]
     llama.n_tokens = keep  # type: ignore[attr-defined]
     if len(prompt) - 1 > keep:
@@ -309,7 +268,6 @@ class SharedWeights:
         prompt: Sequence[int] = (),
         *,
         n_ctx: int | None = None,
-        boundaries: Sequence[int] = (),
     ) -> Iterator[object]:
         """Borrow a context of `n_ctx` positions with the given adapter set (or none), for one request.
 
@@ -317,8 +275,7 @@ class SharedWeights:
         the same adapter setting), the longest cached_prefix first; otherwise a new one while fewer than
         warm_contexts() exist; otherwise the one sharing the longest prefix, or the least recently used. A
         context whose adapter setting changes forgets its cache (LoRA changes every K/V).
-        Its threads are set from the number of generations running now (thread_split). `boundaries` is
-        accepted for callers that still pass message boundaries; it no longer changes the choice.
+        Its threads are set from the number of generations running now (thread_split).
         """
         n_ctx = n_ctx or self._first._cbt_n_ctx  # type: ignore[attr-defined]
         key = (id(adapter), scale) if adapter is not None else None
