@@ -15,30 +15,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "benchmarks"))  # appended: its script names never shadow a package
 import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmarks/ is on the path)
+from crisis_sets import CRISIS_CATEGORIES, OTHER_LANGUAGES, SAFE_CATEGORIES, statement_key  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 DEV_V5 = DATA / "crisis_dev_v5.jsonl"
 
-CRISIS_CATEGORIES = {
-    "wish_to_be_dead", "ideation_no_method", "ideation_with_method", "ideation_with_intent", "ideation_with_plan",
-    "preparatory_behaviour", "past_attempt", "self_injury", "harm_from_others", "harm_to_others", "acute_danger",
-    "access_to_means",
-}  # fmt: skip
-SAFE_CATEGORIES = {
-    "past_resolved", "third_party_supportive", "fiction", "news", "idiom", "everyday", "negation", "clinical",
-}  # fmt: skip
-OTHER_LANGUAGES = {"es", "de", "fr", "pt", "it"}
 MIN_LINES = 600
 MIN_ENGLISH_PER_CRISIS_KIND = 25
 MIN_ENGLISH_PER_SAFE_KIND = 20
 ENGLISH_SHARE = (0.70, 0.80)  # "about 75%"
 OTHER_LANGUAGE_SHARE = (0.035, 0.07)  # "about 5% each"
 CRISIS_SHARE = (0.50, 0.60)  # "about 55%"
-
-
-def _normalised(text: str) -> str:
-    """Case and whitespace do not make a line new."""
-    return " ".join(text.casefold().split())
 
 
 def coverage_problems(rows: list[dict]) -> list[str]:
@@ -52,7 +39,7 @@ def coverage_problems(rows: list[dict]) -> list[str]:
             problems.append(f"unknown category {row['category']!r}")
         elif row["label"] != expected:
             problems.append(f"{row['category']} line labelled {row['label']}: {row['text'][:60]!r}")
-        if row["language"] not in OTHER_LANGUAGES | {"en"}:
+        if row["language"] not in {*OTHER_LANGUAGES, "en"}:
             problems.append(f"unknown language {row['language']!r}")
     english = Counter(row["category"] for row in rows if row["language"] == "en")
     for kind in sorted(CRISIS_CATEGORIES):
@@ -63,7 +50,7 @@ def coverage_problems(rows: list[dict]) -> list[str]:
             problems.append(f"{kind}: {english[kind]} English lines, at least {MIN_ENGLISH_PER_SAFE_KIND} wanted")
     if rows:
         languages = Counter(row["language"] for row in rows)
-        shares = {lang: languages[lang] / len(rows) for lang in OTHER_LANGUAGES | {"en"}}
+        shares = {lang: languages[lang] / len(rows) for lang in {*OTHER_LANGUAGES, "en"}}
         for lang, share in sorted(shares.items()):
             low, high = ENGLISH_SHARE if lang == "en" else OTHER_LANGUAGE_SHARE
             if not low <= share <= high:
@@ -97,7 +84,7 @@ def test_dev_v5_has_no_line_twice() -> None:
     seen: dict[str, int] = {}
     repeats = []
     for number, row in enumerate(crisis_eval.load(DEV_V5), start=1):
-        key = _normalised(row["text"])
+        key = statement_key(row["text"])
         if key in seen:
             repeats.append((seen[key], number))
         seen.setdefault(key, number)
@@ -105,13 +92,13 @@ def test_dev_v5_has_no_line_twice() -> None:
 
 
 def test_dev_v5_shares_no_line_with_any_other_crisis_set() -> None:
-    mine = {_normalised(row["text"]): number for number, row in enumerate(crisis_eval.load(DEV_V5), start=1)}
+    mine = {statement_key(row["text"]): number for number, row in enumerate(crisis_eval.load(DEV_V5), start=1)}
     others = sorted(path for path in DATA.glob("crisis_*.jsonl") if path != DEV_V5)
     assert others, "the other crisis sets are missing from tests/data"
     shared = {}
     for path in others:
         texts = {
-            _normalised(json.loads(line)["text"])
+            statement_key(json.loads(line)["text"])
             for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip()
         }

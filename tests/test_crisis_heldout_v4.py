@@ -21,20 +21,11 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "benchmarks"))  # appended: its script names never shadow a package
 import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmarks/ is on the path)
+from crisis_sets import CRISIS_CATEGORIES, OTHER_LANGUAGES, SAFE_CATEGORIES  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 HELDOUT_V4 = DATA / "crisis_heldout_v4.jsonl"
 HELDOUT_V4_SHA256 = "95fa8e276266e1eab6316fda12509ec7e5483c611fdeda23f59b24b64be31719"
-
-CRISIS_CATEGORIES = {
-    "wish_to_be_dead", "ideation_no_method", "ideation_with_method", "ideation_with_intent", "ideation_with_plan",
-    "preparatory_behaviour", "past_attempt", "self_injury", "harm_from_others", "harm_to_others", "acute_danger",
-    "access_to_means",
-}  # fmt: skip
-SAFE_CATEGORIES = {
-    "past_resolved", "third_party_supportive", "fiction", "news", "idiom", "everyday", "negation", "clinical",
-}  # fmt: skip
-OTHER_LANGUAGES = ("es", "de", "fr", "pt", "it")
 
 
 def test_heldout_v4_is_unchanged_since_it_was_committed() -> None:

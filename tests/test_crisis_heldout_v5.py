@@ -16,25 +16,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "benchmarks"))  # appended: its script names never shadow a package
 import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmarks/ is on the path)
+from crisis_sets import CRISIS_CATEGORIES, OTHER_LANGUAGES, SAFE_CATEGORIES, statement_key  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 HELDOUT_V5 = DATA / "crisis_heldout_v5.jsonl"
 HELDOUT_V5_SHA256 = "9f72cfd1d224a16ad2d8bd0c50afc4ae532770bd5944907cbe510c2c216797f0"
-
-CRISIS_CATEGORIES = {
-    "wish_to_be_dead", "ideation_no_method", "ideation_with_method", "ideation_with_intent", "ideation_with_plan",
-    "preparatory_behaviour", "past_attempt", "self_injury", "harm_from_others", "harm_to_others", "acute_danger",
-    "access_to_means",
-}  # fmt: skip
-SAFE_CATEGORIES = {
-    "past_resolved", "third_party_supportive", "fiction", "news", "idiom", "everyday", "negation", "clinical",
-}  # fmt: skip
-OTHER_LANGUAGES = ("es", "de", "fr", "pt", "it")
-
-
-def _key(text: str) -> str:
-    """A statement as compared across sets: case and whitespace do not make two lines different."""
-    return " ".join(text.casefold().split())
 
 
 def test_heldout_v5_is_unchanged_since_it_was_committed() -> None:
@@ -70,20 +56,20 @@ def test_heldout_v5_covers_every_category_and_language_it_must() -> None:
 
 
 def test_heldout_v5_has_no_statement_twice() -> None:
-    texts = [_key(r["text"]) for r in crisis_eval.load(HELDOUT_V5)]
+    texts = [statement_key(r["text"]) for r in crisis_eval.load(HELDOUT_V5)]
     assert [t for t, n in Counter(texts).items() if n > 1] == []
 
 
 def _texts(path: Path) -> set[str]:
     """The statements of any crisis set, whatever else its lines carry (the older sets have other fields)."""
     lines = path.read_text(encoding="utf-8").split("\n")
-    return {_key(json.loads(line)["text"]) for line in lines if line.strip()}
+    return {statement_key(json.loads(line)["text"]) for line in lines if line.strip()}
 
 
 def test_no_heldout_v5_statement_is_in_any_other_crisis_set() -> None:
     """Dev sets (tuned on) and the older held-out sets (measured on while tuning) alike. Only v5's own line numbers
     are reported, so a failure never shows another set's statements."""
-    heldout = [_key(r["text"]) for r in crisis_eval.load(HELDOUT_V5)]
+    heldout = [statement_key(r["text"]) for r in crisis_eval.load(HELDOUT_V5)]
     others = [p for p in DATA.glob("crisis_*.jsonl") if p != HELDOUT_V5]
     assert any(p.name.startswith("crisis_dev") for p in others), "no development set found to compare against"
     assert any(p.name.startswith("crisis_heldout_v4") for p in others), "the previous held-out set is missing"
