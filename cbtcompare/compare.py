@@ -245,8 +245,9 @@ class CompareSession:
     def send(self, text: str) -> Iterator[list[Pane]]:
         """Broadcast a person's message to every pane and stream the replies; yields the panes as they fill.
 
-        The models start first; the person's turn is screened for crisis language in its own thread from the
-        first token on, so screening never delays a reply; its flags are on the turn before this generator ends.
+        The models start first; the person's turn is screened for crisis language in its own thread once the
+        first text has been taken, so screening never delays a reply; its flags are on the turn before this
+        generator ends.
         A `stop()` from the moment this is called (also before the first token) ends every pane's reply.
         """
         message = validate_message(text)
@@ -258,16 +259,16 @@ class CompareSession:
         self.crisis = None
         updates = self._generate_all()
         started = next(updates)
-        # Screening starts once the first token is out (or the turn ended without one): its encoder would
-        # otherwise share the cores with prompt processing and delay that token. It always runs and is
-        # joined, also when the consumer stops early.
+        # Screening starts once the first text has been taken (or the turn ended without any): its encoder
+        # would otherwise share the cores with prompt processing, and with the consumer's work of showing that
+        # text, and delay it. It always runs and is joined, also when the consumer stops early.
         screening = threading.Thread(target=self._screen_person_turn, args=(message, position), daemon=True)
         try:
             yield started
             for panes in updates:
+                yield panes
                 if screening.ident is None:
                     screening.start()
-                yield panes
         finally:
             if screening.ident is None:
                 screening.start()

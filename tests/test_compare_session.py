@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -293,3 +295,26 @@ def test_a_reopened_conversation_in_an_unscreened_language_still_shows_the_resou
     found = newest_crisis(transcript)
     assert found is not None and not found.screened and found.language == "nl"
     assert "findahelpline.com" in crisis_panel_markdown(found)
+
+
+def test_screening_starts_only_once_the_consumer_has_taken_the_first_text(registry):
+    """The UI shows the first text (Gradio postprocesses it and sends it) before it asks for more; screening
+    that started with that text took the cores from showing it (126 ms of encoder CPU in the first-token path)."""
+    session = CompareSession(registry, PAIR, sampling=Sampling(max_tokens=12, seed=3))
+    screen = session._screen_person_turn
+    taken = threading.Event()
+    taken_when_started: list[bool] = []
+
+    def recording(message: str, position: int) -> None:
+        taken_when_started.append(taken.is_set())
+        screen(message, position)
+
+    session._screen_person_turn = recording
+    updates = session.send("I have a plan to kill myself tonight.")
+    next(updates)  # the workers have started
+    for i, _panes in enumerate(updates):
+        if i == 0:
+            time.sleep(0.2)  # the consumer showing the first text
+            taken.set()
+    assert taken_when_started == [True]
+    assert session.crisis and session.panes[0].transcript.turns[0].flags["crisis"]

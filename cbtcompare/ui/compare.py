@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
+from gradio.data_classes import GradioModel, GradioRootModel
 
 from cbtcompare.compare import (
     MAX_MESSAGE_CHARS,
@@ -78,16 +79,39 @@ def default_models(context: AppContext) -> list[str]:
     return available or names[:2]
 
 
+# The sliders' ranges: the widgets show them, and settings_from holds API callers to them.
+TEMPERATURE_RANGE = (0.0, 1.5)
+TOP_P_RANGE = (0.05, 1.0)
+MAX_TOKENS_RANGE = (16, 1024)
+
+
 def settings_from(values: tuple[object, ...]) -> CompareSettings:
-    """The settings the widgets show, or ValueError saying what to change."""
+    """The settings the widgets send (raw, as the browser or an API caller sent them), or ValueError saying
+    what to change."""
     models = [str(m) for m in values[:MAX_PANES] if m and m != NONE]
     prompt, temp, nucleus, budget, seed_value = values[MAX_PANES:]
     if len(models) < 2:
         raise ValueError("pick at least two models to compare")
-    sampling = {"temperature": float(temp), "top_p": float(nucleus), "max_tokens": int(budget)}
+    sampling = {
+        "temperature": _number("temperature", temp, TEMPERATURE_RANGE),
+        "top_p": _number("top_p", nucleus, TOP_P_RANGE),
+        "max_tokens": round(_number("max tokens", budget, MAX_TOKENS_RANGE)),
+    }
+    seed = round(_number("seed", seed_value or 0, (-(2**63), 2**63 - 1)))
     return CompareSettings(
-        models=tuple(models), session_prompt=str(prompt), sampling=sampling, seed=int(seed_value or 0)
+        models=tuple(models), session_prompt="" if prompt is None else str(prompt), sampling=sampling, seed=seed
     )
+
+
+def _number(name: str, value: object, bounds: tuple[float, float]) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, not {str(value)[:40]!r}") from None
+    low, high = bounds
+    if not low <= number <= high:  # also NaN
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, not {number:g}")
+    return number
 
 
 def settings_values(settings: CompareSettings) -> list[object]:
@@ -112,6 +136,16 @@ def download_file(session: CompareSession | None) -> str | None:
     path = folder / f"comparison-{session.group_id[:8]}.json"
     path.write_text(json.dumps([t.model_dump(mode="json") for t in session.transcripts()], indent=2))
     return str(path)
+
+
+def wire(component: gr.components.Component, value: object) -> object:
+    """What Gradio's own postprocess sends for `value` (an update's value included). The streaming events do
+    it here, in the handler's thread, and skip Gradio's, which runs each output in a thread hop of its own:
+    ten a yield, each waiting for a core the models hold, on the way to the first token."""
+    if isinstance(value, dict) and value.get("__type__") == "update":
+        return {**value, "value": wire(component, value["value"])} if "value" in value else value
+    processed = component.postprocess(value)
+    return processed.model_dump() if isinstance(processed, GradioModel | GradioRootModel) else processed
 
 
 def render(context: AppContext) -> None:
@@ -140,9 +174,11 @@ def render(context: AppContext) -> None:
         gr.Markdown(ui_copy("parity"))
         system_prompt = gr.Textbox(default_session_prompt(), label="Therapist system prompt", lines=5)
         with gr.Row():
-            temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="temperature", elem_id="temperature")
-            top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="top_p", elem_id="top-p")
-            max_tokens = gr.Slider(16, 1024, value=200, step=8, label="max tokens", elem_id="max-tokens")
+            temperature = gr.Slider(
+                *TEMPERATURE_RANGE, value=0.7, step=0.05, label="temperature", elem_id="temperature"
+            )
+            top_p = gr.Slider(*TOP_P_RANGE, value=0.95, step=0.05, label="top_p", elem_id="top-p")
+            max_tokens = gr.Slider(*MAX_TOKENS_RANGE, value=200, step=8, label="max tokens", elem_id="max-tokens")
             seed = gr.Number(0, precision=0, label="seed", elem_id="seed")
     crisis_panel = gr.Markdown(visible=False, elem_id="crisis-panel")
     crisis_dismiss = gr.Button(
@@ -174,20 +210,12 @@ def render(context: AppContext) -> None:
         download = gr.DownloadButton("Download JSON", value=None, interactive=False, elem_id="download")
 
     settings = [*pickers, system_prompt, temperature, top_p, max_tokens, seed]
-    # The first eleven are the order gradio_client callers of /send unpack; the rest were appended after.
-    screen_outputs = [
-        message,
-        crisis_panel,
-        *headers,
-        *chatbots,
-        *stats,
-        status,
-        download,
-        crisis_dismiss,
-        *columns,
-        recent,
-        browser_history,
-    ]
+    # What a turn streams (the first eleven are the order gradio_client callers of /send unpack), and what is
+    # decided once it is over, sent by a step chained after it: every streamed update costs Gradio a rebuild of
+    # each output it names, and those of the download button, the columns and the lists cost the most.
+    stream_outputs = [message, crisis_panel, *headers, *chatbots, *stats, status, crisis_dismiss]
+    final_outputs = [download, *columns, recent, browser_history]
+    screen_outputs = [*stream_outputs, *final_outputs]
 
     def pane_views(session: CompareSession | None) -> list[object]:
         panes: list[Pane | None] = [*(session.panes if session else []), *[None] * MAX_PANES]
@@ -198,29 +226,38 @@ def render(context: AppContext) -> None:
             + [pane_stats(p) if p else "" for p in panes]
         )
 
-    def screen(
-        tab: CompareTabState, note: str | object = "", *, message_value: object = None, final: bool = True
+    def stream_screen(
+        tab: CompareTabState, note: str | object = "", *, message_value: object = None
     ) -> list[object]:
-        """Every output of a tab action: panes, crisis panel, the status line, and (when final) the rest."""
+        """The streamed outputs of a tab action: the message box, crisis panel, panes and the status line."""
         session = tab.session
         if session is not None and session.crisis:
             tab.crisis_shown = session.crisis
         crisis = tab.crisis_shown
         panel_text = crisis_panel_markdown(crisis) if crisis else ""
-        shown = len(session.panes) if session else max(2, len(defaults))
         status_value = redact(note) if isinstance(note, str) else note
-        keep = gr.update()
         return [
             gr.update() if message_value is None else message_value,
             gr.update(value=panel_text, visible=bool(panel_text)),
             *pane_views(session),
             status_value,
-            gr.update(value=download_file(session), interactive=bool(session and session.has_turns)) if final else keep,
             gr.update(visible=bool(panel_text)),
-            *[gr.update(visible=i < shown) for i in range(MAX_PANES)],
-            recent_update(tab) if final else keep,
-            tab.history.model_dump(mode="json") if final else keep,  # kept in the browser as soon as it is final
         ]
+
+    def final_screen(tab: CompareTabState) -> list[object]:
+        """What a finished turn decides: the download, which columns show, the recent list, the browser's copy."""
+        session = tab.session
+        shown = len(session.panes) if session else max(2, len(defaults))
+        return [
+            gr.update(value=download_file(session), interactive=bool(session and session.has_turns)),
+            *[gr.update(visible=i < shown) for i in range(MAX_PANES)],
+            recent_update(tab),
+            tab.history.model_dump(mode="json"),  # kept in the browser as soon as it is final
+        ]
+
+    def screen(tab: CompareTabState, note: str | object = "", *, message_value: object = None) -> list[object]:
+        """Every output of a tab action that is not streamed."""
+        return [*stream_screen(tab, note, message_value=message_value), *final_screen(tab)]
 
     def streaming_screen(tab: CompareTabState, shown: dict[object, object]) -> list[object]:
         """An update while replies stream. Gradio 6 rebuilds the component (and its API schema) for every
@@ -239,26 +276,16 @@ def render(context: AppContext) -> None:
             shown[crisis_panel] = panel_text
             panel = gr.update(value=panel_text, visible=bool(panel_text))
             dismiss = gr.update(visible=bool(panel_text))
-        return [
-            keep,
-            panel,
-            *pane_views(session),
-            keep,
-            keep,
-            dismiss,
-            *[keep] * MAX_PANES,
-            keep,
-            keep,
-        ]
+        return [keep, panel, *pane_views(session), keep, dismiss]
 
     def recent_update(tab: CompareTabState) -> dict:
         choices = tab.history.choices()
         current = tab.session.group_id if tab.session else None
         return gr.update(choices=choices, value=current if any(v == current for _, v in choices) else None)
 
-    def _refusal(reason: str) -> list[object]:
-        updates: list[object] = [gr.update()] * len(screen_outputs)
-        updates[screen_outputs.index(status)] = "⚠ " + redact(reason)
+    def _refusal(reason: str, outputs: list[object] = stream_outputs) -> list[object]:
+        updates: list[object] = [gr.update()] * len(outputs)
+        updates[outputs.index(status)] = "⚠ " + redact(reason)
         return updates
 
     def stream(
@@ -270,8 +297,8 @@ def render(context: AppContext) -> None:
         if tab.stop_requested.is_set():  # a Stop between the click and the workers' start
             session.stop()
         try:
-            first = screen(tab, note, message_value="", final=False)
-            shown = {crisis_panel: first[screen_outputs.index(crisis_panel)]["value"]}
+            first = stream_screen(tab, note, message_value="")
+            shown = {crisis_panel: first[stream_outputs.index(crisis_panel)]["value"]}
             yield first
             for _ in updates:
                 yield streaming_screen(tab, shown)
@@ -279,11 +306,15 @@ def render(context: AppContext) -> None:
             tab.running = None
             tab.remember()
         stopped = any(p.transcript.turns and p.transcript.turns[-1].flags.get("stopped") for p in session.panes)
-        yield screen(tab, note or ("Stopped: each reply ends where it was." if stopped else ""))
+        yield stream_screen(tab, note or ("Stopped: each reply ends where it was." if stopped else ""))
+
+    def wired(updates: Iterator[list[object]]) -> Iterator[list[object]]:
+        for values in updates:
+            yield [wire(component, value) for component, value in zip(stream_outputs, values, strict=True)]
 
     def on_send(text: str, tab: CompareTabState, *values: object) -> Iterator[list[object]]:
         with tab.turn_lock:
-            yield from send_turn(text, tab, *values)
+            yield from wired(send_turn(text, tab, *values))
 
     def send_turn(text: str, tab: CompareTabState, *values: object) -> Iterator[list[object]]:
         tab.stop_requested.clear()
@@ -322,7 +353,7 @@ def render(context: AppContext) -> None:
 
     def on_regenerate(tab: CompareTabState) -> Iterator[list[object]]:
         with tab.turn_lock:
-            yield from regenerate_turn(tab)
+            yield from wired(regenerate_turn(tab))
 
     def regenerate_turn(tab: CompareTabState) -> Iterator[list[object]]:
         tab.stop_requested.clear()
@@ -345,7 +376,7 @@ def render(context: AppContext) -> None:
             wanted = settings_from(values)
             session = CompareSession.from_settings(context.registry, wanted, update_every_s=UPDATE_INTERVAL_S)
         except (ModelError, ValueError) as exc:
-            return _refusal(str(exc))
+            return _refusal(str(exc), screen_outputs)
         had_turns = tab.session is not None and tab.session.has_turns
         tab.remember()
         tab.session, tab.crisis_shown = session, None
@@ -359,7 +390,10 @@ def render(context: AppContext) -> None:
         try:
             session = CompareSession.resume(context.registry, saved, update_every_s=UPDATE_INTERVAL_S)
         except (ModelError, ValueError) as exc:
-            return [*[gr.update()] * len(settings), *_refusal(f"This comparison cannot be reopened: {exc}")]
+            return [
+                *[gr.update()] * len(settings),
+                *_refusal(f"This comparison cannot be reopened: {exc}", screen_outputs),
+            ]
         tab.remember()
         tab.session, tab.crisis_shown = session, None
         tab.history = tab.history.remember(session.snapshot())
@@ -399,10 +433,21 @@ def render(context: AppContext) -> None:
             raise gr.Error("Nothing to download yet; send a message first.")
         return path
 
-    limit = {"concurrency_limit": generation_concurrency(), "concurrency_id": "generation"}
-    send.click(on_send, [message, tab_state, *settings], screen_outputs, api_name="send", **limit)
-    message.submit(on_send, [message, tab_state, *settings], screen_outputs, api_name=False, **limit)
-    regenerate.click(on_regenerate, [tab_state], screen_outputs, api_name="regenerate", **limit)
+    # The turns do their own pre- and postprocessing (settings_from, wire): Gradio's hops a thread per value.
+    limit = {
+        "concurrency_limit": generation_concurrency(),
+        "concurrency_id": "generation",
+        "preprocess": False,
+        "postprocess": False,
+    }
+    def on_turn_end(tab: CompareTabState) -> list[object]:
+        return final_screen(tab)
+
+    end = {"fn": on_turn_end, "inputs": [tab_state], "outputs": final_outputs, "api_name": False}
+    end["concurrency_limit"] = None  # it only reads the finished session
+    send.click(on_send, [message, tab_state, *settings], stream_outputs, api_name="send", **limit).then(**end)
+    message.submit(on_send, [message, tab_state, *settings], stream_outputs, api_name=False, **limit).then(**end)
+    regenerate.click(on_regenerate, [tab_state], stream_outputs, api_name="regenerate", **limit).then(**end)
     stop.click(on_stop, [tab_state], None, api_name="stop", concurrency_limit=None)
     clear.click(on_clear, [tab_state, *settings], screen_outputs, api_name="clear")
     recent.input(on_open, [recent, tab_state], [*settings, *screen_outputs], api_name=False)
