@@ -82,3 +82,25 @@ def test_no_heldout_v6_statement_is_in_any_other_crisis_set() -> None:
         if numbers:
             shared[path.name] = numbers
     assert shared == {}, f"v6 line numbers also in other sets: {shared}"
+
+
+def test_crisis_eval_measures_v6_unless_told_otherwise() -> None:
+    assert crisis_eval.DEFAULT_SET == "v6"
+    assert crisis_eval.resolve_set(crisis_eval.DEFAULT_SET).resolve() == HELDOUT_V6.resolve()
+    assert crisis_eval.resolve_set("v6").resolve() == HELDOUT_V6.resolve()
+
+
+def test_heldout_v6_regression_floor_for_the_combined_screen() -> None:
+    """A floor, not a target: the screen as it stood before the fifth pass (mpnet head trained on dev v1-v5),
+    measured once on this set, never seen before: recall 0.664 (174/262), FPR 0.078 (16/206), English 0.849 /
+    0.096 (docs/crisis-heldout-v6.md). The
+    targets are recall >= 0.95 with FPR <= 0.10. A change that loses ground here fails; no change may be made
+    *because of* a line here. Only the two counts are shown on a failure, never a line."""
+    from cbtcompare.safety import detect_crisis_batch
+
+    rows = crisis_eval.load(HELDOUT_V6)
+    results = detect_crisis_batch([r["text"] for r in rows])
+    flagged = [res.crisis and res.screened for res in results]
+    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
+    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
+    assert sum(crisis) / len(crisis) >= 0.66 and sum(safe) / len(safe) <= 0.085, (sum(crisis), sum(safe))
