@@ -53,8 +53,9 @@ def test_no_heldout_v3_statement_is_in_a_development_set() -> None:
 
 def test_heldout_v3_regression_floor_for_the_combined_screen() -> None:
     """A floor, not a target: first measured after the second pass at recall 0.871, FPR 0.093 (the targets are
-    recall >= 0.95 with FPR <= 0.10; see docs/crisis-screen.md). A change that loses ground here fails; a change
-    may never be made *because of* a line here (that would be tuning on the held-out set)."""
+    recall >= 0.95 with FPR <= 0.10; see docs/crisis-screen.md). A change that loses ground here fails. This set has
+    been measured on while tuning since, so this is a regression check, no longer a figure on unseen text; the
+    honest floor is held-out v6's (tests/test_crisis_heldout_v6.py)."""
     from cbtcompare.safety import detect_crisis_batch
 
     rows = _rows(HELDOUT_V3)

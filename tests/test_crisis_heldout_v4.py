@@ -163,7 +163,9 @@ def test_heldout_v4_regression_floor_for_the_combined_screen() -> None:
     """A floor, not a target: measured after the third pass (tuned on dev v4 only) at recall 0.719 (146/203), FPR
     0.161 (26/161); before it, 0.700 / 0.174 (docs/crisis-heldout-v4.md); after the fourth pass (mpnet head on dev
     v1-v5, chosen on dev only, measured once) 0.808 (164/203) / 0.130 (21/161). The targets are recall >= 0.95
-    with FPR <= 0.10. A change that loses ground here fails; no change may be made *because of* a line here."""
+    with FPR <= 0.10. A change that loses ground here fails. This set has been measured on while tuning, so this is a
+    regression check, no longer a figure on unseen text (it is not training data: the fifth pass's head trained on
+    the retired sets was not kept); the honest floor is held-out v6's (tests/test_crisis_heldout_v6.py)."""
     from cbtcompare.safety import detect_crisis_batch
 
     rows = [json.loads(line) for line in HELDOUT_V4.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -15,7 +15,10 @@ longer measures unseen text. Two later fresh scratch sets of 30 / 30 each gave r
 
 Those two sets are now kept as tests/data/crisis_fresh3.jsonl (30 / 29: one safe line that repeated a
 held-out statement was dropped) and crisis_fresh4.jsonl (30 / 30). They were written after rule tuning and
-have been seen by the rules developer; neither trains nor tunes the classifier. But fresh3 is not clean:
+have been seen by the rules developer; neither trains nor tunes the classifier (the fifth pass of issue 13 tried
+training its head on them and the other retired sets and kept the dev-only head, docs/crisis-heldout-v6.md). All
+of these sets have been measured on while tuning, so the figures below are regression checks, not unseen
+figures: held-out v6 (tests/test_crisis_heldout_v6.py) is the honest one. And fresh3 is not clean:
 after it was run, dev rows paraphrasing its misses were added (e.g. "I wish somebody would put me out of my
 misery"), so the rules now reach 0.900 on it and the classifier, trained on dev, has seen the paraphrases
 too. fresh4 shows no such paraphrases in dev and is the better measure of unseen phrasing.
@@ -144,7 +147,8 @@ def test_rules_alone_meet_the_quality_bar(name: str) -> None:
 @pytest.mark.parametrize("name", FRESH_SETS)
 def test_fresh_sets_combined_detector_beats_the_rules(name: str) -> None:
     """A regression floor, not a quality bar: on phrasings the rules were not written for, rules OR classifier
-    recalls more than the rules alone, and its false-positive rate stays <= 0.10."""
+    recalls more than the rules alone, and its false-positive rate stays <= 0.10. Since the fifth pass the
+    sets have been measured on while tuning, so this is no longer a figure on unseen text (held-out v6 is)."""
     rows = load_set(name)
     texts = [r["text"] for r in rows]
     rules_recall, rules_fpr = recall_and_fpr(rows, detect_crisis_batch(texts, use_classifier=False))
@@ -165,7 +169,8 @@ def test_fresh_sets_combined_detector_beats_the_rules(name: str) -> None:
 def test_quality_bar(name: str) -> None:
     """recall >= 0.95 and false-positive rate <= 0.10, on the dev set and on both held-out sets, for the
     detector as shipped (rules OR classifier; on dev the classifier part is in-sample here, see
-    test_safety_classifier.py for the cross-validated check)."""
+    test_safety_classifier.py for the cross-validated check). The two held-out sets have been measured on while
+    tuning: regression checks, not unseen figures (held-out v6 is)."""
     rows = load_set(name)
     missed = [r["text"] for r in rows if r["crisis"] and not detect_crisis(r["text"]).crisis]
     false_alarms = [

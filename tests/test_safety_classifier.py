@@ -30,6 +30,13 @@ the combined screen went from 0.733 / 0.102 to 0.871 / 0.093.
 The third pass added tests/data/crisis_dev_v4.jsonl (235 English lines of its 305) to the training sets, with the
 same budget logic: 1099 English lines, C = 10, thresholds 0.81 and 0.73; dev out of fold: classifier alone
 0.568 / 0.068, combined 0.988 / 0.077, AUC 0.888 (docs/crisis-screen.md has dev v4 per category).
+
+The fourth pass moved the head to all-mpnet-base-v2 over dev v1-v5 (1738 English lines). The fifth tried
+training it on the English lines of the retired held-out and fresh sets as well (`--sets dev+retired`, 2822 lines):
+AUC rose (0.945 -> 0.954 on the dev rows, out of fold) but the thresholds rose with it and dev combined recall fell
+(0.922 -> 0.913), so by the rule declared before it (docs/crisis-heldout-v6.md) the dev-only head stays. Training
+never reads held-out v6, the set the head is measured on (tests/test_crisis_heldout_v6.py). The held-out bars below
+on crisis_heldout and heldout2 run on sets measured on while tuning: regression checks, not unseen figures.
 """
 
 from __future__ import annotations
@@ -94,10 +101,31 @@ def dev_out_of_fold(dev: train_classifier.DevData, stored_head: dict) -> np.ndar
 
 def test_head_is_trained_on_the_current_dev_set_only(stored_head: dict) -> None:
     assert stored_head["trained_on"].startswith("tests/data/crisis_labelled.jsonl + ")
-    assert "heldout" not in stored_head["trained_on"]
+    assert "heldout" not in stored_head["trained_on"] and "fresh" not in stored_head["trained_on"]
+    assert train_classifier.TRAIN_SETS == train_classifier.DEV_SETS == train_classifier.SETS["dev"]
+    assert {row["source"] for row in train_classifier.load_rows()} == {p.name for p in train_classifier.DEV_SETS}
     assert stored_head["trained_on_sha256"] == train_classifier.sha256(), (
         "the dev set changed: retrain with python -m cbtcompare.safety_data.train_classifier"
     )
+
+
+def test_no_training_set_is_heldout_v6() -> None:
+    """Held-out v6 measures the head: no choice of --sets reads it, by name or by a path that resolves to it, and
+    load_rows refuses it. The retired sets may be read (--sets dev+retired, the fifth pass's experiment)."""
+    v6 = DATA / "crisis_heldout_v6.jsonl"
+    assert v6.exists() and v6.resolve() in {path.resolve() for path in train_classifier.UNSEEN_SETS}
+    for name, sets in train_classifier.SETS.items():
+        assert v6.resolve() not in {path.resolve() for path in sets}, name
+        assert not any(path.name.startswith("crisis_heldout_v6") for path in sets), name
+    retired = {path.name for path in train_classifier.SETS["dev+retired"]} - {p.name for p in train_classifier.DEV_SETS}
+    assert retired == {
+        "crisis_heldout.jsonl", "crisis_heldout2.jsonl", "crisis_heldout_v2.jsonl", "crisis_heldout_v3.jsonl",
+        "crisis_heldout_v4.jsonl", "crisis_heldout_v5.jsonl", "crisis_fresh3.jsonl", "crisis_fresh4.jsonl",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="never read by training"):
+        train_classifier.load_rows((*train_classifier.DEV_SETS, v6))
+    with pytest.raises(SystemExit):  # an experiment never overwrites the shipped head
+        train_classifier.main(["--sets", "dev+retired"])
     head = safety_classifier.load_head()
     assert head.encoders == ("mpnet",) and head.coef.shape == (768,) and 0.5 <= head.threshold < 1.0
     assert head.version == safety_classifier.classifier_version() and head.version.startswith("crisis_classifier@")
@@ -134,11 +162,11 @@ def test_dev_quality_bar_with_cross_validated_classifier(
     )
     print(f"combined {recall:.3f}/{fpr:.3f}; combined false alarms: {false_alarms}")
     assert fpr <= 0.10 and fpr == pytest.approx(stored_head["cv"]["combined_fpr"], abs=0.02)
-    newest = len(train_classifier.load_rows(train_classifier.DEV_SETS[-1:]))  # rows keep DEV_SETS' order
-    written_for = slice(0, len(dev.y) - newest)
+    sources = np.array(dev.sources)
+    written_for = np.isin(sources, [path.name for path in train_classifier.DEV_SETS[:-1]])
     older = train_classifier.rates(dev.y[written_for], combined[written_for])
     assert older[0] >= 0.95 and older[1] <= 0.10, older
-    v5 = slice(len(dev.y) - newest, len(dev.y))
+    v5 = sources == train_classifier.DEV_SETS[-1].name
     v5_combined = train_classifier.rates(dev.y[v5], combined[v5])
     v5_rules = train_classifier.rates(dev.y[v5], dev.rules_hit[v5])
     print(f"dev v1-v4 {older[0]:.3f}/{older[1]:.3f}; dev v5 rules {v5_rules[0]:.3f}, combined {v5_combined}")
@@ -147,7 +175,8 @@ def test_dev_quality_bar_with_cross_validated_classifier(
 
 # The false-alarm bar of the old held-out sets: 0.10, but heldout2's is 0.125 (5 of its 41 safe lines) since the
 # fourth pass chose the mpnet head, which raised recall on the unseen sets v4 and v5 by 6-9 points and added one
-# idiom false alarm here ("sleep for a hundred years"): a miss is worse than a false alarm (issue 13).
+# idiom false alarm here ("sleep for a hundred years"): a miss is worse than a false alarm (issue 13). Both sets
+# were measured on while tuning: these bars are regression checks, not unseen figures (held-out v6 is that).
 HELDOUT_FPR_BAR = {"crisis_heldout": 0.10, "crisis_heldout2": 0.125}
 
 
@@ -198,11 +227,17 @@ def test_explicit_denials_are_set_aside_and_only_they() -> None:
 def test_dev_explicit_denials_stay_safe_cross_validated(
     dev: train_classifier.DevData, dev_out_of_fold: np.ndarray, stored_head: dict
 ) -> None:
+    """The dev sets' explicit denials (the rows this check has always read, whatever --sets adds), each scored by
+    classifiers that never saw it."""
     rows = train_classifier.load_rows()
+    dev_names = {path.name for path in train_classifier.DEV_SETS}
     denials = [
         (row["text"], p)
         for row, p, hit in zip(rows, dev_out_of_fold, dev.rules_hit, strict=True)
-        if row["tag"] == "negation" and not hit and classifier_input(row["text"]) != normalise(row["text"]).strip(".")
+        if row["source"] in dev_names
+        and row["tag"] == "negation"
+        and not hit
+        and classifier_input(row["text"]) != normalise(row["text"]).strip(".")
     ]
     assert len(denials) >= 12
     flagged = [(text, round(p, 2)) for text, p in denials if p >= stored_head["threshold"]]
