@@ -246,7 +246,7 @@ class CompareSession:
         """Broadcast a person's message to every pane and stream the replies; yields the panes as they fill.
 
         The models start first; the person's turn is screened for crisis language in its own thread once the
-        first text has been taken, so screening never delays a reply; its flags are on the turn before this
+        first texts have been taken, so screening never delays a reply; its flags are on the turn before this
         generator ends.
         A `stop()` from the moment this is called (also before the first token) ends every pane's reply.
         """
@@ -259,15 +259,16 @@ class CompareSession:
         self.crisis = None
         updates = self._generate_all()
         started = next(updates)
-        # Screening starts once the first text has been taken (or the turn ended without any): its encoder
-        # would otherwise share the cores with prompt processing, and with the consumer's work of showing that
-        # text, and delay it. It always runs and is joined, also when the consumer stops early.
+        # Screening starts once the consumer has taken two updates with text (or the turn ended first): its
+        # encoder would otherwise share the cores with prompt processing, and with the consumer's work of
+        # showing the first text, whose bytes are still on their way when it asks for the next update. It
+        # always runs and is joined, also when the consumer stops early.
         screening = threading.Thread(target=self._screen_person_turn, args=(message, position), daemon=True)
         try:
             yield started
-            for panes in updates:
+            for taken, panes in enumerate(updates, start=1):
                 yield panes
-                if screening.ident is None:
+                if taken >= 2 and screening.ident is None:
                     screening.start()
         finally:
             if screening.ident is None:
