@@ -140,6 +140,19 @@ def test_training_script_reproduces_the_shipped_head(dev: train_classifier.DevDa
         assert fresh["cv"][key] == pytest.approx(stored_head["cv"][key], abs=0.01), key
 
 
+def test_a_retrained_head_may_differ_by_one_threshold_step_and_no_more(stored_head: dict) -> None:
+    """Another CPU's float sums can move a borderline dev statement, so a threshold by one grid step; a second
+    step, another C or other weights are another head."""
+    step = stored_head["config"]["threshold_grid"][1] - stored_head["config"]["threshold_grid"][0]
+    for key in ("threshold", "high_risk_threshold"):
+        one_step = {**stored_head, key: round(stored_head[key] - step, 2)}
+        assert train_classifier.same_head(stored_head, one_step), key
+        assert not train_classifier.same_head(stored_head, {**stored_head, key: round(stored_head[key] - 2 * step, 2)})
+    assert not train_classifier.same_head(stored_head, {**stored_head, "C": stored_head["C"] * 10})
+    nudged = {**stored_head, "coef": [c + 1e-3 for c in stored_head["coef"]]}
+    assert not train_classifier.same_head(stored_head, nudged)
+
+
 @pytest.mark.slow
 def test_dev_quality_bar_with_cross_validated_classifier(
     dev: train_classifier.DevData, dev_out_of_fold: np.ndarray, stored_head: dict
