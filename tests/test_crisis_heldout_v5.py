@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "benchmarks"))  # appended: its script names never shadow a package
 import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmarks/ is on the path)
-from crisis_sets import CRISIS_CATEGORIES, OTHER_LANGUAGES, SAFE_CATEGORIES, statement_key  # noqa: E402
+from crisis_sets import assert_covers, repeated_statements, shared_with_other_sets  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 HELDOUT_V5 = DATA / "crisis_heldout_v5.jsonl"
@@ -39,46 +38,20 @@ def test_every_heldout_v5_line_loads_with_exactly_the_four_fields() -> None:
 
 def test_heldout_v5_covers_every_category_and_language_it_must() -> None:
     rows = crisis_eval.load(HELDOUT_V5)
-    crisis_categories = Counter(r["category"] for r in rows if r["label"] == "crisis")
-    safe_categories = Counter(r["category"] for r in rows if r["label"] == "safe")
-    # Every C-SSRS kind (and harm from/to others, means, acute danger) has enough lines to be held to the target.
-    assert set(crisis_categories) == CRISIS_CATEGORIES and min(crisis_categories.values()) >= 14, crisis_categories
-    assert set(safe_categories) == SAFE_CATEGORIES and min(safe_categories.values()) >= 12, safe_categories
-    per_language = Counter((r["language"], r["label"]) for r in rows)
-    assert {language for language, _ in per_language} == {"en", *OTHER_LANGUAGES}
-    for language in OTHER_LANGUAGES:
-        assert per_language[(language, "crisis")] >= 12 and per_language[(language, "safe")] >= 12, language
-        kinds = {r["category"] for r in rows if r["language"] == language and r["label"] == "crisis"}
-        assert len(kinds) >= 6, (language, kinds)
-    # Each other language has its own idioms among the safe lines, not only translated crisis lines.
-    idioms = Counter(r["language"] for r in rows if r["category"] == "idiom")
-    assert all(idioms[language] >= 2 for language in OTHER_LANGUAGES), idioms
+    assert_covers(rows, crisis_per_category=14, safe_per_category=12, per_language=12)
 
 
 def test_heldout_v5_has_no_statement_twice() -> None:
-    texts = [statement_key(r["text"]) for r in crisis_eval.load(HELDOUT_V5)]
-    assert [t for t, n in Counter(texts).items() if n > 1] == []
-
-
-def _texts(path: Path) -> set[str]:
-    """The statements of any crisis set, whatever else its lines carry (the older sets have other fields)."""
-    lines = path.read_text(encoding="utf-8").split("\n")
-    return {statement_key(json.loads(line)["text"]) for line in lines if line.strip()}
+    assert repeated_statements(crisis_eval.load(HELDOUT_V5)) == []
 
 
 def test_no_heldout_v5_statement_is_in_any_other_crisis_set() -> None:
     """Dev sets (tuned on) and the older held-out sets (measured on while tuning) alike. Only v5's own line numbers
     are reported, so a failure never shows another set's statements."""
-    heldout = [statement_key(r["text"]) for r in crisis_eval.load(HELDOUT_V5)]
-    others = [p for p in DATA.glob("crisis_*.jsonl") if p != HELDOUT_V5]
-    assert any(p.name.startswith("crisis_dev") for p in others), "no development set found to compare against"
-    assert any(p.name.startswith("crisis_heldout_v4") for p in others), "the previous held-out set is missing"
-    shared = {}
-    for path in others:
-        theirs = _texts(path)
-        numbers = [number for number, text in enumerate(heldout, start=1) if text in theirs]
-        if numbers:
-            shared[path.name] = numbers
+    names = [p.name for p in DATA.glob("crisis_*.jsonl")]
+    assert any(n.startswith("crisis_dev") for n in names), "no development set found to compare against"
+    assert any(n.startswith("crisis_heldout_v4") for n in names), "the previous held-out set is missing"
+    shared = shared_with_other_sets(crisis_eval.load(HELDOUT_V5), HELDOUT_V5)
     assert shared == {}, f"v5 line numbers also in other sets: {shared}"
 
 
