@@ -19,7 +19,7 @@ How a statement is screened (`detect_crisis`, `detect_crisis_batch`):
   deterministic, about a millisecond a statement: normalisation of slang and typos, patterns per kind,
   clause-scoped negation that does not cross out of an if-clause ("if things don't improve by Friday I'll
   ..."), and statement-level excuses for a past the speaker says is over, a third party's story, and
-  discussion (news, research, fiction).
+  discussion (news, research, fiction), in each language's own words (crisis_rules_intl.yaml's header).
 - The classifier (cbtcompare/safety_classifier.py: all-MiniLM-L6-v2 embeddings, a logistic-regression head
   trained on the English dev sets only) reads English statements the rules did not flag; its threshold was
   set by cross-validation on dev, lower for statements closest to a high-risk kind (method, intent, plan,
@@ -157,14 +157,19 @@ class _Negation:
 
 @dataclass(frozen=True)
 class _LanguageRules:
-    """One non-English language's rules and the two statement-level readings it has of its own: a conditional
-    clause (its negation does not reach the main clause) and a past the speaker says is over."""
+    """One non-English language's rules and the statement-level readings it has of its own: a conditional
+    clause (its negation does not reach the main clause), a past the speaker says is over (unless a sign of now
+    says it is back), someone else's story, and discussion (news, fiction, a class)."""
 
     negation: _Negation
     rules: tuple[_Rule, ...]
     conditional: re.Pattern[str] | None = None
     resolved_past: re.Pattern[str] | None = None
     resolved_over: re.Pattern[str] | None = None
+    resolved_now: re.Pattern[str] | None = None
+    third_party: re.Pattern[str] | None = None
+    first_person: re.Pattern[str] | None = None
+    discussion: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,10 @@ def _languages(raw: dict, kinds: dict[str, _Kind]) -> dict[str, _LanguageRules]:
                 ("conditional", item.get("conditional")),
                 ("resolved_past", resolved.get("past")),
                 ("resolved_over", resolved.get("over")),
+                ("resolved_now", resolved.get("now")),
+                ("third_party", item.get("third_party")),
+                ("first_person", item.get("first_person")),
+                ("discussion", item.get("discussion")),
             )
         }
         negation = _negation({**item["negation"]}, f"{where}.negation")
@@ -456,6 +465,39 @@ def _resolved_in_language(text: str, rule: _Rule, language: _LanguageRules) -> b
         load_rules().kinds[rule.kind].resolvable
         and bool(language.resolved_past.search(text))
         and bool(language.resolved_over.search(text))
+        and not (language.resolved_now is not None and language.resolved_now.search(text))
+    )
+
+
+def _excused_in_language(text: str, start: int, end: int, rule: _Rule, language: _LanguageRules) -> bool:
+    """A non-English hit about someone else (a person named before it in the sentence, no first-person word
+    between them or in the hit) or in a statement that discusses the subject (no first-person word in or just
+    before the hit: "... suizidversuch? für meine hausarbeit")."""
+    left = text[_sentence_start(text, start) : start]
+    mine = language.first_person
+    if language.third_party is not None and load_rules().kinds[rule.kind].third_party_excusable:
+        others = list(language.third_party.finditer(left))
+        if others and not (mine is not None and mine.search(left[others[-1].end() :] + " " + text[start:end])):
+            return True
+    discussed = language.discussion is not None and language.discussion.search(text)
+    if rule.kind != "acute_danger" and discussed:
+        near = " ".join(left.split()[-4:]) + " " + text[start:end]
+        return not (mine is not None and mine.search(near))
+    return False
+
+
+def _excused_as(folded: str, norm: str, rule: _Rule, language: _LanguageRules) -> bool:
+    """An English rule's hit on a statement whose likeliest language is `language`: excused when that language's
+    words say the past is over ("em 2013 ... hoje estou bem"), or discuss the subject ("o telejornal falou de
+    overdoses") with no first-person word in either language."""
+    if _resolved_in_language(folded, rule, language):
+        return True
+    return (
+        rule.kind != "acute_danger"
+        and language.discussion is not None
+        and bool(language.discussion.search(folded))
+        and not (language.first_person is not None and language.first_person.search(folded))
+        and not load_rules().excuses.first_person.search(norm)
     )
 
 
@@ -481,6 +523,8 @@ def _hits(
                 if rule.unless and rule.unless.search(_sentence(text, match.start(), match.end())):
                     continue
                 if excuses is not None and _excused(text, match.start(), match.end(), rule):
+                    continue
+                if language is not None and _excused_in_language(text, match.start(), match.end(), rule, language):
                     continue
                 hit = match
                 break
@@ -554,9 +598,12 @@ def _rules_verdict(text: str, language: safety_language.LanguageGuess | None = N
     # read Portuguese "suicidas" as "suicidal"); short or ambiguous ones, or unsupported ones, by all of them.
     sure = language.supported and language.confidence >= _SURELY_NOT_ENGLISH
     hits = []
+    folded = fold_accents(text)
     if norm and (language.language == "en" or not sure):
         hits = _hits(norm, rules.crisis_rules, rules.negation, rules.excuses)
-    folded = fold_accents(text)
+        read_as = rules.languages.get(language.language)
+        if read_as is not None:  # unsure, but likeliest another language: its words for "over now" or news count
+            hits = [(rule, words) for rule, words in hits if not _excused_as(folded, norm, rule, read_as)]
     for code, language_rules in rules.languages.items():
         if code == language.language or not sure:
             hits.extend(_hits(folded, language_rules.rules, language_rules.negation, language=language_rules))
