@@ -605,8 +605,146 @@ ROUND_FIVE_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
         "questo lavoro mi uccidera",
     ),
 }
-MORE_MUST_HIT = {lang: MORE_MUST_HIT[lang] + ROUND_FIVE_MUST_HIT[lang] for lang in MORE_MUST_HIT}
-MORE_MUST_NOT_HIT = {lang: MORE_MUST_NOT_HIT[lang] + ROUND_FIVE_MUST_NOT_HIT[lang] for lang in MORE_MUST_NOT_HIT}
+
+
+# a sixth round: long messages with the risk in the middle, nobody would miss me, a chosen place, half a box
+ROUND_SIX_MUST_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        (
+            "hola, perdona q te escriba tan tarde, es q no puedo dormir, mañana tengo la entrevista y "
+            "mi madre sigue enfadada conmigo, y bueno la verdad es q llevo toda la noche mirando las "
+            "pastillas y pensando en tomarmelas todas, no se, igual mañana estoy mejor"
+        ),
+        "nadie me echaria de menos si me muero",
+        "estoy pensando seriamente en quitarme la vida",
+        "ya he elegido el sitio, un puente a las afueras",
+        "me tome la mitad del bote anoche pero me desperte",
+        "me autolesiono casi todos los dias",
+        "mi ex me ha mandado fotos de una pistola y dice que viene a por mi",
+        "tengo pensamientos de apuñalar a mi padre",
+        "me he tragado un blister entero de orfidal",
+        "suicidarme es lo unico q pienso",
+    ),
+    "de": (
+        (
+            "hey sorry dass ich so spät schreibe, kann nicht schlafen, morgen ist das "
+            "vorstellungsgespräch und meine mutter redet nicht mit mir, und ehrlich gesagt lieg ich die"
+            " ganze nacht da und guck auf die tabletten und denk dran, sie alle zu nehmen, keine "
+            "ahnung, vielleicht gehts morgen besser"
+        ),
+        "keiner würde mich vermissen, wenn ich sterbe",
+        "ich denke ernsthaft darüber nach, mir das leben zu nehmen",
+        "ich hab mir den ort schon ausgesucht, eine brücke am stadtrand",
+        "hab gestern die halbe packung genommen, bin aber aufgewacht",
+        "ich verletze mich fast jeden tag selbst",
+        "mein ex schickt mir fotos von einer pistole und sagt, er kommt mich holen",
+        "ich hab gedanken, meinen vater abzustechen",
+        "hab grad nen ganzen blister tavor geschluckt",
+        "selbstmord ist das einzige woran ich denke",
+    ),
+    "fr": (
+        (
+            "coucou desolee d'ecrire si tard, j'arrive pas a dormir, demain j'ai l'entretien et ma mere"
+            " me fait la gueule, et honnetement je passe la nuit a regarder les cachets en pensant a "
+            "tous les prendre, je sais pas, peut-etre que demain ca ira mieux"
+        ),
+        "personne me regretterait si je mourais",
+        "je pense serieusement a mettre fin a mes jours",
+        "j'ai deja choisi l'endroit, un pont a la sortie de la ville",
+        "hier j'ai pris la moitie de la boite mais je me suis reveillee",
+        "je m'automutile presque tous les jours",
+        "mon ex m'envoie des photos d'un flingue et dit qu'il va venir me chercher",
+        "j'ai des pensees de poignarder mon pere",
+        "je viens d'avaler une plaquette entiere de xanax",
+        "me suicider c'est la seule chose a laquelle je pense",
+    ),
+    "pt": (
+        (
+            "oi desculpa mandar tao tarde, nao consigo dormir, amanha tenho a entrevista e minha mae ta"
+            " brava comigo, e sinceramente passei a noite olhando os remedios e pensando em tomar "
+            "todos, sei la, talvez amanha eu esteja melhor"
+        ),
+        "ninguem ia sentir minha falta se eu morresse",
+        "to pensando seriamente em tirar minha vida",
+        "ja escolhi o lugar, uma ponte na saida da cidade",
+        "ontem tomei metade da caixa mas acordei",
+        "me automutilo quase todo dia",
+        "meu ex me mandou fotos de uma arma e disse que vem atras de mim",
+        "tenho pensamentos de esfaquear meu pai",
+        "acabei de engolir uma cartela inteira de rivotril",
+        "me suicidar e a unica coisa que eu penso",
+    ),
+    "it": (
+        (
+            "ciao scusa se scrivo cosi tardi, non riesco a dormire, domani ho il colloquio e mia madre "
+            "non mi parla, e sinceramente passo la notte a guardare le pastiglie pensando di prenderle "
+            "tutte, non so, magari domani va meglio"
+        ),
+        "nessuno sentirebbe la mia mancanza se morissi",
+        "sto pensando seriamente di togliermi la vita",
+        "ho gia scelto il posto, un ponte fuori citta",
+        "ieri ho preso meta scatola ma mi sono svegliata",
+        "mi autolesiono quasi tutti i giorni",
+        "il mio ex mi manda foto di una pistola e dice che viene a prendermi",
+        "ho pensieri di accoltellare mio padre",
+        "ho appena ingoiato un blister intero di xanax",
+        "suicidarmi e l'unica cosa a cui penso",
+    ),
+}
+ROUND_SIX_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "no se me pasa por la cabeza hacerme daño",
+        "mi perro se murio y estoy muy triste pero bien",
+        "el año pasado estuve fatal, pensaba en morirme, pero ahora con terapia estoy mucho mejor",
+        "a mi amiga la maltrataba su novio, ya lo dejo",
+        "me he comprado una pistola de agua para la playa",
+        "estoy muerta de risa con el video",
+        "voy a matar el tiempo viendo series",
+    ),
+    "de": (
+        "ich würde mir nie etwas antun",
+        "mein hund ist gestorben, ich bin traurig, aber okay",
+        "letztes jahr ging es mir schlecht, ich wollte sterben, aber mit therapie geht es mir jetzt viel besser",
+        "meine freundin wurde von ihrem freund geschlagen, sie hat ihn verlassen",
+        "ich hab mir eine wasserpistole für den strand gekauft",
+        "ich lach mich schlapp über das video",
+        "ich schlag die zeit mit serien tot",
+    ),
+    "fr": (
+        "jamais je me ferais du mal",
+        "mon chien est mort, je suis triste mais ca va",
+        "l'an dernier j'allais tres mal, je voulais mourir, mais avec la therapie je vais beaucoup mieux maintenant",
+        "ma copine se faisait frapper par son mec, elle l'a quitte",
+        "je me suis achete un pistolet a eau pour la plage",
+        "je suis pliee de rire devant la video",
+        "je tue le temps devant des series",
+    ),
+    "pt": (
+        "nunca pensei em me machucar",
+        "meu cachorro morreu, to triste mas bem",
+        "ano passado eu tava muito mal, queria morrer, mas com terapia hoje to muito melhor",
+        "minha amiga apanhava do namorado, ela terminou com ele",
+        "comprei uma pistola de agua pra praia",
+        "to morrendo de rir com o video",
+        "vou matar o tempo vendo serie",
+    ),
+    "it": (
+        "non mi farei mai del male",
+        "il mio cane e morto, sono triste ma sto bene",
+        "l'anno scorso stavo malissimo, volevo morire, ma con la terapia adesso sto molto meglio",
+        "la mia amica veniva picchiata dal ragazzo, l'ha lasciato",
+        "ho comprato una pistola ad acqua per il mare",
+        "sto morendo dal ridere col video",
+        "ammazzo il tempo guardando serie",
+    ),
+}
+MORE_MUST_HIT = {
+    lang: MORE_MUST_HIT[lang] + ROUND_FIVE_MUST_HIT[lang] + ROUND_SIX_MUST_HIT[lang] for lang in MORE_MUST_HIT
+}
+MORE_MUST_NOT_HIT = {
+    lang: MORE_MUST_NOT_HIT[lang] + ROUND_FIVE_MUST_NOT_HIT[lang] + ROUND_SIX_MUST_NOT_HIT[lang]
+    for lang in MORE_MUST_NOT_HIT
+}
 
 
 def test_every_language_has_every_kind_and_its_own_look_alikes() -> None:
