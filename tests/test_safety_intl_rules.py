@@ -738,12 +738,121 @@ ROUND_SIX_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
         "ammazzo il tempo guardando serie",
     ),
 }
-MORE_MUST_HIT = {
-    lang: MORE_MUST_HIT[lang] + ROUND_FIVE_MUST_HIT[lang] + ROUND_SIX_MUST_HIT[lang] for lang in MORE_MUST_HIT
+# a seventh round: euphemisms for tonight, last goodbyes, threats with the speaker inside, heavy bleeding
+ROUND_SEVEN_MUST_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "no aguanto mas esta vida, quiero que se termine ya",
+        "me quiero morir, no es broma",
+        "voy a hacer una locura esta noche, ya no me importa nada",
+        "he estado mirando en google formas de suicidarme sin dolor",
+        "tengo la pistola de mi padre en mi mochila",
+        "ayer me fui a las vias y me quede esperando el tren pero me fui",
+        "me arranco el pelo y me clavo las uñas hasta sangrar",
+        "mi marido me ha dicho que si le dejo me quema la casa conmigo dentro",
+        "tengo ganas de matar a alguien, a quien sea",
+        "hay mucha sangre, creo que me he pasado con el corte",
+        "lo siento por todo, os quiero, adios",
+    ),
+    "de": (
+        "ich halt dieses leben nicht mehr aus, es soll einfach aufhören",
+        "ich will sterben, das ist kein witz",
+        "ich mach heut nacht was dummes, mir ist alles egal",
+        "hab gegoogelt, wie man sich schmerzlos umbringt",
+        "ich hab papas pistole in meinem rucksack",
+        "gestern stand ich an den gleisen und hab auf den zug gewartet, bin dann aber gegangen",
+        "ich reiss mir die haare aus und kratz mich blutig",
+        "mein mann sagt, wenn ich gehe, zündet er das haus mit mir drin an",
+        "ich hab lust, irgendwen umzubringen, egal wen",
+        "es blutet so stark, ich glaub ich hab zu tief geschnitten",
+        "es tut mir leid für alles, ich hab euch lieb, tschüss für immer",
+    ),
+    "fr": (
+        "je supporte plus cette vie, je veux que ca s'arrete",
+        "je veux mourir, c'est pas une blague",
+        "je vais faire une connerie ce soir, je m'en fous de tout",
+        "j'ai cherche sur google comment se suicider sans douleur",
+        "j'ai le pistolet de mon pere dans mon sac",
+        "hier je suis allee sur les rails et j'ai attendu le train mais je suis partie",
+        "je m'arrache les cheveux et je me griffe jusqu'au sang",
+        "mon mari dit que si je pars il brule la maison avec moi dedans",
+        "j'ai envie de tuer quelqu'un, n'importe qui",
+        "ca saigne beaucoup, je crois que j'ai coupe trop fort",
+        "pardon pour tout, je vous aime, adieu",
+    ),
+    "pt": (
+        "nao aguento mais essa vida, quero que acabe logo",
+        "quero morrer, nao e brincadeira",
+        "vou fazer uma besteira hoje a noite, nao ligo pra mais nada",
+        "pesquisei no google como se matar sem dor",
+        "to com a arma do meu pai na mochila",
+        "ontem fui pros trilhos e fiquei esperando o trem mas fui embora",
+        "arranco meu cabelo e enfio as unhas ate sangrar",
+        "meu marido disse que se eu for embora ele taca fogo na casa comigo dentro",
+        "to com vontade de matar alguem, qualquer um",
+        "ta saindo muito sangue, acho que cortei fundo",
+        "desculpa por tudo, amo voces, adeus",
+    ),
+    "it": (
+        "non sopporto piu questa vita, voglio che finisca",
+        "voglio morire, non e uno scherzo",
+        "stanotte faccio una cazzata, non me ne frega piu niente",
+        "ho cercato su google come uccidersi senza dolore",
+        "ho la pistola di mio padre nello zaino",
+        "ieri sono andata sui binari e ho aspettato il treno ma poi me ne sono andata",
+        "mi strappo i capelli e mi graffio fino a sanguinare",
+        "mio marito dice che se lo lascio da fuoco alla casa con me dentro",
+        "ho voglia di ammazzare qualcuno, chiunque",
+        "esce tanto sangue, credo di aver tagliato troppo",
+        "scusate per tutto, vi voglio bene, addio",
+    ),
 }
+ROUND_SEVEN_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "estoy preocupada por mi amiga que se corta, yo la apoyo",
+        "lei que un chico se suicido en mi pueblo y me dejo tocada",
+        "ya no me autolesiono desde hace 5 años y estoy orgullosa",
+        "adios, nos vemos mañana!",
+        "me quiero morir de la verguenza jaja",
+        "mi madre me va a matar cuando vea las notas",
+    ),
+    "de": (
+        "ich mach mir sorgen um meine freundin, die sich ritzt, ich helfe ihr",
+        "ich hab gelesen, dass sich ein junge in meinem dorf umgebracht hat, das hat mich mitgenommen",
+        "ich ritze mich seit 5 jahren nicht mehr und bin stolz",
+        "tschüss, bis morgen!",
+        "ich sterb vor scham haha",
+        "meine mutter bringt mich um, wenn sie die noten sieht",
+    ),
+    "fr": (
+        "je m'inquiete pour ma copine qui se scarifie, je la soutiens",
+        "j'ai lu qu'un jeune s'est suicide dans mon village et ca m'a touchee",
+        "je me scarifie plus depuis 5 ans et j'en suis fiere",
+        "salut, a demain!",
+        "je meurs de honte mdr",
+        "ma mere va me tuer quand elle verra mes notes",
+    ),
+    "pt": (
+        "to preocupada com minha amiga que se corta, eu apoio ela",
+        "li que um menino se matou na minha cidade e fiquei mexida",
+        "nao me corto mais ha 5 anos e tenho orgulho",
+        "tchau, ate amanha!",
+        "quero morrer de vergonha kkkk",
+        "minha mae vai me matar quando ver as notas",
+    ),
+    "it": (
+        "sono preoccupata per la mia amica che si taglia, la sostengo",
+        "ho letto che un ragazzo si e ucciso nel mio paese e mi ha colpito",
+        "non mi taglio piu da 5 anni e ne sono fiera",
+        "ciao, a domani!",
+        "muoio di vergogna ahah",
+        "mia madre mi ammazza quando vede i voti",
+    ),
+}
+ROUNDS_MUST_HIT = (ROUND_FIVE_MUST_HIT, ROUND_SIX_MUST_HIT, ROUND_SEVEN_MUST_HIT)
+ROUNDS_MUST_NOT_HIT = (ROUND_FIVE_MUST_NOT_HIT, ROUND_SIX_MUST_NOT_HIT, ROUND_SEVEN_MUST_NOT_HIT)
+MORE_MUST_HIT = {lang: sum((r[lang] for r in ROUNDS_MUST_HIT), MORE_MUST_HIT[lang]) for lang in MORE_MUST_HIT}
 MORE_MUST_NOT_HIT = {
-    lang: MORE_MUST_NOT_HIT[lang] + ROUND_FIVE_MUST_NOT_HIT[lang] + ROUND_SIX_MUST_NOT_HIT[lang]
-    for lang in MORE_MUST_NOT_HIT
+    lang: sum((r[lang] for r in ROUNDS_MUST_NOT_HIT), MORE_MUST_NOT_HIT[lang]) for lang in MORE_MUST_NOT_HIT
 }
 
 
