@@ -848,8 +848,114 @@ ROUND_SEVEN_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
         "mia madre mi ammazza quando vede i voti",
     ),
 }
-ROUNDS_MUST_HIT = (ROUND_FIVE_MUST_HIT, ROUND_SIX_MUST_HIT, ROUND_SEVEN_MUST_HIT)
-ROUNDS_MUST_NOT_HIT = (ROUND_FIVE_MUST_NOT_HIT, ROUND_SIX_MUST_NOT_HIT, ROUND_SEVEN_MUST_NOT_HIT)
+# an eighth round: preparation and means (a will 'just in case', selling things 'what for', hoarding prescriptions,
+# charcoal and tape, a safe's code, train times at a bridge, several pharmacies, a rope tried on) and look-alikes
+ROUND_EIGHT_MUST_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "he hecho testamento esta semana y le he dejado todo a mi hermana, por si acaso",
+        "he vendido la moto y la play, total para que",
+        "llevo semanas guardando las pastillas que me da el psiquiatra en vez de tomarlas",
+        "he comprado carbon y cinta americana",
+        "se la combinacion de la caja fuerte donde mi padre guarda el arma",
+        "ya se a que hora pasa el ultimo tren por el puente",
+        "me estoy planteando hacerle daño a mi ex, se donde trabaja",
+        "a veces me imagino estrangulando a mi hijo y me horrorizo",
+        "hoy he ido a la farmacia de tres barrios distintos a comprar paracetamol",
+        "me he puesto la cuerda al cuello para ver que se siente",
+    ),
+    "de": (
+        "hab diese woche mein testament gemacht und alles meiner schwester vermacht, nur für den fall",
+        "hab mein motorrad und die konsole verkauft, wozu noch",
+        "ich sammle seit wochen die tabletten vom psychiater, statt sie zu nehmen",
+        "hab kohle und klebeband gekauft",
+        "ich kenn die zahlenkombination vom tresor, wo papa die waffe hat",
+        "ich weiß schon, wann der letzte zug über die brücke fährt",
+        "ich überleg, meiner ex was anzutun, ich weiß wo sie arbeitet",
+        "manchmal stell ich mir vor, wie ich meinen sohn würge, und bin entsetzt",
+        "war heute in drei verschiedenen apotheken paracetamol kaufen",
+        "hab mir das seil um den hals gelegt, um zu sehen wie es sich anfühlt",
+    ),
+    "fr": (
+        "j'ai fait mon testament cette semaine et tout laisse a ma soeur, au cas ou",
+        "j'ai vendu ma moto et ma console, a quoi bon",
+        "je garde depuis des semaines les cachets du psy au lieu de les prendre",
+        "j'ai achete du charbon et du scotch",
+        "je connais le code du coffre ou mon pere range son arme",
+        "je sais deja a quelle heure passe le dernier train sur le pont",
+        "j'envisage de faire du mal a mon ex, je sais ou elle bosse",
+        "des fois je m'imagine etrangler mon fils et ca me fait horreur",
+        "aujourd'hui je suis allee dans trois pharmacies differentes acheter du doliprane",
+        "je me suis mis la corde au cou pour voir ce que ca fait",
+    ),
+    "pt": (
+        "fiz meu testamento essa semana e deixei tudo pra minha irma, por via das duvidas",
+        "vendi minha moto e o videogame, pra que mais",
+        "to guardando ha semanas os remedios do psiquiatra em vez de tomar",
+        "comprei carvao e fita adesiva",
+        "sei a senha do cofre onde meu pai guarda a arma",
+        "ja sei que horas passa o ultimo trem na ponte",
+        "to pensando em machucar minha ex, sei onde ela trabalha",
+        "as vezes me imagino estrangulando meu filho e fico horrorizada",
+        "hoje fui em tres farmacias diferentes comprar paracetamol",
+        "coloquei a corda no pescoco pra ver como e",
+    ),
+    "it": (
+        "ho fatto testamento questa settimana e lasciato tutto a mia sorella, non si sa mai",
+        "ho venduto la moto e la play, tanto a che serve",
+        "da settimane metto da parte le pastiglie dello psichiatra invece di prenderle",
+        "ho comprato carbonella e nastro adesivo",
+        "so la combinazione della cassaforte dove mio padre tiene la pistola",
+        "so gia a che ora passa l'ultimo treno sul ponte",
+        "sto pensando di fare del male alla mia ex, so dove lavora",
+        "a volte mi immagino di strangolare mio figlio e mi fa orrore",
+        "oggi sono andata in tre farmacie diverse a comprare tachipirina",
+        "mi sono messa la corda al collo per vedere che si prova",
+    ),
+}
+ROUND_EIGHT_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "hemos hecho testamento en el notario como cada pareja",
+        "he vendido la moto para comprarme un coche",
+        "compre carbon para la barbacoa del sabado",
+        "el ultimo tren pasa a las 23:40",
+        "fui a la farmacia a por paracetamol para mi hija",
+    ),
+    "de": (
+        "wir haben beim notar ein testament gemacht wie jedes paar",
+        "ich hab mein motorrad verkauft, um ein auto zu kaufen",
+        "hab kohle für den grill am samstag gekauft",
+        "der letzte zug fährt um 23:40",
+        "war in der apotheke paracetamol für meine tochter holen",
+    ),
+    "fr": (
+        "on a fait un testament chez le notaire comme tous les couples",
+        "j'ai vendu ma moto pour acheter une voiture",
+        "j'ai achete du charbon pour le barbecue de samedi",
+        "le dernier train passe a 23h40",
+        "je suis allee a la pharmacie chercher du doliprane pour ma fille",
+    ),
+    "pt": (
+        "fizemos testamento no cartorio como todo casal",
+        "vendi minha moto pra comprar um carro",
+        "comprei carvao pro churrasco de sabado",
+        "o ultimo trem passa as 23:40",
+        "fui na farmacia comprar paracetamol pra minha filha",
+    ),
+    "it": (
+        "abbiamo fatto testamento dal notaio come ogni coppia",
+        "ho venduto la moto per comprare una macchina",
+        "ho comprato la carbonella per la grigliata di sabato",
+        "l'ultimo treno passa alle 23:40",
+        "sono andata in farmacia a prendere la tachipirina per mia figlia",
+    ),
+}
+ROUNDS_MUST_HIT = (ROUND_FIVE_MUST_HIT, ROUND_SIX_MUST_HIT, ROUND_SEVEN_MUST_HIT, ROUND_EIGHT_MUST_HIT)
+ROUNDS_MUST_NOT_HIT = (
+    ROUND_FIVE_MUST_NOT_HIT,
+    ROUND_SIX_MUST_NOT_HIT,
+    ROUND_SEVEN_MUST_NOT_HIT,
+    ROUND_EIGHT_MUST_NOT_HIT,
+)
 MORE_MUST_HIT = {lang: sum((r[lang] for r in ROUNDS_MUST_HIT), MORE_MUST_HIT[lang]) for lang in MORE_MUST_HIT}
 MORE_MUST_NOT_HIT = {
     lang: sum((r[lang] for r in ROUNDS_MUST_NOT_HIT), MORE_MUST_NOT_HIT[lang]) for lang in MORE_MUST_NOT_HIT
