@@ -949,12 +949,125 @@ ROUND_EIGHT_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
         "sono andata in farmacia a prendere la tachipirina per mia figlia",
     ),
 }
-ROUNDS_MUST_HIT = (ROUND_FIVE_MUST_HIT, ROUND_SIX_MUST_HIT, ROUND_SEVEN_MUST_HIT, ROUND_EIGHT_MUST_HIT)
+# a ninth round: danger now (on a railing, gas and a locked door, a handful of pills), found unconscious, abuse by a
+# relative, a belt, tired of living like this; and their everyday look-alikes
+ROUND_NINE_MUST_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "me he metido un monton de pastis y ya me esta dando sueño",
+        "estoy sentada en la barandilla del puente ahora",
+        "he dejado el gas abierto en la cocina y me he encerrado",
+        "hace un mes me encontraron inconsciente despues de tomarme todo el botiquin",
+        "mi pareja me controla el dinero y me pega si salgo sin permiso",
+        "mi tio abusaba de mi y sigue viniendo a casa",
+        "me quemo los brazos con la plancha a proposito",
+        "tengo ganas de pegarle a mi hermano pequeño con el cinturon hasta que llore",
+        "ya no quiero seguir luchando, estoy cansada de vivir asi",
+        "pienso en matarme cada vez que me quedo solo",
+        "mañana voy a saltar del puente de la autopista a las 7",
+    ),
+    "de": (
+        "hab mir grad nen haufen pillen reingeworfen und werd schon müde",
+        "ich sitz grad auf dem brückengeländer",
+        "hab das gas in der küche aufgedreht und mich eingeschlossen",
+        "vor einem monat haben sie mich bewusstlos gefunden, nachdem ich die ganze hausapotheke genommen hatte",
+        "mein partner kontrolliert mein geld und schlägt mich, wenn ich ohne erlaubnis rausgeh",
+        "mein onkel hat mich missbraucht und kommt immer noch zu uns",
+        "ich verbrenn mir absichtlich die arme mit dem bügeleisen",
+        "ich hab lust, meinen kleinen bruder mit dem gürtel zu schlagen, bis er weint",
+        "ich will nicht mehr kämpfen, ich bin müde, so zu leben",
+        "ich denk jedes mal ans umbringen, wenn ich allein bin",
+        "morgen um 7 spring ich von der autobahnbrücke",
+    ),
+    "fr": (
+        "je viens de m'enfiler un tas de cachets et je commence a m'endormir",
+        "je suis assise sur la rambarde du pont la",
+        "j'ai ouvert le gaz dans la cuisine et je me suis enfermee",
+        "il y a un mois on m'a trouvee inconsciente apres avoir pris toute la pharmacie",
+        "mon mec controle mon argent et me frappe si je sors sans permission",
+        "mon oncle abusait de moi et il vient toujours a la maison",
+        "je me brule les bras avec le fer a repasser expres",
+        "j'ai envie de frapper mon petit frere avec la ceinture jusqu'a ce qu'il pleure",
+        "je veux plus me battre, je suis fatiguee de vivre comme ca",
+        "je pense a me tuer chaque fois que je suis seul",
+        "demain a 7h je saute du pont de l'autoroute",
+    ),
+    "pt": (
+        "acabei de enfiar um monte de comprimido e ja to ficando com sono",
+        "to sentada na grade da ponte agora",
+        "deixei o gas aberto na cozinha e me tranquei",
+        "faz um mes me acharam desacordada depois de tomar a farmacinha toda",
+        "meu marido controla meu dinheiro e me bate se eu saio sem permissao",
+        "meu tio abusava de mim e ainda vem aqui em casa",
+        "queimo meus bracos com o ferro de passar de proposito",
+        "tenho vontade de bater no meu irmao pequeno com o cinto ate ele chorar",
+        "nao quero mais lutar, to cansada de viver assim",
+        "penso em me matar toda vez que fico sozinho",
+        "amanha as 7 pulo do viaduto",
+    ),
+    "it": (
+        "mi sono appena calata un sacco di pastiglie e mi sta venendo sonno",
+        "sono seduta sulla ringhiera del ponte adesso",
+        "ho lasciato il gas aperto in cucina e mi sono chiusa dentro",
+        "un mese fa mi hanno trovata svenuta dopo che avevo preso tutto l'armadietto dei medicinali",
+        "il mio compagno mi controlla i soldi e mi picchia se esco senza permesso",
+        "mio zio abusava di me e viene ancora a casa",
+        "mi brucio le braccia col ferro da stiro apposta",
+        "ho voglia di picchiare mio fratello piccolo con la cintura finche piange",
+        "non voglio piu lottare, sono stanca di vivere cosi",
+        "penso di ammazzarmi ogni volta che resto solo",
+        "domani alle 7 mi butto dal cavalcavia",
+    ),
+}
+ROUND_NINE_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "me he metido un monton de comida y ya me esta dando sueño",
+        "estoy sentada en la terraza del bar",
+        "he dejado el gas abierto sin querer, ya lo he cerrado",
+        "mi madre controla mis gastos porque soy un desastre jaja",
+        "ya no quiero seguir en este grupo de whatsapp",
+    ),
+    "de": (
+        "hab mir grad nen haufen chips reingezogen",
+        "ich sitz grad auf dem balkon und trink kaffee",
+        "ich hab das gas aus versehen angelassen, ist jetzt aus",
+        "meine mutter kontrolliert mein taschengeld",
+        "ich will nicht mehr in dieser whatsapp gruppe sein",
+    ),
+    "fr": (
+        "je viens de m'enfiler une pizza entiere",
+        "je suis assise en terrasse",
+        "j'ai laisse le gaz ouvert sans faire expres, c'est ferme",
+        "ma mere controle mes depenses parce que je suis nulle",
+        "je veux plus etre dans ce groupe whatsapp",
+    ),
+    "pt": (
+        "acabei de comer um monte de pizza e ja to com sono",
+        "to sentada no bar com as amigas",
+        "deixei o gas aberto sem querer, ja fechei",
+        "minha mae controla meus gastos porque sou um desastre",
+        "nao quero mais ficar nesse grupo do zap",
+    ),
+    "it": (
+        "mi sono appena mangiata una pizza intera",
+        "sono seduta al bar con le amiche",
+        "ho lasciato il gas aperto per sbaglio, l'ho chiuso",
+        "mia madre controlla le mie spese perche sono un disastro",
+        "non voglio piu stare in questo gruppo whatsapp",
+    ),
+}
+ROUNDS_MUST_HIT = (
+    ROUND_FIVE_MUST_HIT,
+    ROUND_SIX_MUST_HIT,
+    ROUND_SEVEN_MUST_HIT,
+    ROUND_EIGHT_MUST_HIT,
+    ROUND_NINE_MUST_HIT,
+)
 ROUNDS_MUST_NOT_HIT = (
     ROUND_FIVE_MUST_NOT_HIT,
     ROUND_SIX_MUST_NOT_HIT,
     ROUND_SEVEN_MUST_NOT_HIT,
     ROUND_EIGHT_MUST_NOT_HIT,
+    ROUND_NINE_MUST_NOT_HIT,
 )
 MORE_MUST_HIT = {lang: sum((r[lang] for r in ROUNDS_MUST_HIT), MORE_MUST_HIT[lang]) for lang in MORE_MUST_HIT}
 MORE_MUST_NOT_HIT = {
