@@ -1055,12 +1055,91 @@ ROUND_NINE_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
         "non voglio piu stare in questo gruppo whatsapp",
     ),
 }
+# an eleventh round: indirect and dated intent (no way out but death, not planning to reach 30, gone for good when
+# the term ends, planning how without the family suffering); its conditional 'X, it's decided' lines are still missed
+ROUND_ELEVEN_MUST_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "cuando acabe el curso me quito de en medio",
+        "no pienso llegar a los 30",
+        "me dan ganas de dejarme ir y no volver",
+        "quiero dormir para no despertar nunca",
+        "estoy planeando como hacerlo sin que sufra mi familia",
+        "no veo otra salida que la muerte",
+        "la idea de suicidarme me da paz",
+        "estoy harta, me rindo, ya no quiero estar viva",
+    ),
+    "de": (
+        "wenn das semester vorbei ist, bin ich weg, für immer",
+        "ich hab nicht vor, 30 zu werden",
+        "ich will einfach loslassen und nicht mehr zurückkommen",
+        "ich will schlafen und nie mehr aufwachen",
+        "ich plane, wie ich es mache, ohne dass meine familie leidet",
+        "ich seh keinen anderen ausweg als den tod",
+        "der gedanke an selbstmord beruhigt mich",
+        "ich geb auf, ich will nicht mehr am leben sein",
+    ),
+    "fr": (
+        "quand l'annee sera finie je me barre pour de bon",
+        "je compte pas arriver a 30 ans",
+        "j'ai envie de lacher prise et de pas revenir",
+        "je veux dormir et ne jamais me reveiller",
+        "je planifie comment le faire sans que ma famille souffre",
+        "je vois pas d'autre issue que la mort",
+        "l'idee de me suicider m'apaise",
+        "j'abandonne, je veux plus etre en vie",
+    ),
+    "pt": (
+        "quando acabar o semestre eu sumo de vez",
+        "nao pretendo chegar aos 30",
+        "quero me deixar ir e nao voltar",
+        "quero dormir pra nunca mais acordar",
+        "to planejando como fazer sem minha familia sofrer",
+        "nao vejo outra saida alem da morte",
+        "a ideia de me matar me acalma",
+        "desisto, nao quero mais estar viva",
+    ),
+    "it": (
+        "quando finisce l'anno me ne vado per sempre",
+        "non ho intenzione di arrivare a 30 anni",
+        "voglio lasciarmi andare e non tornare",
+        "voglio dormire e non svegliarmi mai piu",
+        "sto pianificando come farlo senza far soffrire la mia famiglia",
+        "non vedo altra via d'uscita che la morte",
+        "l'idea di suicidarmi mi calma",
+        "mi arrendo, non voglio piu essere viva",
+    ),
+}
+ROUND_ELEVEN_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "cuando acabe el curso me voy de viaje",
+        "si no me cogen en la uni hago un modulo",
+        "no pienso llegar tarde otra vez",
+        "me rindo, hoy no hago la dieta",
+    ),
+    "de": (
+        "wenn das semester vorbei ist, fahr ich in den urlaub",
+        "ich hab nicht vor, heute zu kochen",
+        "ich geb auf, heute keine diät",
+    ),
+    "fr": (
+        "quand l'annee sera finie je pars en vacances",
+        "je compte pas arriver en retard",
+        "j'abandonne le regime aujourd'hui",
+    ),
+    "pt": ("quando acabar o semestre eu viajo", "nao pretendo chegar atrasada", "desisto da dieta hoje"),
+    "it": (
+        "quando finisce l'anno vado in vacanza",
+        "non ho intenzione di arrivare in ritardo",
+        "mi arrendo, oggi niente dieta",
+    ),
+}
 ROUNDS_MUST_HIT = (
     ROUND_FIVE_MUST_HIT,
     ROUND_SIX_MUST_HIT,
     ROUND_SEVEN_MUST_HIT,
     ROUND_EIGHT_MUST_HIT,
     ROUND_NINE_MUST_HIT,
+    ROUND_ELEVEN_MUST_HIT,
 )
 # a tenth round, look-alikes only: each language's own idioms of dying and killing, news and a cousin's attempt
 # told with first-person words, fiction of one's own, throwing oneself into an adventure or onto a sofa
@@ -1158,6 +1237,7 @@ ROUNDS_MUST_NOT_HIT = (
     ROUND_EIGHT_MUST_NOT_HIT,
     ROUND_NINE_MUST_NOT_HIT,
     ROUND_TEN_MUST_NOT_HIT,
+    ROUND_ELEVEN_MUST_NOT_HIT,
 )
 MORE_MUST_HIT = {lang: sum((r[lang] for r in ROUNDS_MUST_HIT), MORE_MUST_HIT[lang]) for lang in MORE_MUST_HIT}
 MORE_MUST_NOT_HIT = {
