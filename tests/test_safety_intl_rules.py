@@ -38,6 +38,7 @@ MUST_HIT: dict[str, dict[str, tuple[str, ...]]] = {
         "harm_to_others": ("tengo miedo de hacerle daño a mi hijo", "me dan ganas de ahogar al bebe cuando llora"),
         "acute_danger": (
             "acabo de tragarme todas las pastillas de mi madre",
+            "me acabo de beber media botella de ron con el orfidal",
             "estoy en el borde del puente y voy a saltar",
         ),
     },
@@ -1243,6 +1244,12 @@ MORE_MUST_HIT = {lang: sum((r[lang] for r in ROUNDS_MUST_HIT), MORE_MUST_HIT[lan
 MORE_MUST_NOT_HIT = {
     lang: sum((r[lang] for r in ROUNDS_MUST_NOT_HIT), MORE_MUST_NOT_HIT[lang]) for lang in MORE_MUST_NOT_HIT
 }
+
+
+def must_hit_statements() -> list[str]:
+    """Every statement here that the rules must hit (tests/test_safety.py counts them as examples of the rules)."""
+    fresh = [t for kinds in MUST_HIT.values() for texts in kinds.values() for t in texts]
+    return fresh + [t for texts in MORE_MUST_HIT.values() for t in texts]
 
 
 def test_every_language_has_every_kind_and_its_own_look_alikes() -> None:
