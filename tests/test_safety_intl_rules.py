@@ -1134,6 +1134,55 @@ ROUND_ELEVEN_MUST_NOT_HIT: dict[str, tuple[str, ...]] = {
         "mi arrendo, oggi niente dieta",
     ),
 }
+# a twelfth round: harm from and to others (a belt, forced prostitution, sextortion, a baby out of the window,
+# poisoning), hitting one's head on a sink
+ROUND_TWELVE_MUST_HIT: dict[str, tuple[str, ...]] = {
+    "es": (
+        "mi padre me da con la correa cuando saco malas notas",
+        "mi novio me tiene amenazada con publicar mis fotos si le dejo y me ha pegado",
+        "me vendo el cuerpo porque mi pareja me obliga",
+        "me hago daño en los brazos con un compas",
+        "tengo impulsos de tirar a mi bebe por la ventana",
+        "quiero envenenar a mi suegra, ya he comprado el producto",
+        "me encierro en el baño y me golpeo la cabeza con el lavabo",
+    ),
+    "de": (
+        "mein vater haut mich mit dem gürtel, wenn ich schlechte noten hab",
+        "mein freund droht, meine fotos zu posten, wenn ich ihn verlasse, und er hat mich geschlagen",
+        "mein partner zwingt mich, mich zu verkaufen",
+        "ich ritz mir mit dem zirkel in die arme",
+        "ich hab den impuls, mein baby aus dem fenster zu werfen",
+        "ich will meine schwiegermutter vergiften, ich hab das zeug schon gekauft",
+        "ich schließ mich im bad ein und hau meinen kopf ans waschbecken",
+    ),
+    "fr": (
+        "mon pere me frappe avec la ceinture quand j'ai des mauvaises notes",
+        "mon copain me menace de publier mes photos si je le quitte et il m'a frappee",
+        "mon mec me force a me prostituer",
+        "je me fais du mal aux bras avec un compas",
+        "j'ai des pulsions de jeter mon bebe par la fenetre",
+        "je veux empoisonner ma belle-mere, j'ai deja achete le produit",
+        "je m'enferme dans la salle de bain et je me cogne la tete contre le lavabo",
+    ),
+    "pt": (
+        "meu pai me bate de cinta quando tiro nota ruim",
+        "meu namorado ameaca postar minhas fotos se eu terminar e ja me bateu",
+        "meu marido me obriga a me prostituir",
+        "me machuco nos bracos com o compasso",
+        "tenho impulsos de jogar meu bebe pela janela",
+        "quero envenenar minha sogra, ja comprei o produto",
+        "me tranco no banheiro e bato a cabeca na pia",
+    ),
+    "it": (
+        "mio padre mi picchia con la cinta quando prendo brutti voti",
+        "il mio ragazzo minaccia di pubblicare le mie foto se lo lascio e mi ha gia picchiata",
+        "il mio compagno mi costringe a prostituirmi",
+        "mi faccio male alle braccia con il compasso",
+        "ho impulsi di buttare il mio bambino dalla finestra",
+        "voglio avvelenare mia suocera, ho gia comprato il prodotto",
+        "mi chiudo in bagno e sbatto la testa contro il lavandino",
+    ),
+}
 ROUNDS_MUST_HIT = (
     ROUND_FIVE_MUST_HIT,
     ROUND_SIX_MUST_HIT,
@@ -1141,6 +1190,7 @@ ROUNDS_MUST_HIT = (
     ROUND_EIGHT_MUST_HIT,
     ROUND_NINE_MUST_HIT,
     ROUND_ELEVEN_MUST_HIT,
+    ROUND_TWELVE_MUST_HIT,
 )
 # a tenth round, look-alikes only: each language's own idioms of dying and killing, news and a cousin's attempt
 # told with first-person words, fiction of one's own, throwing oneself into an adventure or onto a sofa
