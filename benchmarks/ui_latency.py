@@ -43,6 +43,7 @@ from gradio_client import Client
 from gradio_client.utils import apply_diff
 
 from cbtcompare.models.registry import Registry
+from cbtcompare.models.streams import side_by_side
 from cbtcompare.prompts import resolve_system_prompt
 from cbtcompare.seeds import derive_seed
 from cbtcompare.simulate.settings import shared_sampling
@@ -227,10 +228,11 @@ def direct_first_token(registry: Registry, message: str, seed: int) -> float:
                 first.append(time.perf_counter() - started)
 
     threads = [threading.Thread(target=run, args=(name,)) for name in MODELS]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with side_by_side(len(MODELS)):  # as the tab announces its panes, so both sides divide the cores alike
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     return first[0]
 
 

@@ -25,6 +25,7 @@ from cbtcompare.annotate import annotate_turn, annotation_versions
 from cbtcompare.config_errors import format_validation_error
 from cbtcompare.models.base import ChatModel, ModelError, Sampling, Usage
 from cbtcompare.models.registry import Registry
+from cbtcompare.models.streams import side_by_side
 from cbtcompare.prompts import DEFAULT_SESSION_PROMPT, SystemPrompt, load_prompt, resolve_system_prompt
 from cbtcompare.provenance import describe
 from cbtcompare.safety import CrisisResult, crisis_result_from_flags
@@ -315,24 +316,24 @@ class CompareSession:
     def _generate_all(self) -> Iterator[list[Pane]]:
         events: queue.Queue[tuple[int, str | None]] = queue.Queue()
         workers = []
-        for index, pane in enumerate(self.panes):
-            if pane.model is None:
-                continue
-            pane.error = None
-            pane.partial = ""
-            pane.streaming = True
-            worker = threading.Thread(target=self._run_pane, args=(index, pane, events), daemon=True)
-            workers.append(worker)
-            worker.start()
-        try:
-            yield self.panes
-            yield from self._coalesced(events, running=len(workers))
-        finally:
-            self._stop.set()  # a consumer that stops iterating (or is cancelled) ends the workers too
-            for worker in workers:
-                worker.join()
-            for pane in self.panes:
-                pane.streaming = False
+        streaming = [(index, pane) for index, pane in enumerate(self.panes) if pane.model is not None]
+        with side_by_side(len(streaming)):  # so the first pane does not take every core before the others start
+            for index, pane in streaming:
+                pane.error = None
+                pane.partial = ""
+                pane.streaming = True
+                worker = threading.Thread(target=self._run_pane, args=(index, pane, events), daemon=True)
+                workers.append(worker)
+                worker.start()
+            try:
+                yield self.panes
+                yield from self._coalesced(events, running=len(workers))
+            finally:
+                self._stop.set()  # a consumer that stops iterating (or is cancelled) ends the workers too
+                for worker in workers:
+                    worker.join()
+                for pane in self.panes:
+                    pane.streaming = False
 
     def _coalesced(self, events: queue.Queue[tuple[int, str | None]], running: int) -> Iterator[list[Pane]]:
         """The panes after the workers' events, at most every `update_every_s`: a pane's first chunk and a

@@ -318,3 +318,26 @@ def test_screening_starts_only_once_the_consumer_has_taken_the_first_text(regist
             taken.set()
     assert taken_when_started == [True]
     assert session.crisis and session.panes[0].transcript.turns[0].flags["crisis"]
+
+
+def test_side_by_side_panes_divide_the_cores_from_the_first_one_on(registry, monkeypatch):
+    """Each pane's llama.cpp stream sets its threads when it starts: the first used to see itself alone and take
+    every core for its prompt, and the second joined it on cores already taken (3 compute threads on 2 cores
+    here, stalling each other at every barrier). Both now count the two panes the session starts."""
+    import cbtcompare.models.llamacpp_pool as pool
+
+    counted: list[int] = []
+    original = pool.thread_split
+
+    def recording(active_streams: int, cores: int | None = None) -> tuple[int, int]:
+        counted.append(active_streams)
+        return original(active_streams, cores)
+
+    monkeypatch.setattr(pool, "thread_split", recording)
+    session = CompareSession(registry, PAIR, sampling=Sampling(temperature=0.8, max_tokens=2), seed=1)
+    run(session.send("I feel tense before meetings."))
+    assert len(counted) == 2 and min(counted) == 2, counted
+    counted.clear()
+    alone = CompareSession(registry, PAIR[:1], sampling=Sampling(temperature=0.8, max_tokens=2), seed=1)
+    run(alone.send("I feel tense before meetings."))
+    assert counted == [1]  # a lone pane still takes every core

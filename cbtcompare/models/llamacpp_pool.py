@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cbtcompare.models.base import AdapterMismatch, BackendUnavailable, InvalidWeights, ModelError
 from cbtcompare.models.prefix_reuse import PREFIX_REUSE_ENV, prefix_reuse_enabled
+from cbtcompare.models.streams import announced_streams
 from cbtcompare.models.weights import check_gguf
 
 MAX_CONTEXTS_PER_WEIGHTS = 4
@@ -275,7 +276,8 @@ class SharedWeights:
         the same adapter setting), the longest cached_prefix first; otherwise a new one while fewer than
         warm_contexts() exist; otherwise the one sharing the longest prefix, or the least recently used. A
         context whose adapter setting changes forgets its cache (LoRA changes every K/V).
-        Its threads are set from the number of generations running now (thread_split).
+        Its threads are set from the number of generations running now, or the number a caller has said it
+        starts side by side if that is more (thread_split, streams.side_by_side).
         """
         n_ctx = n_ctx or self._first._cbt_n_ctx  # type: ignore[attr-defined]
         key = (id(adapter), scale) if adapter is not None else None
@@ -284,7 +286,7 @@ class SharedWeights:
             llama._cbt_prompt_length = len(prompt)  # type: ignore[attr-defined]
         active = ACTIVE_STREAMS.enter()
         try:
-            llama._ctx.set_n_threads(*thread_split(active))  # type: ignore[attr-defined]
+            llama._ctx.set_n_threads(*thread_split(max(active, announced_streams())))  # type: ignore[attr-defined]
             if not prefix_reuse_enabled():
                 self._set_adapter(llama, adapter, scale)
                 llama.reset()  # type: ignore[attr-defined]
