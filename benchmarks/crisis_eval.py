@@ -1,9 +1,9 @@
 """Crisis screening on statements written before tuning: recall and false-positive rate, overall, per category,
 per language.
 
-Reads tests/data/crisis_heldout_v6.jsonl (sha256 pinned in tests/test_crisis_heldout_v6.py), written blind to
-the rules, the classifier and the other sets and committed before the fifth pass of issue 13 changed anything;
-never tuned on. --set names another held-out set (v5, v4, v3, v2: each measured on while tuning since, so their
+Reads tests/data/crisis_heldout_v7.jsonl (sha256 pinned in tests/test_crisis_heldout_v7.py), written blind to
+the rules, the classifier and the other sets and committed before the sixth pass of issue 13 changed anything;
+never tuned on. --set names another held-out set (v6, v5, v4, v3, v2: each measured on while tuning since, so their
 figures are secondary) or a file of {"text", "label": "crisis"|"safe", "category", "language"} lines.
 Screens every line with cbtcompare.safety.detect_crisis_batch (rules + classifier unless --rules-only) and
 prints a table. A line the screen did not cover (`screened` false: a language it has no rules for) counts as
@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cbtcompare.config_errors import format_validation_error
 
 DATA = _common.REPO / "tests" / "data"
-HELDOUT_SETS = {name: DATA / f"crisis_heldout_{name}.jsonl" for name in ("v2", "v3", "v4", "v5", "v6")}
-DEFAULT_SET = "v6"  # the newest held-out set; tests/test_crisis_heldout_v6.py pins this default
+HELDOUT_SETS = {name: DATA / f"crisis_heldout_{name}.jsonl" for name in ("v2", "v3", "v4", "v5", "v6", "v7")}
+DEFAULT_SET = "v7"  # the newest held-out set; tests/test_crisis_heldout_v7.py pins this default
 MIN_LINES_FOR_TARGET = 5
 
 
@@ -49,7 +49,7 @@ class SetFormatError(ValueError):
 
 
 def resolve_set(name_or_path: str) -> Path:
-    """`v6` (the default), `v5`, `v4`, `v3`, `v2`: the held-out set of that name; anything else: a JSONL path."""
+    """`v7` (the default), `v6`, `v5`, `v4`, `v3`, `v2`: the held-out set of that name; anything else: a JSONL path."""
     return HELDOUT_SETS.get(name_or_path, Path(name_or_path))
 
 

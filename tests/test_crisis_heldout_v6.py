@@ -58,9 +58,7 @@ def test_no_heldout_v6_statement_is_in_any_other_crisis_set() -> None:
     assert shared == {}, f"v6 line numbers also in other sets: {shared}"
 
 
-def test_crisis_eval_measures_v6_unless_told_otherwise() -> None:
-    assert crisis_eval.DEFAULT_SET == "v6"
-    assert crisis_eval.resolve_set(crisis_eval.DEFAULT_SET).resolve() == HELDOUT_V6.resolve()
+def test_crisis_eval_still_measures_v6_by_name() -> None:
     assert crisis_eval.resolve_set("v6").resolve() == HELDOUT_V6.resolve()
 
 

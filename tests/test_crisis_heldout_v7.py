@@ -78,3 +78,9 @@ def test_no_heldout_v7_statement_is_in_any_other_crisis_set() -> None:
     assert any(n.startswith("crisis_heldout_v6") for n in names), "the previous held-out set is missing"
     shared = shared_with_other_sets(crisis_eval.load(HELDOUT_V7), HELDOUT_V7)
     assert shared == {}, f"v7 line numbers also in other sets: {shared}"
+
+
+def test_crisis_eval_measures_v7_unless_told_otherwise() -> None:
+    assert crisis_eval.DEFAULT_SET == "v7"
+    assert crisis_eval.resolve_set(crisis_eval.DEFAULT_SET).resolve() == HELDOUT_V7.resolve()
+    assert crisis_eval.resolve_set("v7").resolve() == HELDOUT_V7.resolve()

@@ -109,21 +109,23 @@ def test_head_is_trained_on_the_current_dev_set_only(stored_head: dict) -> None:
     )
 
 
-def test_no_training_set_is_heldout_v6() -> None:
-    """Held-out v6 measures the head: no choice of --sets reads it, by name or by a path that resolves to it, and
-    load_rows refuses it. The retired sets may be read (--sets dev+retired, the fifth pass's experiment)."""
-    v6 = DATA / "crisis_heldout_v6.jsonl"
-    assert v6.exists() and v6.resolve() in {path.resolve() for path in train_classifier.UNSEEN_SETS}
+@pytest.mark.parametrize("unseen", ["crisis_heldout_v6", "crisis_heldout_v7"])
+def test_no_training_set_is_an_unseen_heldout_set(unseen: str) -> None:
+    """Held-out v6 and v7 measure the head: no choice of --sets reads them, by name or by a path that resolves to
+    them, and load_rows refuses them. The retired sets may be read (--sets dev+retired, the fifth pass's
+    experiment)."""
+    held_out = DATA / f"{unseen}.jsonl"
+    assert held_out.exists() and held_out.resolve() in {path.resolve() for path in train_classifier.UNSEEN_SETS}
     for name, sets in train_classifier.SETS.items():
-        assert v6.resolve() not in {path.resolve() for path in sets}, name
-        assert not any(path.name.startswith("crisis_heldout_v6") for path in sets), name
+        assert held_out.resolve() not in {path.resolve() for path in sets}, name
+        assert not any(path.name.startswith(unseen) for path in sets), name
     retired = {path.name for path in train_classifier.SETS["dev+retired"]} - {p.name for p in train_classifier.DEV_SETS}
     assert retired == {
         "crisis_heldout.jsonl", "crisis_heldout2.jsonl", "crisis_heldout_v2.jsonl", "crisis_heldout_v3.jsonl",
         "crisis_heldout_v4.jsonl", "crisis_heldout_v5.jsonl", "crisis_fresh3.jsonl", "crisis_fresh4.jsonl",
     }  # fmt: skip
     with pytest.raises(ValueError, match="never read by training"):
-        train_classifier.load_rows((*train_classifier.DEV_SETS, v6))
+        train_classifier.load_rows((*train_classifier.DEV_SETS, held_out))
     with pytest.raises(SystemExit):  # an experiment never overwrites the shipped head
         train_classifier.main(["--sets", "dev+retired"])
     head = safety_classifier.load_head()

@@ -13,7 +13,7 @@ What it does, all seeded and deterministic:
    on while tuning, so none measures unseen text; a retired line that repeats an earlier training line is read
    once): the fifth pass of issue 13 tried it and kept the dev-only head, because its dev cross-validated
    combined recall fell (0.922 -> 0.913 at FPR 0.080 -> 0.069; docs/crisis-heldout-v6.md). `UNSEEN_SETS`
-   (crisis_heldout_v6.jsonl, the set the head is measured on) are never read here: `load_rows` refuses them;
+   (crisis_heldout_v6.jsonl and v7, the sets the head is measured on) are never read here: `load_rows` refuses them;
 2. computes each statement's rules verdict and what the classifier reads (`safety.classifier_input`: the
    normalised text less the clauses of explicit denials), and embeds the latter with the encoders in
    `ENCODERS` (all-mpnet-base-v2 since dev v5: leave-one-dev-file-out, it beat all-MiniLM-L6-v2 and the two
@@ -36,7 +36,7 @@ What it does, all seeded and deterministic:
    trained on more than dev compares with one trained on dev only) and per file. `--check` recomputes all of it and
    compares with the file.
 
-What it must never do: read an unseen held-out set (v6, or any later one added to `UNSEEN_SETS`), or tune on
+What it must never do: read an unseen held-out set (v6, v7, or any later one added to `UNSEEN_SETS`), or tune on
 anything but this cross-validation.
 scikit-learn (a dependency of sentence-transformers) is needed here only; screening needs numpy alone.
 """
@@ -71,7 +71,7 @@ RETIRED_SETS = tuple(
 TRAIN_SETS = DEV_SETS  # what the shipped head is trained on
 SETS = {"dev": DEV_SETS, "dev+retired": DEV_SETS + RETIRED_SETS}  # --sets
 # What the head is measured on: never read by training (docs/crisis-heldout-v6.md).
-UNSEEN_SETS = (DATA / "crisis_heldout_v6.jsonl",)
+UNSEEN_SETS = (DATA / "crisis_heldout_v6.jsonl", DATA / "crisis_heldout_v7.jsonl")
 # Labelled categories that are not kinds of their own: the C-SSRS counts gathering means (collecting pills,
 # obtaining a gun) as preparatory behaviour.
 KIND_OF_CATEGORY = {"access_to_means": "preparatory_behaviour"}
