@@ -84,3 +84,19 @@ def test_crisis_eval_measures_v7_unless_told_otherwise() -> None:
     assert crisis_eval.DEFAULT_SET == "v7"
     assert crisis_eval.resolve_set(crisis_eval.DEFAULT_SET).resolve() == HELDOUT_V7.resolve()
     assert crisis_eval.resolve_set("v7").resolve() == HELDOUT_V7.resolve()
+
+
+def test_heldout_v7_regression_floor_for_the_combined_screen() -> None:
+    """A floor, not a target: the sixth pass's screen (rules written on dev v6 en and dev v6 intl, mpnet head on
+    dev v1-v5) measured once on this set, never seen before: recall 0.664 (178/268), FPR 0.114 (24/210); the screen
+    before the pass gave 0.582 / 0.105 (docs/crisis-heldout-v7.md). The targets are recall >= 0.95 with FPR <= 0.10.
+    A change that loses ground here fails; no change may be made *because of* a line here. Only the two counts are
+    shown on a failure, never a line."""
+    from cbtcompare.safety import detect_crisis_batch
+
+    rows = crisis_eval.load(HELDOUT_V7)
+    results = detect_crisis_batch([r["text"] for r in rows])
+    flagged = [res.crisis and res.screened for res in results]
+    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
+    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
+    assert sum(crisis) / len(crisis) >= 0.66 and sum(safe) / len(safe) <= 0.12, (sum(crisis), sum(safe))
