@@ -61,3 +61,22 @@ def shared_with_other_sets(rows: list[dict], path: Path) -> dict[str, list[int]]
         if numbers:
             shared[other.name] = numbers
     return shared
+
+
+def combined_screen_rates(rows: list[dict]) -> tuple[float, float, tuple[int, int]]:
+    """The shipped screen (rules + classifier) on a set's rows: recall, false-alarm rate, and (hits, false
+    alarms) to show on a failure; a line the screen did not cover (`screened` false) is a miss."""
+    from cbtcompare.safety import detect_crisis_batch
+
+    results = detect_crisis_batch([r["text"] for r in rows])
+    flagged = [res.crisis and res.screened for res in results]
+    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
+    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
+    return sum(crisis) / len(crisis), sum(safe) / len(safe), (sum(crisis), sum(safe))
+
+
+def assert_every_line_has_exactly_the_four_fields(rows: list[dict], path: Path) -> None:
+    """Every non-blank line of the file at `path` became one of `rows`, with text, label, category, language."""
+    raw_lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    assert len(rows) == len(raw_lines)
+    assert all(set(json.loads(line)) == {"text", "label", "category", "language"} for line in raw_lines)

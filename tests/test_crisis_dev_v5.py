@@ -15,7 +15,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "benchmarks"))  # appended: its script names never shadow a package
 import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmarks/ is on the path)
-from crisis_sets import CRISIS_CATEGORIES, OTHER_LANGUAGES, SAFE_CATEGORIES, statement_key  # noqa: E402
+from crisis_sets import (  # noqa: E402
+    CRISIS_CATEGORIES,
+    OTHER_LANGUAGES,
+    SAFE_CATEGORIES,
+    assert_every_line_has_exactly_the_four_fields,
+    statement_key,
+)
 
 DATA = Path(__file__).parent / "data"
 DEV_V5 = DATA / "crisis_dev_v5.jsonl"
@@ -63,9 +69,7 @@ def coverage_problems(rows: list[dict]) -> list[str]:
 
 def test_dev_v5_loads_with_the_benchmark_loader() -> None:
     rows = crisis_eval.load(DEV_V5)
-    raw_lines = [line for line in DEV_V5.read_text(encoding="utf-8").split("\n") if line.strip()]
-    assert len(rows) == len(raw_lines)
-    assert all(set(json.loads(line)) == {"text", "label", "category", "language"} for line in raw_lines)
+    assert_every_line_has_exactly_the_four_fields(rows, DEV_V5)
 
 
 def test_dev_v5_covers_every_kind_in_the_asked_proportions() -> None:

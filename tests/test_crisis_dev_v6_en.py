@@ -9,7 +9,6 @@ line numbers.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,6 +19,7 @@ import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmark
 from crisis_sets import (  # noqa: E402
     CRISIS_CATEGORIES,
     SAFE_CATEGORIES,
+    assert_every_line_has_exactly_the_four_fields,
     repeated_statements,
     shared_with_other_sets,
 )
@@ -61,9 +61,7 @@ def coverage_problems(rows: list[dict]) -> list[str]:
 
 def test_dev_v6_en_loads_with_the_benchmark_loader() -> None:
     rows = crisis_eval.load(DEV_V6_EN)
-    raw_lines = [line for line in DEV_V6_EN.read_text(encoding="utf-8").split("\n") if line.strip()]
-    assert len(rows) == len(raw_lines)
-    assert all(set(json.loads(line)) == {"text", "label", "category", "language"} for line in raw_lines)
+    assert_every_line_has_exactly_the_four_fields(rows, DEV_V6_EN)
 
 
 def test_dev_v6_en_covers_every_kind_with_the_asked_counts() -> None:

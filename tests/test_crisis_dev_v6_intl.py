@@ -8,7 +8,6 @@ only this set's line numbers.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,6 +19,7 @@ from crisis_sets import (  # noqa: E402
     CRISIS_CATEGORIES,
     OTHER_LANGUAGES,
     SAFE_CATEGORIES,
+    assert_every_line_has_exactly_the_four_fields,
     repeated_statements,
     shared_with_other_sets,
 )
@@ -65,9 +65,7 @@ def coverage_problems(rows: list[dict]) -> list[str]:
 
 def test_dev_v6_intl_loads_with_the_benchmark_loader() -> None:
     rows = crisis_eval.load(DEV_V6_INTL)
-    raw_lines = [line for line in DEV_V6_INTL.read_text(encoding="utf-8").split("\n") if line.strip()]
-    assert len(rows) == len(raw_lines)
-    assert all(set(json.loads(line)) == {"text", "label", "category", "language"} for line in raw_lines)
+    assert_every_line_has_exactly_the_four_fields(rows, DEV_V6_INTL)
 
 
 def test_dev_v6_intl_covers_every_kind_in_every_language() -> None:

@@ -11,6 +11,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from crisis_sets import combined_screen_rates
+
 HELDOUT_V3 = Path(__file__).parent / "data" / "crisis_heldout_v3.jsonl"
 HELDOUT_V3_SHA256 = "5e7568d9f3ee847c7d86e1e89da0c00b346f752b08c0f70c1202b57309975232"
 DEV_V3 = Path(__file__).parent / "data" / "crisis_dev_v3.jsonl"
@@ -56,11 +58,5 @@ def test_heldout_v3_regression_floor_for_the_combined_screen() -> None:
     recall >= 0.95 with FPR <= 0.10; see docs/crisis-screen.md). A change that loses ground here fails. This set has
     been measured on while tuning since, so this is a regression check, no longer a figure on unseen text; the
     honest floor is held-out v6's (tests/test_crisis_heldout_v6.py)."""
-    from cbtcompare.safety import detect_crisis_batch
-
-    rows = _rows(HELDOUT_V3)
-    results = detect_crisis_batch([r["text"] for r in rows])
-    flagged = [res.crisis and res.screened for res in results]
-    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
-    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
-    assert sum(crisis) / len(crisis) >= 0.86 and sum(safe) / len(safe) <= 0.10, (sum(crisis), sum(safe))
+    recall, false_alarms, counts = combined_screen_rates(_rows(HELDOUT_V3))
+    assert recall >= 0.86 and false_alarms <= 0.10, counts

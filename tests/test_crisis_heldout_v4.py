@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "benchmarks"))  # appended: its script names never shadow a package
 import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmarks/ is on the path)
-from crisis_sets import CRISIS_CATEGORIES, OTHER_LANGUAGES, SAFE_CATEGORIES  # noqa: E402
+from crisis_sets import CRISIS_CATEGORIES, OTHER_LANGUAGES, SAFE_CATEGORIES, combined_screen_rates  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 HELDOUT_V4 = DATA / "crisis_heldout_v4.jsonl"
@@ -166,11 +166,6 @@ def test_heldout_v4_regression_floor_for_the_combined_screen() -> None:
     with FPR <= 0.10. A change that loses ground here fails. This set has been measured on while tuning, so this is a
     regression check, no longer a figure on unseen text (it is not training data: the fifth pass's head trained on
     the retired sets was not kept); the honest floor is held-out v6's (tests/test_crisis_heldout_v6.py)."""
-    from cbtcompare.safety import detect_crisis_batch
-
     rows = [json.loads(line) for line in HELDOUT_V4.read_text(encoding="utf-8").splitlines() if line.strip()]
-    results = detect_crisis_batch([r["text"] for r in rows])
-    flagged = [res.crisis and res.screened for res in results]
-    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
-    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
-    assert sum(crisis) / len(crisis) >= 0.80 and sum(safe) / len(safe) <= 0.14, (sum(crisis), sum(safe))
+    recall, false_alarms, counts = combined_screen_rates(rows)
+    assert recall >= 0.80 and false_alarms <= 0.14, counts

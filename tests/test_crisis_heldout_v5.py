@@ -15,7 +15,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "benchmarks"))  # appended: its script names never shadow a package
 import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmarks/ is on the path)
-from crisis_sets import assert_covers, repeated_statements, shared_with_other_sets  # noqa: E402
+from crisis_sets import (  # noqa: E402
+    assert_covers,
+    combined_screen_rates,
+    repeated_statements,
+    shared_with_other_sets,
+)
 
 DATA = Path(__file__).parent / "data"
 HELDOUT_V5 = DATA / "crisis_heldout_v5.jsonl"
@@ -68,11 +73,5 @@ def test_heldout_v5_regression_floor_for_the_combined_screen() -> None:
     ground here fails. This set has been measured on while tuning, so this is a
     regression check, no longer a figure on unseen text (it is not training data: the fifth pass's head trained on
     the retired sets was not kept); the honest floor is held-out v6's (tests/test_crisis_heldout_v6.py)."""
-    from cbtcompare.safety import detect_crisis_batch
-
-    rows = crisis_eval.load(HELDOUT_V5)
-    results = detect_crisis_batch([r["text"] for r in rows])
-    flagged = [res.crisis and res.screened for res in results]
-    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
-    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
-    assert sum(crisis) / len(crisis) >= 0.74 and sum(safe) / len(safe) <= 0.12, (sum(crisis), sum(safe))
+    recall, false_alarms, counts = combined_screen_rates(crisis_eval.load(HELDOUT_V5))
+    assert recall >= 0.74 and false_alarms <= 0.12, counts

@@ -16,7 +16,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT / "benchmarks"))  # appended: its script names never shadow a package
 import crisis_eval  # noqa: E402  (a benchmark script: importable once benchmarks/ is on the path)
-from crisis_sets import assert_covers, repeated_statements, shared_with_other_sets  # noqa: E402
+from crisis_sets import (  # noqa: E402
+    assert_covers,
+    combined_screen_rates,
+    repeated_statements,
+    shared_with_other_sets,
+)
 
 DATA = Path(__file__).parent / "data"
 HELDOUT_V6 = DATA / "crisis_heldout_v6.jsonl"
@@ -68,11 +73,5 @@ def test_heldout_v6_regression_floor_for_the_combined_screen() -> None:
     0.096 (docs/crisis-heldout-v6.md). The
     targets are recall >= 0.95 with FPR <= 0.10. A change that loses ground here fails; no change may be made
     *because of* a line here. Only the two counts are shown on a failure, never a line."""
-    from cbtcompare.safety import detect_crisis_batch
-
-    rows = crisis_eval.load(HELDOUT_V6)
-    results = detect_crisis_batch([r["text"] for r in rows])
-    flagged = [res.crisis and res.screened for res in results]
-    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
-    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
-    assert sum(crisis) / len(crisis) >= 0.66 and sum(safe) / len(safe) <= 0.085, (sum(crisis), sum(safe))
+    recall, false_alarms, counts = combined_screen_rates(crisis_eval.load(HELDOUT_V6))
+    assert recall >= 0.66 and false_alarms <= 0.085, counts

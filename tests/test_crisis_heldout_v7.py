@@ -21,6 +21,7 @@ from crisis_sets import (  # noqa: E402
     OTHER_LANGUAGES,
     SAFE_CATEGORIES,
     assert_covers,
+    combined_screen_rates,
     repeated_statements,
     shared_with_other_sets,
 )
@@ -92,11 +93,5 @@ def test_heldout_v7_regression_floor_for_the_combined_screen() -> None:
     before the pass gave 0.582 / 0.105 (docs/crisis-heldout-v7.md). The targets are recall >= 0.95 with FPR <= 0.10.
     A change that loses ground here fails; no change may be made *because of* a line here. Only the two counts are
     shown on a failure, never a line."""
-    from cbtcompare.safety import detect_crisis_batch
-
-    rows = crisis_eval.load(HELDOUT_V7)
-    results = detect_crisis_batch([r["text"] for r in rows])
-    flagged = [res.crisis and res.screened for res in results]
-    crisis = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "crisis"]
-    safe = [f for r, f in zip(rows, flagged, strict=True) if r["label"] == "safe"]
-    assert sum(crisis) / len(crisis) >= 0.66 and sum(safe) / len(safe) <= 0.12, (sum(crisis), sum(safe))
+    recall, false_alarms, counts = combined_screen_rates(crisis_eval.load(HELDOUT_V7))
+    assert recall >= 0.66 and false_alarms <= 0.12, counts
